@@ -1,0 +1,11 @@
+// flashserve: LLM-serving kernels for NVIDIA Hopper. Include this for the whole public API.
+#pragma once
+
+#include "flashserve/activation.h"
+#include "flashserve/core/status.h"
+#include "flashserve/logging.h"
+#include "flashserve/norm.h"
+#include "flashserve/page.h"
+#include "flashserve/rope.h"
+#include "flashserve/runtime.h"
+#include "flashserve/tensor.h"

@@ -1,0 +1,175 @@
+// Row normalization kernel (RMSNorm, LayerNorm; fused residual add; fp8 output) and its launcher.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include "flashserve/core/dispatch.h"
+#include "flashserve/core/reduce.cuh"
+#include "flashserve/core/vec.cuh"
+#include "flashserve/norm/params.h"
+#include "flashserve/norm/tile_policy.h"
+#include "flashserve/norm/variants.cuh"
+
+namespace flashserve::norm {
+
+// Register cap per configuration: 8 items of 16-byte vectors need up to ~100 registers, which
+// 512 threads per block still allow; warp-per-row blocks are 256 threads.
+constexpr int norm_max_threads(int items, bool warp_per_row) {
+  return warp_per_row ? 256 : (items == 8 ? 512 : 1024);
+}
+
+template <class Op, class T, class TOut, int kVec, int kItems, bool kWarpRow, bool kResidual>
+__global__ void __launch_bounds__(norm_max_threads(kItems, kWarpRow))
+    norm_rows_kernel(const NormParams<T, TOut> p) {
+  __shared__ float scratch[32];
+  using VecIn = Vec<T, kVec>;
+  using VecOut = Vec<TOut, kVec>;
+
+  int64_t row;
+  int lane, nthreads;
+  if constexpr (kWarpRow) {
+    row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
+    lane = threadIdx.x & 31;
+    nthreads = 32;
+    if (row >= p.rows) return;  // safe: warp-per-row blocks never synchronize
+  } else {
+    row = blockIdx.x;
+    lane = threadIdx.x;
+    nthreads = blockDim.x;
+  }
+  auto sum = [&](float x) {
+    if constexpr (kWarpRow) {
+      return warp_sum(x);
+    } else {
+      return block_sum(x, scratch);
+    }
+  };
+
+  const T* x = p.input + p.input_rows.offset(row);
+  T* res = kResidual ? p.residual + p.residual_rows.offset(row) : nullptr;
+  TOut* y = p.out + p.out_rows.offset(row);
+  const float out_mul = p.out_scale != nullptr ? 1.f / *p.out_scale : 1.f;
+  const int nvec = p.hidden / kVec;
+  Op op;
+
+  auto write = [&](int idx, const float(&v)[kVec]) {
+    float w[kVec], b[kVec] = {}, o[kVec];
+    VecIn::load(p.weight + idx * kVec).to_floats(w);
+    if constexpr (Op::kHasBias) {
+      if (p.bias != nullptr) VecIn::load(p.bias + idx * kVec).to_floats(b);
+    }
+#pragma unroll
+    for (int j = 0; j < kVec; ++j)
+      o[j] = op.apply(v[j], w[j] + p.weight_offset, b[j]) * out_mul;
+    VecOut::from_floats(o).store(y + idx * kVec);
+  };
+
+  if constexpr (kItems > 0) {
+    // The row lives in registers between the reduction and the write: read once, written once.
+    float v[kItems][kVec];
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int idx = lane + i * nthreads;
+      if (idx < nvec) {
+        VecIn::load(x + idx * kVec).to_floats(v[i]);
+        if constexpr (kResidual) {
+          float r[kVec];
+          VecIn::load(res + idx * kVec).to_floats(r);
+#pragma unroll
+          for (int j = 0; j < kVec; ++j)
+            v[i][j] += r[j];
+          VecIn::from_floats(v[i]).store(res + idx * kVec);
+        }
+      }
+    }
+    op.stats(
+        [&](auto&& f) {
+#pragma unroll
+          for (int i = 0; i < kItems; ++i) {
+            if (lane + i * nthreads < nvec) {
+#pragma unroll
+              for (int j = 0; j < kVec; ++j)
+                f(v[i][j]);
+            }
+          }
+        },
+        sum, p.hidden, p.eps);
+#pragma unroll
+    for (int i = 0; i < kItems; ++i) {
+      const int idx = lane + i * nthreads;
+      if (idx < nvec) write(idx, v[i]);
+    }
+  } else {
+    // Streaming: each pass reads the row again (from L2). A thread only ever re-reads elements it
+    // wrote itself, so the residual sum needs no barrier before it is read back.
+    const T* src = x;
+    if constexpr (kResidual) {
+      for (int idx = lane; idx < nvec; idx += nthreads) {
+        float a[kVec], r[kVec];
+        VecIn::load(x + idx * kVec).to_floats(a);
+        VecIn::load(res + idx * kVec).to_floats(r);
+#pragma unroll
+        for (int j = 0; j < kVec; ++j)
+          a[j] += r[j];
+        VecIn::from_floats(a).store(res + idx * kVec);
+      }
+      src = res;
+    }
+    op.stats(
+        [&](auto&& f) {
+          for (int idx = lane; idx < nvec; idx += nthreads) {
+            float a[kVec];
+            VecIn::load(src + idx * kVec).to_floats(a);
+#pragma unroll
+            for (int j = 0; j < kVec; ++j)
+              f(a[j]);
+          }
+        },
+        sum, p.hidden, p.eps);
+    for (int idx = lane; idx < nvec; idx += nthreads) {
+      float a[kVec];
+      VecIn::load(src + idx * kVec).to_floats(a);
+      write(idx, a);
+    }
+  }
+}
+
+namespace detail {
+inline bool rows_aligned(const void* ptr, const RowIndex& rows, int elem_size, int vec) {
+  return vec_aligned(ptr, elem_size, vec) && rows.outer_stride % vec == 0 &&
+         rows.inner_stride % vec == 0;
+}
+}  // namespace detail
+
+// Launches the normalization described by `p` (rows == 0 is a no-op). Picks 16-byte vectors when
+// hidden, every pointer and every row stride allow it, else the scalar streaming path.
+template <class Op, class T, class TOut, bool kResidual>
+cudaError_t launch_norm(const NormParams<T, TOut>& p, cudaStream_t stream) {
+  if (p.rows == 0) return cudaSuccess;
+  constexpr int kV = kVec16<T>;
+  const bool aligned =
+      p.hidden % kV == 0 && detail::rows_aligned(p.input, p.input_rows, sizeof(T), kV) &&
+      detail::rows_aligned(p.out, p.out_rows, sizeof(TOut), kV) &&
+      (!kResidual || detail::rows_aligned(p.residual, p.residual_rows, sizeof(T), kV)) &&
+      vec_aligned(p.weight, sizeof(T), kV) &&
+      (p.bias == nullptr || vec_aligned(p.bias, sizeof(T), kV));
+  const NormTile tile = choose_norm_tile(p.rows, p.hidden, aligned ? kV : 1);
+  const dim3 grid(static_cast<unsigned>(tile.blocks)), block(tile.threads);
+
+  if (!aligned) {
+    norm_rows_kernel<Op, T, TOut, 1, 0, false, kResidual><<<grid, block, 0, stream>>>(p);
+  } else if (tile.warp_per_row) {
+    dispatch_int<1, 2, 4>(tile.items, [&](auto items) {
+      norm_rows_kernel<Op, T, TOut, kV, decltype(items)::value, true, kResidual>
+          <<<grid, block, 0, stream>>>(p);
+    });
+  } else {
+    dispatch_int<0, 1, 2, 4, 8>(tile.items, [&](auto items) {
+      norm_rows_kernel<Op, T, TOut, kV, decltype(items)::value, false, kResidual>
+          <<<grid, block, 0, stream>>>(p);
+    });
+  }
+  return cudaGetLastError();
+}
+
+}  // namespace flashserve::norm

@@ -1,0 +1,39 @@
+// Small helpers shared by the public entry points.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <string>
+
+#include "flashserve/core/row_index.h"
+#include "flashserve/core/status.h"
+#include "flashserve/tensor.h"
+
+namespace flashserve {
+
+// Row layout of a 2-D [rows, n] or 3-D [outer, inner, n] view (last dim contiguous).
+inline RowIndex row_index_of(const TensorView& t) {
+  if (t.ndim == 3) return RowIndex::rows_3d(t.shape[1], t.strides[0], t.strides[1]);
+  return RowIndex::rows_2d(t.strides[0]);
+}
+
+inline int64_t rows_of(const TensorView& t) {
+  return t.ndim == 3 ? t.shape[0] * t.shape[1] : t.shape[0];
+}
+
+// True when the memory spanned by `a` and by `b` does not overlap (undefined views never do).
+inline bool disjoint(const TensorView& a, const TensorView& b) {
+  if (!a.defined() || !b.defined()) return true;
+  const char* a0 = static_cast<const char*>(a.data);
+  const char* b0 = static_cast<const char*>(b.data);
+  return a0 + a.nbytes_spanned() <= b0 || b0 + b.nbytes_spanned() <= a0;
+}
+
+// Converts a launcher's cudaError_t into a Status naming the op.
+inline Status launch_status(const char* op, cudaError_t err) {
+  if (err == cudaSuccess) return Status();
+  return Status(StatusCode::kCudaError,
+                std::string(op) + ": kernel launch failed: " + cudaGetErrorString(err));
+}
+
+}  // namespace flashserve
