@@ -28,6 +28,10 @@ struct TensorView {
                             std::initializer_list<int64_t> strides, int device = 0);
 
   bool defined() const { return data != nullptr; }
+  // ndim in [0, kMaxDims] and no negative size.
+  bool well_formed() const;
+  // No two elements share memory (a view that is safe to write from many threads).
+  bool rows_disjoint() const;
   int64_t numel() const;
   // Negative dims count from the end, as in Python.
   int64_t size(int dim) const { return shape[dim < 0 ? dim + ndim : dim]; }

@@ -2,6 +2,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstdint>
+#include <cstdint>
 #include <sstream>
 
 namespace flashserve {
@@ -53,6 +55,23 @@ ArgCheck& ArgCheck::defined() {
         break;
       }
     }
+    const int esize = dtype_size(current_->dtype);
+    if (status_.ok() && reinterpret_cast<uintptr_t>(current_->data) % esize != 0) {
+      std::ostringstream os;
+      os << where() << "expected a pointer aligned to " << esize << " bytes ("
+         << dtype_name(current_->dtype) << "), got " << current_->data;
+      fail(StatusCode::kInvalidArgument, os.str());
+    }
+  }
+  return *this;
+}
+
+ArgCheck& ArgCheck::writable() {
+  if (skip()) return *this;
+  if (!current_->rows_disjoint()) {
+    fail(StatusCode::kInvalidArgument,
+         where() + "expected an output view whose elements do not overlap, got " +
+             current_->describe());
   }
   return *this;
 }

@@ -21,6 +21,7 @@ class ArgCheck {
   // Selects the tensor that the following checks apply to.
   ArgCheck& arg(const TensorView& t, const char* name);
 
+  // Non-null, well-formed (ndim in range, sizes >= 0), pointer aligned to the element size.
   ArgCheck& defined();
   ArgCheck& ndim(int expected);
   ArgCheck& ndim_in(int lo, int hi);
@@ -35,6 +36,8 @@ class ArgCheck {
   ArgCheck& contiguous();
   ArgCheck& numel(int64_t expected);
   ArgCheck& nonnegative_strides();
+  // For outputs: no two elements of the view share memory (e.g. a row stride smaller than the row).
+  ArgCheck& writable();
   // `t` (the selected tensor) either does not overlap `other` or is exactly the same view.
   ArgCheck& no_partial_alias(const TensorView& other, const char* other_name);
 

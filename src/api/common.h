@@ -3,6 +3,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <cstdio>
 #include <string>
 
 #include "flashserve/core/row_index.h"
@@ -27,6 +28,13 @@ inline bool disjoint(const TensorView& a, const TensorView& b) {
   const char* a0 = static_cast<const char*>(a.data);
   const char* b0 = static_cast<const char*>(b.data);
   return a0 + a.nbytes_spanned() <= b0 || b0 + b.nbytes_spanned() <= a0;
+}
+
+// "%g" formatting for messages (std::to_string prints -1e-7 as -0.000000).
+inline std::string format_float(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%g", v);
+  return buf;
 }
 
 // Converts a launcher's cudaError_t into a Status naming the op.

@@ -41,6 +41,7 @@ Status validate(const NormCall& c) {
       .same_shape(c.input, "input")
       .inner_contiguous()
       .nonnegative_strides()
+      .writable()
       .dtype_in({c.input.dtype, DType::kFloat8E4M3});
   if (c.out.dtype == c.input.dtype) {
     check.no_partial_alias(c.input, "input");
@@ -60,22 +61,34 @@ Status validate(const NormCall& c) {
         .dtype(c.input.dtype)
         .inner_contiguous()
         .nonnegative_strides()
-        .no_partial_alias(c.input, "input");
-    // The residual is read and written in place; it must not alias the output.
+        .writable();
+    // The residual is read and written in place; it must not alias the output or the input.
     check.require(disjoint(c.out, *c.residual),
                   "out: must not overlap residual (residual is updated in place)");
+    check.require(disjoint(*c.residual, c.input),
+                  "residual: must not overlap input (residual is updated in place)");
   }
   if (c.bias && c.bias->defined()) {
-    check.arg(*c.bias, "bias").ndim(1).size(0, hidden, "hidden").dtype(c.input.dtype).contiguous();
+    check.arg(*c.bias, "bias")
+        .defined()
+        .ndim(1)
+        .size(0, hidden, "hidden")
+        .dtype(c.input.dtype)
+        .contiguous();
+  }
+  check.require(disjoint(c.out, c.weight), "out: must not overlap weight");
+  if (c.bias) check.require(disjoint(c.out, *c.bias), "out: must not overlap bias");
+  if (c.residual) {
+    check.require(disjoint(*c.residual, c.weight), "residual: must not overlap weight");
   }
   if (c.out.dtype == DType::kFloat8E4M3) {
     check.require(c.options.out_scale.defined(),
                   "options.out_scale: expected a float32 scalar on the device when out is "
                   "float8_e4m3, got undefined");
-    check.arg(c.options.out_scale, "options.out_scale").dtype(DType::kFloat32).numel(1);
+    check.arg(c.options.out_scale, "options.out_scale").defined().dtype(DType::kFloat32).numel(1);
   }
   check.require(std::isfinite(c.options.eps) && c.options.eps >= 0.f,
-                "options.eps: expected a finite value >= 0, got " + std::to_string(c.options.eps));
+                "options.eps: expected a finite value >= 0, got " + format_float(c.options.eps));
   check.require(rows_of(c.input) <= std::numeric_limits<int32_t>::max(),
                 "input: expected at most 2^31-1 rows, got " + std::to_string(rows_of(c.input)));
   check.require(hidden <= std::numeric_limits<int32_t>::max(),

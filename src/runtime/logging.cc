@@ -168,7 +168,10 @@ bool set_log_destination(const std::string& destination) {
 
 std::string tensor_stats(const TensorView& t, cudaStream_t stream) {
   if (capturing(stream)) return "stats: skipped (stream is being captured into a graph)";
+  if (!t.well_formed()) return "stats: skipped (malformed view)";
   const int64_t span = t.nbytes_spanned();
+  constexpr int64_t kMaxStatsBytes = int64_t{1} << 32;
+  if (span > kMaxStatsBytes) return "stats: skipped (view spans more than 4 GiB)";
   std::vector<unsigned char> host(static_cast<size_t>(span));
   if (span > 0) {
     cudaError_t err = cudaStreamSynchronize(stream);

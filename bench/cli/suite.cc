@@ -1,0 +1,60 @@
+#include "cli/suite.h"
+
+#include <algorithm>
+
+namespace fs_bench {
+
+const std::vector<Model>& models() {
+  static const std::vector<Model> m = {
+      {"Llama-3-8B", 4096, 14336, 32, 8, 128},
+      {"Llama-3-70B", 8192, 28672, 64, 8, 128},
+      {"Qwen2.5-7B", 3584, 18944, 28, 4, 128},
+      {"Qwen3-14B", 5120, 17408, 40, 8, 128},
+  };
+  return m;
+}
+
+std::vector<std::pair<std::string, Args>> default_suite(const std::vector<std::string>& routines) {
+  // Decode batches (1..256 tokens, one per request) and prefill chunks (1024, 16384 tokens).
+  const std::vector<int64_t> tokens = {1, 16, 128, 256, 1024, 16384};
+  std::vector<std::pair<std::string, Args>> suite;
+  auto wanted = [&](const std::string& r) {
+    return routines.empty() || std::find(routines.begin(), routines.end(), r) != routines.end();
+  };
+  auto add = [&](const std::string& routine, const Model& m, int64_t t) {
+    if (!wanted(routine)) return;
+    Args a;
+    a.model = m.name;
+    a.tokens = t;
+    a.hidden = m.hidden;
+    a.q_heads = m.q_heads;
+    a.kv_heads = m.kv_heads;
+    a.head_dim = m.head_dim;
+    if (routine.find("_and_mul") != std::string::npos) a.hidden = m.intermediate;
+    if (routine == "append_paged_kv") {
+      a.batch = t <= 256 ? t : t / 1024;  // decode: one token per request; prefill: 1k chunks
+      a.kv_len = t <= 256 ? 1024 : 0;
+    }
+    suite.emplace_back(routine, a);
+  };
+  const Model& llama8b = models()[0];
+  for (const Model& m : models()) {
+    for (int64_t t : tokens) {
+      add("rmsnorm", m, t);
+      add("fused_add_rmsnorm", m, t);
+      add("silu_and_mul", m, t);
+      add("rope", m, t);
+      add("append_paged_kv", m, t);
+    }
+  }
+  for (int64_t t : tokens) {
+    for (const char* r :
+         {"gemma_rmsnorm", "gemma_fused_add_rmsnorm", "layernorm", "rmsnorm_fp8",
+          "fused_add_rmsnorm_fp8", "gelu_and_mul", "gelu_tanh_and_mul", "rope_cos_sin_cache"}) {
+      add(r, llama8b, t);
+    }
+  }
+  return suite;
+}
+
+}  // namespace fs_bench

@@ -1,0 +1,66 @@
+#!/usr/bin/env python3
+"""Joins `flashserve bench --output ours.json` with `torch_peers.py --out peers.json` (same run, same
+shapes, same timing mode) and prints one table: our time, torch eager's, the speedup, our TB/s and the
+fraction of the copy ceiling measured in the same run. Then the issue's criteria as summary lines.
+
+  python3 bench/compare.py ours.json peers.json [--markdown]
+"""
+import argparse
+import json
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("ours")
+    ap.add_argument("peers")
+    ap.add_argument("--markdown", action="store_true")
+    args = ap.parse_args()
+    ours = json.load(open(args.ours))
+    peers = json.load(open(args.peers))["results"]
+    ceiling = ours["copy_ceiling_tbps"]
+    rows = []
+    for rec, peer in zip(ours["results"], peers):
+        if rec.get("error"):
+            rows.append((rec["routine"], rec.get("model", ""), rec["shape"], "ERROR", "", "", "", "",
+                         rec["error"][:60]))
+            continue
+        t = peer.get("torch_us")
+        speed = t / rec["median_us"] if t else None
+        rows.append((rec["routine"], rec.get("model", ""), rec["shape"], f'{rec["median_us"]:.2f}',
+                     f"{t:.2f}" if t else "-", f"{speed:.2f}x" if speed else "-",
+                     f'{rec["tbps"]:.3f}', f'{100 * rec["ceiling_fraction"]:.1f}', rec["check"]))
+        rec["speedup"] = speed
+    head = ("routine", "model", "shape", "ours us", "torch us", "speedup", "TB/s", "% ceil", "check")
+    if args.markdown:
+        print("| " + " | ".join(head) + " |")
+        print("|" + "---|" * len(head))
+        for r in rows:
+            print("| " + " | ".join(r) + " |")
+    else:
+        widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
+        for r in [head] + rows:
+            print("  ".join(str(c).ljust(w) if i < 3 or i == 8 else str(c).rjust(w)
+                            for i, (c, w) in enumerate(zip(r, widths))))
+
+    ok = [r for r in ours["results"] if not r.get("error")]
+    print(f"\ndevice {ours['device']}; measured copy ceiling {ceiling:.3f} TB/s; mode "
+          f"{ok[0]['mode'] if ok else '-'}")
+    big = [r for r in ok if r["params"].get("tokens") == "16384"
+           and r["params"].get("hidden") in ("8192", "28672")]
+    if big:
+        worst = min(big, key=lambda r: r["ceiling_fraction"])
+        print(f"large shapes (16384 tokens, 70B widths): min {100 * worst['ceiling_fraction']:.1f}% "
+              f"of copy ceiling ({worst['routine']} {worst['shape']}); target >= 90%")
+    for routine in sorted({r["routine"] for r in ok}):
+        dec = [r for r in ok if r["routine"] == routine and r.get("model") == "Llama-3-8B"
+               and int(r["params"].get("tokens", 0)) <= 256 and r.get("speedup")]
+        if dec:
+            worst = min(dec, key=lambda r: r["speedup"])
+            print(f"{routine}: Llama-3-8B decode (1..256 tokens) min speedup vs torch eager "
+                  f"{worst['speedup']:.2f}x at {worst['shape']}; target >= 1.3x")
+    bad = [r for r in ours["results"] if r.get("error") or r["check"].startswith("FAIL")]
+    print(f"{len(ok)} cases measured, {len(bad)} failed")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+// A benchmark routine: sets up one shape of one op, launches it under the Timer, counts its bytes
+// (every input read once, every output written once) and optionally checks it against the CPU
+// reference. Routines are plain functions registered in harness/registry.cc.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "flashserve/core/dtype.h"
+#include "flashserve/core/status.h"
+#include "harness/timer.h"
+
+namespace fs_bench {
+
+using flashserve::DType;
+
+// One point of a sweep: every shape flag, with defaults. A routine reads the ones it needs.
+struct Args {
+  int64_t tokens = 16;
+  int64_t hidden = 4096;
+  int64_t q_heads = 32;
+  int64_t kv_heads = 8;
+  int64_t head_dim = 128;
+  int64_t rotary_dim = 0;  // 0: head_dim
+  int64_t page_size = 16;
+  int64_t batch = 0;      // append: requests (0: one request per token, decode style)
+  int64_t kv_len = 1024;  // append: tokens already in each request's cache
+  std::string layout = "NHD";
+  DType dtype = DType::kBFloat16;
+  std::string cache_dtype;  // append: "" = dtype, or fp8_e4m3 / fp8_e5m2
+  std::string model;        // label only (default suite)
+};
+
+struct Result {
+  std::string routine;
+  std::string model;
+  std::string shape;                          // human-readable
+  std::map<std::string, std::string> params;  // machine-readable, for the peer script
+  std::string dtype;
+  std::string mode;
+  Timing timing;
+  double bytes = 0;
+  double tbps = 0;
+  double ceiling_fraction = 0;
+  std::string check = "-";  // refcheck outcome
+  std::string error;        // non-empty when the case could not run
+};
+
+struct Context {
+  cudaStream_t stream = nullptr;
+  Timer* timer = nullptr;
+  TimeOptions time;
+  bool refcheck = false;
+  double ceiling_tbps = 0;  // measured device-to-device copy bandwidth
+};
+
+struct Routine {
+  std::string name;
+  std::string family;
+  std::string description;
+  std::vector<std::string> flags;  // shape flags it reads
+  std::function<Result(const Args&, Context&)> run;
+};
+
+const std::vector<Routine>& all_routines();
+const Routine* find_routine(const std::string& name);
+
+// Throws std::runtime_error("<op>: <message>") when `st` is not ok.
+void expect_ok(const flashserve::Status& st);
+
+// Fills bytes/tbps/ceiling_fraction/mode/timing.
+void finish(Result& r, const Timing& t, double bytes, const Context& ctx);
+
+std::vector<Routine> norm_routines();
+std::vector<Routine> activation_routines();
+std::vector<Routine> rope_routines();
+std::vector<Routine> page_routines();
+
+}  // namespace fs_bench
+
+namespace fs_bench {
+// "ok 2.1e-03" when the relative L2 error of `out` against `ref` is below `tol` and nothing is
+// NaN, else "FAIL ...".
+std::string refcheck_report(const std::vector<float>& out, const std::vector<double>& ref,
+                            double tol);
+std::string fmt_int(int64_t v);
+}  // namespace fs_bench

@@ -1,0 +1,216 @@
+#!/usr/bin/env python3
+"""Torch eager peers for the results of `flashserve bench --output ours.json`.
+
+Each of our result records carries its routine, shape parameters, timing mode and the launches per
+sample it used; this script runs the plain torch implementation of the same op on the same shape and
+times it the same way (hot: back-to-back launches between two events; graph: CUDA-graph replay of
+those launches; cold: one launch after evicting L2), so the ratios compare like with like.
+
+  python3 bench/peers/torch_peers.py ours.json --out peers.json
+"""
+import argparse
+import json
+import statistics
+import sys
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-6
+DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+
+
+def rotate_half(x):
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def neox_rotate(x, cos, sin, rot):
+    """x: [tokens, heads, head_dim]; cos/sin: [tokens, rot/2] (float32) -> rotated copy."""
+    cos = cos[:, None, :].to(x.dtype)
+    sin = sin[:, None, :].to(x.dtype)
+    x1, x2, rest = x[..., : rot // 2], x[..., rot // 2 : rot], x[..., rot:]
+    return torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin, rest), dim=-1)
+
+
+def make_case(rec):
+    """Returns a zero-argument callable running the torch version of one result record."""
+    p = rec["params"]
+    routine = rec["routine"]
+    dt = DTYPES[p.get("dtype", "bfloat16")]
+    dev = "cuda"
+    geti = lambda k: int(p[k])
+    if routine in ("rmsnorm", "fused_add_rmsnorm", "gemma_rmsnorm", "gemma_fused_add_rmsnorm",
+                   "layernorm", "rmsnorm_fp8", "fused_add_rmsnorm_fp8"):
+        t, h = geti("tokens"), geti("hidden")
+        x = torch.randn(t, h, dtype=dt, device=dev)
+        r = torch.randn(t, h, dtype=dt, device=dev)
+        w = torch.randn(h, dtype=dt, device=dev)
+        b = torch.randn(h, dtype=dt, device=dev)
+        w1 = w + 1
+        inv_scale = torch.tensor(8.0, device=dev)
+        fused = "fused" in routine
+        weight = w1 if "gemma" in routine else w
+
+        if routine == "layernorm":
+            return lambda: F.layer_norm(x, (h,), w, b, EPS)
+
+        def run():
+            src = x
+            if fused:
+                r.add_(x)
+                src = r
+            y = F.rms_norm(src, (h,), weight, EPS)
+            if routine.endswith("_fp8"):
+                y = (y * inv_scale).clamp(-448, 448).to(torch.float8_e4m3fn)
+            return y
+
+        return run
+    if routine in ("silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul"):
+        t, d = geti("tokens"), geti("hidden")
+        x = torch.randn(t, 2 * d, dtype=dt, device=dev)
+        act = {"silu_and_mul": F.silu, "gelu_and_mul": F.gelu,
+               "gelu_tanh_and_mul": lambda v: F.gelu(v, approximate="tanh")}[routine]
+        return lambda: act(x[:, :d]) * x[:, d:]
+    if routine in ("rope", "rope_cos_sin_cache"):
+        t, qh, kh, hd = geti("tokens"), geti("q_heads"), geti("kv_heads"), geti("head_dim")
+        rot = geti("rotary_dim") or hd
+        max_pos = int(p.get("max_position", 8192))
+        q = torch.randn(t, qh, hd, dtype=dt, device=dev)
+        k = torch.randn(t, kh, hd, dtype=dt, device=dev)
+        pos = torch.randint(0, max_pos, (t,), device=dev, dtype=torch.int64)
+        inv_freq = 1.0 / (float(p.get("theta", 10000.0)) **
+                          (torch.arange(0, rot, 2, device=dev, dtype=torch.float32) / rot))
+        if routine == "rope_cos_sin_cache":
+            ang = torch.arange(max_pos, device=dev, dtype=torch.float32)[:, None] * inv_freq[None]
+            cache = torch.cat((ang.cos(), ang.sin()), dim=-1)
+
+            def run():
+                cos, sin = cache[pos].chunk(2, dim=-1)
+                return neox_rotate(q, cos, sin, rot), neox_rotate(k, cos, sin, rot)
+            return run
+
+        def run():
+            ang = pos[:, None].float() * inv_freq[None]
+            cos, sin = ang.cos(), ang.sin()
+            return neox_rotate(q, cos, sin, rot), neox_rotate(k, cos, sin, rot)
+        return run
+    if routine == "append_paged_kv":
+        t, kh, hd, ps = geti("tokens"), geti("kv_heads"), geti("head_dim"), geti("page_size")
+        batch, kv_len = geti("batch"), geti("kv_len")
+        layout = p.get("layout", "NHD")
+        cache_dt = {"": dt, "fp8_e4m3": torch.float8_e4m3fn,
+                    "fp8_e5m2": torch.float8_e5m2}[p.get("cache_dtype", "")]
+        per = [t // batch + (1 if i < t % batch else 0) for i in range(batch)]
+        pages_per = [(kv_len + n + ps - 1) // ps for n in per]
+        num_pages = sum(pages_per) + 1
+        perm = torch.randperm(num_pages, device="cpu")
+        slots, start = [], 0
+        for n, np_ in zip(per, pages_per):
+            ids = perm[start:start + np_]
+            start += np_
+            for j in range(n):
+                pos = kv_len + j
+                slots.append((int(ids[pos // ps]), pos % ps))
+        page = torch.tensor([s[0] for s in slots], device=dev)
+        slot = torch.tensor([s[1] for s in slots], device=dev)
+        shape = (num_pages, ps, kh, hd) if layout == "NHD" else (num_pages, kh, ps, hd)
+        kc = torch.zeros(shape, dtype=cache_dt, device=dev)
+        vc = torch.zeros(shape, dtype=cache_dt, device=dev)
+        k = torch.randn(t, kh, hd, dtype=dt, device=dev)
+        v = torch.randn(t, kh, hd, dtype=dt, device=dev)
+        fp8 = cache_dt != dt
+        kcv, vcv = (kc.view(torch.uint8), vc.view(torch.uint8)) if fp8 else (kc, vc)
+
+        def run():
+            kk, vv = k, v
+            if fp8:
+                kk, vv = k.to(cache_dt).view(torch.uint8), v.to(cache_dt).view(torch.uint8)
+            if layout == "NHD":
+                kcv[page, slot] = kk
+                vcv[page, slot] = vv
+            else:
+                kcv[page, :, slot] = kk
+                vcv[page, :, slot] = vv
+        return run
+    return None
+
+
+def time_case(fn, mode, iters, samples, flush):
+    for _ in range(5):
+        fn()
+    torch.cuda.synchronize()
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    us = []
+    if mode.startswith("cold"):
+        for _ in range(max(samples, iters)):
+            flush.zero_()
+            start.record()
+            fn()
+            stop.record()
+            stop.synchronize()
+            us.append(start.elapsed_time(stop) * 1e3)
+        return us
+    if mode == "graph":
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            fn()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(iters):
+                fn()
+        graph.replay()
+        for _ in range(samples):
+            start.record()
+            graph.replay()
+            stop.record()
+            stop.synchronize()
+            us.append(start.elapsed_time(stop) * 1e3 / iters)
+        return us
+    for _ in range(samples):
+        start.record()
+        for _ in range(iters):
+            fn()
+        stop.record()
+        stop.synchronize()
+        us.append(start.elapsed_time(stop) * 1e3 / iters)
+    return us
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("ours")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--samples", type=int, default=15)
+    args = ap.parse_args()
+    ours = json.load(open(args.ours))
+    l2 = torch.cuda.get_device_properties(0).L2_cache_size
+    flush = torch.empty(2 * l2, dtype=torch.uint8, device="cuda")
+    out = {"device": torch.cuda.get_device_name(0), "torch": torch.__version__, "results": []}
+    for rec in ours["results"]:
+        row = {"routine": rec["routine"], "shape": rec["shape"], "model": rec.get("model", "")}
+        if rec.get("error"):
+            out["results"].append(row)
+            continue
+        fn = make_case(rec)
+        if fn is None:
+            row["error"] = "no torch peer"
+        else:
+            mode = rec["params"].get("mode", "hot")
+            iters = max(1, int(rec["params"].get("iters", 50)))
+            try:
+                us = time_case(fn, mode, iters, args.samples, flush)
+                row["torch_us"] = round(statistics.median(us), 3)
+                row["torch_min_us"] = round(min(us), 3)
+            except Exception as e:  # a peer that cannot run this shape is reported, not fatal
+                row["error"] = f"{type(e).__name__}: {e}"
+        out["results"].append(row)
+        torch.cuda.empty_cache()
+        print(json.dumps(row), flush=True)
+    json.dump(out, open(args.out, "w"), indent=1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
