@@ -36,18 +36,25 @@ struct PagedKVCache {
   TensorView k_cache;
   TensorView v_cache;
   KVLayout layout = KVLayout::kNHD;
-  // fp8 caches store value / scale (saturated to the largest finite value); ignored otherwise.
+  // fp8 caches store fp8(value / scale) (divided in float, saturated to the largest finite
+  // value); unused otherwise, but must be finite and > 0 for every dtype.
   float k_scale = 1.f;
   float v_scale = 1.f;
 };
 
 // Appends new tokens to each request of the batch. k, v: [new_tokens, kv_heads, head_dim] (last dim
-// contiguous, float16 / bfloat16 / float32). append_indptr: int32 [batch + 1]; request b's new
-// tokens are rows append_indptr[b] .. append_indptr[b + 1] and become its last
-// (append_indptr[b + 1] - append_indptr[b]) tokens: the page table already describes the lengths
-// after the append. The cache dtype is k's dtype or float8 (e4m3 / e5m2), quantized with the scale.
-// Page ids outside [0, num_pages) and requests whose new tokens exceed kv_len are never written
-// out of bounds; FLASHSERVE_DEBUG_CHECKS=1 reports them as errors.
+// contiguous, token and head strides free, float16 / bfloat16 / float32). append_indptr: int32
+// [batch + 1]; request b's new tokens are rows append_indptr[b] .. append_indptr[b + 1] - 1 and
+// become its last n_b = append_indptr[b + 1] - append_indptr[b] tokens: the page table already
+// describes the lengths after the append, so row j of request b goes to position
+// kv_len(b) - n_b + j. The cache dtype is k's dtype (bits copied unchanged) or float8 (e4m3 /
+// e5m2), quantized with the scale. No new tokens or no requests: a no-op. Asynchronous on `stream`
+// and capturable in a CUDA graph.
+// Page ids outside [0, num_pages), requests whose new tokens exceed kv_len and other malformed
+// tables are never written out of bounds (those tokens are skipped); with FLASHSERVE_DEBUG_CHECKS=1
+// (or set_debug_checks(true)) the table is copied to the host and checked first, and a violation
+// is returned as kInvalidArgument naming the array, the request and the value (skipped while
+// `stream` is being captured).
 Status append_paged_kv_cache(const PagedKVCache& cache, const PageTable& table, const TensorView& k,
                              const TensorView& v, const TensorView& append_indptr,
                              cudaStream_t stream = nullptr);

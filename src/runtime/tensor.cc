@@ -75,6 +75,7 @@ int64_t TensorView::nbytes_spanned() const {
 
 bool TensorView::rows_disjoint() const {
   if (!well_formed()) return false;
+  if (numel() == 0) return true;  // nothing to write; strides of empty views are arbitrary
   // Dims of size > 1 ordered by stride: each stride must step past all that smaller dims span.
   int order[kMaxDims];
   int n = 0;

@@ -80,15 +80,39 @@ inline double elementwise_tolerance(flashserve::DType dtype) {
   }
 }
 
+// Spacing of representable values of `dtype` around |x| (one unit in the last place), subnormals
+// included.
+inline double ulp_of(flashserve::DType dtype, double x) {
+  int mantissa = 23, min_exp = -126;
+  switch (dtype) {
+    case flashserve::DType::kFloat16:
+      mantissa = 10, min_exp = -14;
+      break;
+    case flashserve::DType::kBFloat16:
+      mantissa = 7, min_exp = -126;
+      break;
+    default:
+      break;
+  }
+  const double a = std::fabs(x);
+  const int e = a > 0 ? static_cast<int>(std::floor(std::log2(a))) : min_exp;
+  return std::ldexp(1.0, (e < min_exp ? min_exp : e) - mantissa);
+}
+
+// Pass when the relative L2 error is under the dtype's tolerance, or, for tensors so small or so
+// close to zero that the relative error is dominated by rounding, when every element is within one
+// unit of the dtype's spacing of the reference. NaN never passes.
 inline Accuracy elementwise_rule(const std::vector<float>& out, const std::vector<double>& ref,
                                  flashserve::DType dtype) {
   Accuracy a;
+  bool within_ulp = true;
   for (size_t i = 0; i < ref.size(); ++i) {
     if (!std::isfinite(out[i])) {
       ++a.nan_count;
       continue;
     }
     const double e = std::fabs(out[i] - ref[i]);
+    within_ulp = within_ulp && e <= ulp_of(dtype, ref[i]);
     if (e > a.max_err) {
       a.max_err = e;
       a.worst = static_cast<int64_t>(i);
@@ -96,7 +120,7 @@ inline Accuracy elementwise_rule(const std::vector<float>& out, const std::vecto
   }
   a.rel_l2 = rel_l2(out, ref);
   a.bound = elementwise_tolerance(dtype);
-  a.pass = a.nan_count == 0 && a.rel_l2 < a.bound;
+  a.pass = a.nan_count == 0 && (a.rel_l2 < a.bound || within_ulp);
   return a;
 }
 

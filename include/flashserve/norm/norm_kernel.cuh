@@ -12,10 +12,11 @@
 
 namespace flashserve::norm {
 
-// Register cap per configuration: 8 items of 16-byte vectors need up to ~100 registers, which
-// 512 threads per block still allow; warp-per-row blocks are 256 threads.
+// Block-size bound per configuration, matching choose_norm_tile: register tiles of 1..4 items run
+// at most 256 threads (so up to 255 registers: row + prefetched weights fit), 8 items at most 512
+// (128 registers), streaming 512; warp-per-row blocks are 256 threads.
 constexpr int norm_max_threads(int items, bool warp_per_row) {
-  return warp_per_row ? 256 : (items == 8 ? 512 : 1024);
+  return warp_per_row ? 256 : (items == 0 || items == 8 ? 512 : 256);
 }
 
 template <class Op, class T, class TOut, int kVec, int kItems, bool kWarpRow, bool kResidual>
@@ -52,26 +53,42 @@ __global__ void __launch_bounds__(norm_max_threads(kItems, kWarpRow))
   const int nvec = p.hidden / kVec;
   Op op;
 
-  auto write = [&](int idx, const float(&v)[kVec]) {
+  // Writes one output vector from the normalized inputs `v` and the weight / bias vectors.
+  auto write = [&](int idx, const float(&v)[kVec], const VecIn& wv, const VecIn& bv) {
     float w[kVec], b[kVec] = {}, o[kVec];
-    VecIn::load(p.weight + idx * kVec).to_floats(w);
-    if constexpr (Op::kHasBias) {
-      if (p.bias != nullptr) VecIn::load(p.bias + idx * kVec).to_floats(b);
-    }
+    wv.to_floats(w);
+    if constexpr (Op::kHasBias) bv.to_floats(b);
 #pragma unroll
     for (int j = 0; j < kVec; ++j)
       o[j] = op.apply(v[j], w[j] + p.weight_offset, b[j]) * out_mul;
     VecOut::from_floats(o).store(y + idx * kVec);
   };
+  auto load_bias = [&](int idx) {
+    VecIn bv{};
+    if constexpr (Op::kHasBias) {
+      if (p.bias != nullptr) bv = VecIn::load(p.bias + idx * kVec);
+    }
+    return bv;
+  };
 
   if constexpr (kItems > 0) {
     // The row lives in registers between the reduction and the write: read once, written once.
+    // Up to 4 items, weight (and bias) vectors are loaded with the row, in their storage type, so
+    // that a small row costs one DRAM round trip before the reduction instead of two in series;
+    // at 8 items the registers are needed for the row itself (128 per thread at 512 threads).
+    constexpr bool kPrefetch = kItems <= 4;
+    constexpr int kPre = kPrefetch ? kItems : 1;
     float v[kItems][kVec];
+    VecIn wv[kPre], bv[kPre];
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
       const int idx = lane + i * nthreads;
       if (idx < nvec) {
         VecIn::load(x + idx * kVec).to_floats(v[i]);
+        if constexpr (kPrefetch) {
+          wv[i] = VecIn::load(p.weight + idx * kVec);
+          bv[i] = load_bias(idx);
+        }
         if constexpr (kResidual) {
           float r[kVec];
           VecIn::load(res + idx * kVec).to_floats(r);
@@ -97,7 +114,13 @@ __global__ void __launch_bounds__(norm_max_threads(kItems, kWarpRow))
 #pragma unroll
     for (int i = 0; i < kItems; ++i) {
       const int idx = lane + i * nthreads;
-      if (idx < nvec) write(idx, v[i]);
+      if (idx < nvec) {
+        if constexpr (kPrefetch) {
+          write(idx, v[i], wv[i], bv[i]);
+        } else {
+          write(idx, v[i], VecIn::load(p.weight + idx * kVec), load_bias(idx));
+        }
+      }
     }
   } else {
     // Streaming: each pass reads the row again (from L2). A thread only ever re-reads elements it
@@ -129,7 +152,7 @@ __global__ void __launch_bounds__(norm_max_threads(kItems, kWarpRow))
     for (int idx = lane; idx < nvec; idx += nthreads) {
       float a[kVec];
       VecIn::load(src + idx * kVec).to_floats(a);
-      write(idx, a);
+      write(idx, a, VecIn::load(p.weight + idx * kVec), load_bias(idx));
     }
   }
 }
