@@ -47,6 +47,14 @@ std::vector<std::pair<std::string, Args>> default_suite(const std::vector<std::s
       add("append_paged_kv", m, t);
     }
   }
+  // METHOD.md's large point, 16384 tokens x hidden 8192, for every routine: activations with
+  // d = 8192, rope with 48 q + 16 k heads of 128, append with 64 kv heads of 128.
+  const Model sweep{"16384x8192", 8192, 8192, 48, 16, 128};
+  for (const Routine& r : all_routines()) {
+    if (!wanted(r.name)) continue;
+    add(r.name, sweep, 16384);
+    if (r.name == "append_paged_kv") suite.back().second.kv_heads = 64;
+  }
   for (int64_t t : tokens) {
     for (const char* r :
          {"gemma_rmsnorm", "gemma_fused_add_rmsnorm", "layernorm", "rmsnorm_fp8",

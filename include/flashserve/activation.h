@@ -1,6 +1,8 @@
-// Gated activations: out[..., :] = act(input[..., :d]) * input[..., d:2d].
-// input is 2-D [rows, 2d] or 3-D [outer, inner, 2d] with the last dim contiguous; out has the same
-// leading shape and last dim d, and the input's dtype (float32, float16 or bfloat16).
+// Gated activations: out[..., :] = act(input[..., :d]) * input[..., d:2d], computed in float32.
+// input is 2-D [rows, 2d] or 3-D [outer, inner, 2d] with the last dim contiguous and any
+// non-negative row strides (up to 2^31 - 1 rows); out has the same leading shape, last dim d, the
+// input's dtype (float32, float16 or bfloat16), and must not overlap input. Any d >= 1 works;
+// 16-byte-aligned rows take the vectorized path. Empty views may carry null pointers (a no-op).
 #pragma once
 
 #include <cuda_runtime_api.h>
