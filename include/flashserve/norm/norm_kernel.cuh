@@ -12,15 +12,20 @@
 
 namespace flashserve::norm {
 
-// Block-size bound per configuration, matching choose_norm_tile: register tiles of 1..4 items run
-// at most 256 threads (so up to 255 registers: row + prefetched weights fit), 8 items at most 512
-// (128 registers), streaming 512; warp-per-row blocks are 256 threads.
+// Launch bounds per configuration, matching choose_norm_tile. Register tiles of 1..4 items run at
+// most 256 threads and are held to 64 registers (4 blocks a SM: enough bytes in flight to reach the
+// copy bandwidth; 2 blocks at ~100 registers measured 60% for LayerNorm at 8192); 8 items run up
+// to 512 threads with 128 registers; streaming 512; warp-per-row 256.
 constexpr int norm_max_threads(int items, bool warp_per_row) {
   return warp_per_row ? 256 : (items == 0 || items == 8 ? 512 : 256);
 }
+constexpr int norm_min_blocks(int items, bool warp_per_row) {
+  return !warp_per_row && items >= 1 && items <= 4 ? 4 : 1;
+}
 
 template <class Op, class T, class TOut, int kVec, int kItems, bool kWarpRow, bool kResidual>
-__global__ void __launch_bounds__(norm_max_threads(kItems, kWarpRow))
+__global__ void __launch_bounds__(norm_max_threads(kItems, kWarpRow),
+                                  norm_min_blocks(kItems, kWarpRow))
     norm_rows_kernel(const NormParams<T, TOut> p) {
   __shared__ float scratch[32];
   using VecIn = Vec<T, kVec>;
@@ -73,10 +78,10 @@ __global__ void __launch_bounds__(norm_max_threads(kItems, kWarpRow))
 
   if constexpr (kItems > 0) {
     // The row lives in registers between the reduction and the write: read once, written once.
-    // Up to 4 items, weight (and bias) vectors are loaded with the row, in their storage type, so
-    // that a small row costs one DRAM round trip before the reduction instead of two in series;
-    // at 8 items the registers are needed for the row itself (128 per thread at 512 threads).
-    constexpr bool kPrefetch = kItems <= 4;
+    // Up to 2 items (hidden <= 4096 in bf16: the decode sizes), weight (and bias) vectors are
+    // loaded with the row, in their storage type, so that a small row costs one DRAM round trip
+    // before the reduction instead of two in series; larger rows need the registers for the row.
+    constexpr bool kPrefetch = kItems <= 2;
     constexpr int kPre = kPrefetch ? kItems : 1;
     float v[kItems][kVec];
     VecIn wv[kPre], bv[kPre];
