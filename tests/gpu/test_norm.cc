@@ -257,6 +257,40 @@ TEST_F(NormTest, Deterministic) {
   }
 }
 
+// Captured once into a CUDA graph, the op reads whatever the buffers hold at replay time.
+TEST_F(NormTest, CapturedInACudaGraphAndReplayed) {
+  const int64_t rows = 5, hidden = 4096;
+  DeviceTensor x(DType::kBFloat16, {rows, hidden}), r(DType::kBFloat16, {rows, hidden}),
+      y(DType::kBFloat16, {rows, hidden}), w(DType::kBFloat16, {hidden});
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreate(&stream), cudaSuccess);
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  const Status st =
+      flashserve::fused_add_rmsnorm(y.view(), x.view(), r.view(), w.view(), {}, stream);
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int replay = 0; replay < 2; ++replay) {
+    const auto xv = rounded(DType::kBFloat16, random_normal(rows * hidden, next_seed()));
+    const auto rv = rounded(DType::kBFloat16, random_normal(rows * hidden, next_seed()));
+    const auto wv = rounded(DType::kBFloat16, random_normal(hidden, next_seed()));
+    x.upload(xv);
+    r.upload(rv);
+    w.upload(wv);
+    y.poison();
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    const auto ref = ref::norm(kRms, xv, rv, wv, {}, rows, hidden, 1e-6, DType::kBFloat16);
+    const Accuracy acc = accuracy_rule(y.download(), ref.out, ref.base);
+    EXPECT_TRUE(acc.pass) << "replay " << replay << ": " << acc.str();
+  }
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
 TEST_F(NormTest, WrongDeviceIsRejected) {
   DeviceTensor x(DType::kBFloat16, {2, 64}), w(DType::kBFloat16, {64});
   flashserve::TensorView xv = x.view();

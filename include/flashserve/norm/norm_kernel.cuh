@@ -23,7 +23,8 @@ constexpr int norm_min_blocks(int items, bool warp_per_row) {
   return !warp_per_row && items >= 1 && items <= 4 ? 4 : 1;
 }
 
-template <class Op, class T, class TOut, int kVec, int kItems, bool kWarpRow, bool kResidual>
+template <class Op, class T, class TOut, int kVec, int kItems, bool kWarpRow, bool kResidual,
+          bool kPrefetch = false>
 __global__ void __launch_bounds__(norm_max_threads(kItems, kWarpRow),
                                   norm_min_blocks(kItems, kWarpRow))
     norm_rows_kernel(const NormParams<T, TOut> p) {
@@ -78,10 +79,9 @@ __global__ void __launch_bounds__(norm_max_threads(kItems, kWarpRow),
 
   if constexpr (kItems > 0) {
     // The row lives in registers between the reduction and the write: read once, written once.
-    // Up to 2 items (hidden <= 4096 in bf16: the decode sizes), weight (and bias) vectors are
-    // loaded with the row, in their storage type, so that a small row costs one DRAM round trip
-    // before the reduction instead of two in series; larger rows need the registers for the row.
-    constexpr bool kPrefetch = kItems <= 2;
+    // kPrefetch (NormTile::prefetch): weight and bias vectors are loaded with the row, in their
+    // storage type, instead of after the reduction.
+    static_assert(!kPrefetch || kItems <= 2, "prefetch is instantiated for small tiles only");
     constexpr int kPre = kPrefetch ? kItems : 1;
     float v[kItems][kVec];
     VecIn wv[kPre], bv[kPre];
@@ -186,6 +186,13 @@ cudaError_t launch_norm(const NormParams<T, TOut>& p, cudaStream_t stream) {
 
   if (!aligned) {
     norm_rows_kernel<Op, T, TOut, 1, 0, false, kResidual><<<grid, block, 0, stream>>>(p);
+  } else if (tile.prefetch) {
+    dispatch_bool(tile.warp_per_row, [&](auto warp) {
+      dispatch_int<1, 2>(tile.items, [&](auto items) {
+        norm_rows_kernel<Op, T, TOut, kV, decltype(items)::value, decltype(warp)::value,
+                         kResidual, true><<<grid, block, 0, stream>>>(p);
+      });
+    });
   } else if (tile.warp_per_row) {
     dispatch_int<1, 2, 4>(tile.items, [&](auto items) {
       norm_rows_kernel<Op, T, TOut, kV, decltype(items)::value, true, kResidual>
