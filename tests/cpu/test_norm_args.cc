@@ -9,6 +9,7 @@
 #include <limits>
 #include <string>
 
+#include "arg_test.h"
 #include "device_tensor.h"
 #include "flashserve/norm.h"
 
@@ -16,14 +17,10 @@ using namespace flashserve;
 
 namespace {
 
-// Distinct tensors live 16 MiB apart: far more than any view below spans.
-constexpr uintptr_t kBase = 0x100000;
-constexpr uintptr_t kGap = uintptr_t{1} << 24;
-
-void* fake(int slot, int64_t byte_offset = 0) {
-  return reinterpret_cast<void*>(kBase + static_cast<uintptr_t>(slot) * kGap +
-                                 static_cast<uintptr_t>(byte_offset));
-}
+using fs_test::accepted;
+using fs_test::fake;
+using fs_test::invalid;
+using fs_test::kBase;
 
 enum class Op { kRms, kFusedAdd, kGemma, kGemmaFusedAdd, kLayer };
 
@@ -81,47 +78,6 @@ Status call(Op op, const Args& a) {
   }
   return Status(StatusCode::kInternal, "unknown op");
 }
-
-// kInvalidArgument whose message starts with "<op>: <arg>:" and contains `detail`.
-::testing::AssertionResult invalid(const Status& st, const std::string& op, const std::string& arg,
-                                   const std::string& detail = "") {
-  if (st.code() != StatusCode::kInvalidArgument) {
-    return ::testing::AssertionFailure()
-           << "expected invalid argument, got \"" << st.to_string() << "\"";
-  }
-  const std::string prefix = op + ": " + arg + ":";
-  if (st.message().rfind(prefix, 0) != 0) {
-    return ::testing::AssertionFailure()
-           << "message \"" << st.message() << "\" does not start with \"" << prefix << "\"";
-  }
-  if (st.message().find(detail) == std::string::npos) {
-    return ::testing::AssertionFailure()
-           << "message \"" << st.message() << "\" does not contain \"" << detail << "\"";
-  }
-  return ::testing::AssertionSuccess() << st.message();
-}
-
-// A call that passed validation: without a GPU it must stop at the device check.
-::testing::AssertionResult accepted(const Status& st, const std::string& op) {
-  if (st.code() == StatusCode::kInvalidArgument) {
-    return ::testing::AssertionFailure() << "rejected: " << st.to_string();
-  }
-  if (st.code() != StatusCode::kNoDevice) {
-    return ::testing::AssertionFailure()
-           << "expected no device on this GPU-less machine, got " << st.to_string();
-  }
-  if (st.message().rfind(op + ": ", 0) != 0) {
-    return ::testing::AssertionFailure() << "message does not name " << op << ": " << st.message();
-  }
-  return ::testing::AssertionSuccess();
-}
-
-// Accepted calls would launch a kernel on the fake pointers when a GPU is present.
-#define SKIP_IF_GPU()                                                                    \
-  do {                                                                                   \
-    if (fs_test::gpu_available())                                                        \
-      GTEST_SKIP() << "a device is present: a valid call on fake pointers would launch"; \
-  } while (0)
 
 class NormArgs : public ::testing::TestWithParam<Op> {
  protected:
