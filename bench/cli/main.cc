@@ -207,17 +207,17 @@ int run_bench(int argc, char** argv) {
     }
     return 0;
   }
+  for (auto& [flag, values] : cli.shape) {
+    Args probe;
+    for (const auto& v : values)
+      apply(probe, flag, v);  // reject bad values before any work
+  }
   int count = 0;
   flashserve::Status st = flashserve::device_count(&count);
   if (!st.ok()) {
     std::fprintf(stderr, "flashserve bench: %s; the benchmarks need an NVIDIA GPU\n",
                  st.message().c_str());
     return 1;
-  }
-  for (auto& [flag, values] : cli.shape) {
-    Args probe;
-    for (const auto& v : values)
-      apply(probe, flag, v);  // reject bad values before any work
   }
   auto cases = cli.shape.empty() ? default_suite(cli.routines) : expand(cli);
   if (cli.shape.empty()) {
