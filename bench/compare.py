@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Joins `flashserve bench --output ours.json` with `torch_peers.py --out peers.json` (same run, same
-shapes, same timing mode) and prints one table: our time, torch eager's, the speedup, our TB/s and the
-fraction of the copy ceiling measured in the same run. Then the issue's criteria as summary lines.
+shapes, same timing mode) and prints one table: our time, the fastest torch peer's (eager ops, or
+SDPA's flash / cuDNN backends for attention), the speedup, our TB/s and the fraction of the copy
+ceiling measured in the same run. Then the issues' criteria as summary lines.
 
   python3 bench/compare.py ours.json peers.json [--markdown]
 """
@@ -19,18 +20,20 @@ def main():
     peers = json.load(open(args.peers))["results"]
     ceiling = ours["copy_ceiling_tbps"]
     rows = []
-    for rec, peer in zip(ours["results"], peers):
+    for rec, peer_rec in zip(ours["results"], peers):
         if rec.get("error"):
             rows.append((rec["routine"], rec.get("model", ""), rec["shape"], "ERROR", "", "", "", "",
                          rec["error"][:60]))
             continue
-        t = peer.get("torch_us")
+        t = peer_rec.get("torch_us")
+        best = peer_rec.get("best_peer", "torch")
+        peer = (f"{t:.2f}" + ("" if best == "torch" else f" ({best})")) if t else "-"
         speed = t / rec["median_us"] if t else None
         rows.append((rec["routine"], rec.get("model", ""), rec["shape"], f'{rec["median_us"]:.2f}',
-                     f"{t:.2f}" if t else "-", f"{speed:.2f}x" if speed else "-",
+                     peer, f"{speed:.2f}x" if speed else "-",
                      f'{rec["tbps"]:.3f}', f'{100 * rec["ceiling_fraction"]:.1f}', rec["check"]))
         rec["speedup"] = speed
-    head = ("routine", "model", "shape", "ours us", "torch us", "speedup", "TB/s", "% ceil", "check")
+    head = ("routine", "model", "shape", "ours us", "peer us", "speedup", "TB/s", "% ceil", "check")
     if args.markdown:
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
