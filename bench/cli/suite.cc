@@ -47,11 +47,28 @@ std::vector<std::pair<std::string, Args>> default_suite(const std::vector<std::s
       add("append_paged_kv", m, t);
     }
   }
+  // METHOD.md's decode sweep: page size 16, bf16, every head configuration at each (batch, kv_len).
+  if (wanted("decode")) {
+    const std::pair<int64_t, int64_t> points[] = {{1, 4096},   {1, 32768},  {16, 4096}, {64, 2048},
+                                                  {128, 4096}, {256, 1024}, {32, 32768}};
+    for (const Model& m : models()) {
+      for (const auto& [b, kv] : points) {
+        Args a;
+        a.model = m.name;
+        a.batch = b;
+        a.kv_len = kv;
+        a.q_heads = m.q_heads;
+        a.kv_heads = m.kv_heads;
+        a.head_dim = m.head_dim;
+        suite.emplace_back("decode", a);
+      }
+    }
+  }
   // METHOD.md's large point, 16384 tokens x hidden 8192, for every routine: activations with
   // d = 8192, rope with 48 q + 16 k heads of 128, append with 64 kv heads of 128.
   const Model sweep{"16384x8192", 8192, 8192, 48, 16, 128};
   for (const Routine& r : all_routines()) {
-    if (!wanted(r.name)) continue;
+    if (!wanted(r.name) || r.family == "attention") continue;
     add(r.name, sweep, 16384);
     if (r.name == "append_paged_kv") suite.back().second.kv_heads = 64;
   }

@@ -29,6 +29,7 @@ struct Args {
   int64_t page_size = 16;
   int64_t batch = 0;      // append: requests (0: one request per token, decode style)
   int64_t kv_len = 1024;  // append: tokens already in each request's cache
+  int64_t q_tokens = 1;  // decode: query tokens per request
   std::string layout = "NHD";
   DType dtype = DType::kBFloat16;
   std::string cache_dtype;  // append: "" = dtype, or fp8_e4m3 / fp8_e5m2
@@ -79,6 +80,7 @@ std::vector<Routine> norm_routines();
 std::vector<Routine> activation_routines();
 std::vector<Routine> rope_routines();
 std::vector<Routine> page_routines();
+std::vector<Routine> attention_routines();
 
 }  // namespace fs_bench
 

@@ -3,6 +3,7 @@
 
 #include "flashserve/activation.h"
 #include "flashserve/core/status.h"
+#include "flashserve/decode.h"
 #include "flashserve/logging.h"
 #include "flashserve/norm.h"
 #include "flashserve/page.h"

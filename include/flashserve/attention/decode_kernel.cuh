@@ -1,0 +1,358 @@
+// Paged-KV decode attention: the mainloop kernel and its launcher. See tile_policy.h for the CTA
+// layout and src/plan/decode_plan.h for the work lists it reads from the workspace.
+//
+// Per work item (<= 8 query rows of one kv head, kv positions [kv_begin, kv_end)):
+//  1. q rows -> shared memory as fp32, pre-scaled (sm_scale * k_scale * log2 e): q stays out of
+//     registers so that 8 rows x head_dim 256 still fit; every lane reads it as a broadcast.
+//  2. Each warp streams its tiles through a private 3-stage cp.async pipeline (16-byte copies,
+//     zero-filled past the range or on a bad page id). QK: the lanes split the tile's tokens
+//     (kLanesPerToken lanes of 128 bytes per token, combined by shuffles), K rows XOR-swizzled in
+//     16-byte chunks so the 8 lanes of a shared-memory phase hit distinct banks. Online softmax in
+//     exp2 space per row. PV: the lanes split head_dim; p goes through shared memory (a broadcast
+//     float4 per 4 tokens) instead of one shuffle per token and row.
+//  3. The 4 warps' (m, l, acc) are combined through shared memory (aliasing the pipeline) and
+//     written as the final output + LSE, or as an fp32 partial + log2-LSE for the merge kernel.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "flashserve/attention/params.h"
+#include "flashserve/attention/tile_policy.h"
+#include "flashserve/attention/variants.cuh"
+#include "flashserve/core/cp_async.cuh"
+#include "flashserve/core/types.cuh"
+#include "flashserve/core/vec.cuh"
+
+namespace flashserve::attention {
+
+template <class Tile>
+struct DecodeSmem {
+  static constexpr int kRows = kDecodeMaxRows;
+  // q: [part][row][elem] with 4 floats of padding per part, so the lanes of different parts (which
+  // read different addresses of the same bank otherwise) do not conflict.
+  static constexpr int kQPartStride = kRows * Tile::kPartElems + 4;
+  static constexpr int kQFloats = Tile::kLanesPerToken * kQPartStride;
+  static constexpr int kPFloats = Tile::kWarps * kRows * Tile::kTileTokens;  // p per warp
+  // Combine buffers alias the pipeline once every warp has drained it.
+  static constexpr int kCombineFloats = Tile::kWarps * kRows * (Tile::kHeadDim + 2);
+  static_assert(kCombineFloats * 4 <= Tile::kPipeBytes, "combine buffer must fit the pipeline");
+  static constexpr int kBytes = Tile::kPipeBytes + (kQFloats + kPFloats) * 4;
+};
+
+template <class Tile>
+constexpr int decode_smem_bytes() {
+  return DecodeSmem<Tile>::kBytes;
+}
+
+// Where one token's K and V rows start (element offsets), or valid == false.
+struct TokenAddr {
+  int64_t k = 0, v = 0;
+  bool valid = false;
+};
+
+template <class TQ, class TKV>
+__device__ __forceinline__ TokenAddr token_addr(const DecodeParams<TQ, TKV>& p, int pos, int kv_end,
+                                                int64_t page_begin, int64_t page_end, int kv_head) {
+  TokenAddr a;
+  if (pos >= kv_end) return a;
+  const int page_local = pos / p.page_size;
+  const int64_t idx = page_begin + page_local;
+  if (idx >= page_end || idx >= p.num_indices) return a;
+  const int64_t page = __ldg(p.indices + idx);
+  if (page < 0 || page >= p.num_pages) return a;
+  const int64_t slot = pos - static_cast<int64_t>(page_local) * p.page_size;
+  a.k = page * p.k_strides.page + slot * p.k_strides.slot + kv_head * p.k_strides.head;
+  a.v = page * p.v_strides.page + slot * p.v_strides.slot + kv_head * p.v_strides.head;
+  a.valid = true;
+  return a;
+}
+
+// Issues one tile's K and V copies (this warp's share of the stage) and commits them as a group.
+template <class Tile, class TQ, class TKV>
+__device__ __forceinline__ void load_tile(const DecodeParams<TQ, TKV>& p, uint8_t* stage, int base,
+                                          int kv_end, int64_t page_begin, int64_t page_end,
+                                          int kv_head, int lane) {
+  TokenAddr a;
+  if (lane < Tile::kTileTokens)
+    a = token_addr(p, base + lane, kv_end, page_begin, page_end, kv_head);
+  uint8_t* ks = stage;
+  uint8_t* vs = stage + Tile::kTileBytes;
+  constexpr int kCopies = Tile::kTileTokens * Tile::kRowChunks / 32;
+  constexpr int kElemsPerChunk = 16 / static_cast<int>(sizeof(TKV));
+#pragma unroll
+  for (int i = 0; i < kCopies; ++i) {
+    const int f = i * 32 + lane;
+    const int tok = f / Tile::kRowChunks;
+    const int c = f % Tile::kRowChunks;
+    const int64_t koff = __shfl_sync(0xffffffffu, a.k, tok);
+    const int64_t voff = __shfl_sync(0xffffffffu, a.v, tok);
+    const bool valid = __shfl_sync(0xffffffffu, a.valid, tok);
+    const int part = c / Tile::kPartChunks;
+    const int cc = c % Tile::kPartChunks;
+    const int phys = part * Tile::kPartChunks + (cc ^ (tok & (Tile::kPartChunks - 1)));
+    const TKV* ksrc = p.k_cache + (valid ? koff + c * kElemsPerChunk : 0);
+    const TKV* vsrc = p.v_cache + (valid ? voff + c * kElemsPerChunk : 0);
+    cp_async_16(ks + tok * Tile::kRowBytes + phys * 16, ksrc, valid);
+    cp_async_16(vs + tok * Tile::kRowBytes + c * 16, vsrc, valid);
+  }
+  cp_async_commit();
+}
+
+template <int N, class T>
+__device__ __forceinline__ void load_floats(const uint8_t* src, float (&out)[N]) {
+  const Vec<T, N> v = *reinterpret_cast<const Vec<T, N>*>(src);
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+    out[i] = to_float(v.v[i]);
+}
+
+template <class Tile, class TQ, class TKV>
+__device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
+                            uint8_t* smem) {
+  using Smem = DecodeSmem<Tile>;
+  constexpr int kRows = kDecodeMaxRows;
+  constexpr int D = Tile::kHeadDim;
+  constexpr int T = Tile::kTileTokens;
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  float* q_s = reinterpret_cast<float*>(smem + Tile::kPipeBytes);
+  float* p_s = q_s + Smem::kQFloats + warp * kRows * T;
+  const int nr = w.row_end - w.row_begin;
+
+  // 1. q rows, scaled, into shared memory (rows past nr are zero).
+  for (int i = tid; i < kRows * D; i += Tile::kThreads) {
+    const int r = i / D, d = i % D;
+    float v = 0.f;
+    if (r < nr) {
+      const int row = w.row_begin + r;
+      const int64_t tok = w.q_begin + row / p.group;
+      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + row % p.group;
+      v = to_float(p.q[tok * p.q_stride_token + head * p.q_stride_head + d]) * p.q_scale;
+    }
+    q_s[(d / Tile::kPartElems) * Smem::kQPartStride + r * Tile::kPartElems + d % Tile::kPartElems] =
+        v;
+  }
+  __syncthreads();
+
+  int qpos[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r)
+    qpos[r] = r < nr ? w.kv_len - w.num_q + (w.row_begin + r) / p.group : -1;
+  const LogitTransform transform{p.variant.logits_soft_cap};
+  const DecodeMask mask{p.variant.window_left};
+
+  float m[kRows], l[kRows], acc[kRows][Tile::kDimsPerLane];
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+    m[r] = -INFINITY;
+    l[r] = 0.f;
+#pragma unroll
+    for (int i = 0; i < Tile::kDimsPerLane; ++i)
+      acc[r][i] = 0.f;
+  }
+
+  // 2. This warp's tiles: w, w + kWarps, ... of the range.
+  const int64_t page_begin = __ldg(p.indptr + w.request);
+  const int64_t page_end = __ldg(p.indptr + w.request + 1);
+  const int num_tiles = (w.kv_end - w.kv_begin + T - 1) / T;
+  const int my_tiles = num_tiles > warp ? (num_tiles - warp + Tile::kWarps - 1) / Tile::kWarps : 0;
+  uint8_t* pipe = smem + warp * Tile::kStages * Tile::kStageBytes;
+  auto tile_base = [&](int k) { return w.kv_begin + (warp + k * Tile::kWarps) * T; };
+#pragma unroll
+  for (int s = 0; s < Tile::kStages - 1; ++s) {
+    if (s < my_tiles) {
+      load_tile<Tile>(p, pipe + s * Tile::kStageBytes, tile_base(s), w.kv_end, page_begin, page_end,
+                      w.kv_head, lane);
+    } else {
+      cp_async_commit();
+    }
+  }
+  const int tok = lane % T, part = lane / T;
+  for (int k = 0; k < my_tiles; ++k) {
+    cp_async_wait<Tile::kStages - 2>();
+    __syncwarp();
+    const int next = k + Tile::kStages - 1;
+    if (next < my_tiles) {
+      load_tile<Tile>(p, pipe + (next % Tile::kStages) * Tile::kStageBytes, tile_base(next),
+                      w.kv_end, page_begin, page_end, w.kv_head, lane);
+    } else {
+      cp_async_commit();
+    }
+    const uint8_t* ks = pipe + (k % Tile::kStages) * Tile::kStageBytes;
+    const uint8_t* vs = ks + Tile::kTileBytes;
+    const int pos = tile_base(k) + tok;
+
+    // QK over this lane's part of its token's row.
+    constexpr int E = 16 / static_cast<int>(sizeof(TKV));
+    float s[kRows];
+#pragma unroll
+    for (int r = 0; r < kRows; ++r)
+      s[r] = 0.f;
+    const float* qp = q_s + part * Smem::kQPartStride;
+#pragma unroll
+    for (int cc = 0; cc < Tile::kPartChunks; ++cc) {
+      float kf[E];
+      load_floats<E, TKV>(ks + tok * Tile::kRowBytes + part * Tile::kPartBytes +
+                              ((cc ^ (tok & (Tile::kPartChunks - 1))) * 16),
+                          kf);
+#pragma unroll
+      for (int r = 0; r < kRows; ++r) {
+        const float4* q4 = reinterpret_cast<const float4*>(qp + r * Tile::kPartElems + cc * E);
+#pragma unroll
+        for (int e = 0; e < E / 4; ++e) {
+          const float4 qv = q4[e];
+          s[r] +=
+              qv.x * kf[4 * e] + qv.y * kf[4 * e + 1] + qv.z * kf[4 * e + 2] + qv.w * kf[4 * e + 3];
+        }
+      }
+    }
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int off = T; off < 32; off <<= 1)
+        s[r] += __shfl_xor_sync(0xffffffffu, s[r], off);
+    }
+
+    // Online softmax (exp2 space), one row at a time.
+    const bool in_range = pos < w.kv_end;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      const float x = in_range && mask.visible(pos, qpos[r]) ? transform(s[r]) : -INFINITY;
+      float mx = x;
+#pragma unroll
+      for (int off = 16; off >= 1; off >>= 1)
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, off));
+      const float m_new = fmaxf(m[r], mx);
+      float pr = 0.f, scale = 1.f;
+      if (m_new != -INFINITY) {
+        scale = exp2f(m[r] - m_new);
+        pr = exp2f(x - m_new);
+      }
+      m[r] = m_new;
+      l[r] = l[r] * scale + (part == 0 ? pr : 0.f);
+#pragma unroll
+      for (int i = 0; i < Tile::kDimsPerLane; ++i)
+        acc[r][i] *= scale;
+      if (part == 0) p_s[r * T + tok] = pr;
+    }
+    __syncwarp();
+
+    // PV: lane owns dims [lane * kDimsPerLane, ...).
+#pragma unroll
+    for (int t0 = 0; t0 < T; t0 += 4) {
+      float4 pv[kRows];
+#pragma unroll
+      for (int r = 0; r < kRows; ++r)
+        pv[r] = *reinterpret_cast<const float4*>(p_s + r * T + t0);
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        float vf[Tile::kDimsPerLane];
+        load_floats<Tile::kDimsPerLane, TKV>(
+            vs + (t0 + j) * Tile::kRowBytes + lane * Tile::kDimsPerLane * sizeof(TKV), vf);
+#pragma unroll
+        for (int r = 0; r < kRows; ++r) {
+          const float pj = j == 0 ? pv[r].x : j == 1 ? pv[r].y : j == 2 ? pv[r].z : pv[r].w;
+#pragma unroll
+          for (int i = 0; i < Tile::kDimsPerLane; ++i)
+            acc[r][i] += pj * vf[i];
+        }
+      }
+    }
+    __syncwarp();  // the stage and p_s are rewritten next iteration
+  }
+  cp_async_wait<0>();
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int off = 16; off >= 1; off >>= 1)
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], off);
+  }
+
+  // 3. Combine the warps through shared memory (aliasing the pipelines).
+  __syncthreads();
+  float* c_acc = reinterpret_cast<float*>(smem);  // [warps][rows][D]
+  float* c_m = c_acc + Tile::kWarps * kRows * D;  // [warps][rows]
+  float* c_l = c_m + Tile::kWarps * kRows;        // [warps][rows]
+#pragma unroll
+  for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+    for (int i = 0; i < Tile::kDimsPerLane; ++i)
+      c_acc[(warp * kRows + r) * D + lane * Tile::kDimsPerLane + i] = acc[r][i];
+    if (lane == 0) {
+      c_m[warp * kRows + r] = m[r];
+      c_l[warp * kRows + r] = l[r];
+    }
+  }
+  __syncthreads();
+  for (int i = tid; i < nr * D; i += Tile::kThreads) {
+    const int r = i / D, d = i % D;
+    float mm = -INFINITY;
+#pragma unroll
+    for (int x = 0; x < Tile::kWarps; ++x)
+      mm = fmaxf(mm, c_m[x * kRows + r]);
+    float lt = 0.f, o = 0.f;
+    if (mm != -INFINITY) {
+#pragma unroll
+      for (int x = 0; x < Tile::kWarps; ++x) {
+        const float f = exp2f(c_m[x * kRows + r] - mm);
+        lt += c_l[x * kRows + r] * f;
+        o += c_acc[(x * kRows + r) * D + d] * f;
+      }
+    }
+    const int row = w.row_begin + r;
+    if (w.partial >= 0) {
+      const int64_t slot = static_cast<int64_t>(w.partial) * kRows + r;
+      p.partial_out[slot * D + d] = lt > 0.f ? o / lt * p.v_scale : 0.f;
+      if (d == 0) p.partial_lse[slot] = lt > 0.f ? mm + log2f(lt) : -INFINITY;
+    } else {
+      const int64_t qtok = w.q_begin + row / p.group;
+      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + row % p.group;
+      const RowFinal f =
+          finalize_row(mm, lt, p.variant.sinks != nullptr ? p.variant.sinks + head : nullptr);
+      p.out[qtok * p.out_stride_token + head * p.out_stride_head + d] =
+          from_float<TQ>(o * f.scale * p.v_scale);
+      if (d == 0 && p.lse != nullptr)
+        p.lse[qtok * p.lse_stride_token + head * p.lse_stride_head] = f.lse;
+    }
+  }
+}
+
+// Persistent over the work list: the grid is sized from the plan's capacity, the item count is
+// read from the workspace (a graph replayed after a re-plan sees the new list).
+template <class Tile, class TQ, class TKV>
+__global__ void __launch_bounds__(Tile::kThreads)
+    decode_kernel(const __grid_constant__ DecodeParams<TQ, TKV> p) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  const int num_work = p.counts->num_work;
+  for (int i = blockIdx.x; i < num_work; i += gridDim.x) {
+    const DecodeWorkItem w = p.work[i];
+    decode_item<Tile>(p, w, smem);
+    __syncthreads();  // the next item rewrites q_s and the pipelines
+  }
+}
+
+// Blocks the kernel can keep resident per SM (for sizing the persistent grid).
+template <int kHeadDim, class TQ, class TKV>
+cudaError_t decode_blocks_per_sm(int* blocks) {
+  using Tile = DecodeTile<kHeadDim, static_cast<int>(sizeof(TKV))>;
+  constexpr int smem = decode_smem_bytes<Tile>();
+  cudaError_t err = cudaFuncSetAttribute(decode_kernel<Tile, TQ, TKV>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, decode_kernel<Tile, TQ, TKV>,
+                                                       Tile::kThreads, smem);
+}
+
+template <int kHeadDim, class TQ, class TKV>
+cudaError_t launch_decode(const DecodeParams<TQ, TKV>& p, int grid, cudaStream_t stream) {
+  using Tile = DecodeTile<kHeadDim, static_cast<int>(sizeof(TKV))>;
+  constexpr int smem = decode_smem_bytes<Tile>();
+  cudaError_t err = cudaFuncSetAttribute(decode_kernel<Tile, TQ, TKV>,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  decode_kernel<Tile, TQ, TKV><<<grid, Tile::kThreads, smem, stream>>>(p);
+  return cudaGetLastError();
+}
+
+}  // namespace flashserve::attention

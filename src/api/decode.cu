@@ -1,0 +1,480 @@
+// Public entry points of paged decode attention: plan (host schedule -> workspace), run (validate,
+// log, check the page table in debug mode, dispatch, launch the decode and merge kernels).
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "api/arg_check.h"
+#include "api/common.h"
+#include "flashserve/attention/decode_kernel.cuh"
+#include "flashserve/attention/merge_kernel.cuh"
+#include "flashserve/core/dispatch.h"
+#include "flashserve/decode.h"
+#include "flashserve/runtime.h"
+#include "plan/decode_plan.h"
+#include "plan/page_table_check.h"
+#include "runtime/logging.h"
+
+namespace flashserve {
+namespace {
+
+constexpr const char* kSizeOp = "decode_workspace_size";
+constexpr const char* kPlanOp = "decode_plan";
+constexpr const char* kRunOp = "decode_run";
+
+std::string str(int64_t v) {
+  return std::to_string(v);
+}
+
+Status invalid(const char* op, const std::string& what) {
+  return Status(StatusCode::kInvalidArgument, std::string(op) + ": " + what);
+}
+
+bool supported_head_dim(int d) {
+  return d == 64 || d == 128 || d == 256;
+}
+
+Status validate_request(const char* op, const DecodePlanRequest& r) {
+  if (r.batch_size < 0)
+    return invalid(op, "req.batch_size: expected >= 0, got " + str(r.batch_size));
+  if (r.num_kv_heads < 1)
+    return invalid(op, "req.num_kv_heads: expected >= 1, got " + str(r.num_kv_heads));
+  if (r.num_qo_heads < 1 || r.num_qo_heads % r.num_kv_heads != 0) {
+    return invalid(op, "req.num_qo_heads: expected a positive multiple of num_kv_heads = " +
+                           str(r.num_kv_heads) + ", got " + str(r.num_qo_heads));
+  }
+  if (!supported_head_dim(r.head_dim))
+    return invalid(op, "req.head_dim: expected 64, 128 or 256, got " + str(r.head_dim));
+  if (r.page_size < 1) return invalid(op, "req.page_size: expected >= 1, got " + str(r.page_size));
+  if (r.q_dtype != DType::kFloat16 && r.q_dtype != DType::kBFloat16) {
+    return invalid(
+        op, std::string("req.q_dtype: expected float16 or bfloat16, got ") + dtype_name(r.q_dtype));
+  }
+  if (r.kv_dtype != r.q_dtype && !is_fp8(r.kv_dtype)) {
+    return invalid(op, std::string("req.kv_dtype: expected ") + dtype_name(r.q_dtype) +
+                           " (q_dtype) or float8_e4m3 / float8_e5m2, got " +
+                           dtype_name(r.kv_dtype));
+  }
+  if (r.layout != KVLayout::kNHD && r.layout != KVLayout::kHND)
+    return invalid(op, "req.layout: expected KVLayout::kNHD or KVLayout::kHND");
+  if (r.fixed_split_tokens < 0)
+    return invalid(op, "req.fixed_split_tokens: expected >= 0, got " + str(r.fixed_split_tokens));
+  if (r.num_sms < 0) return invalid(op, "req.num_sms: expected >= 0, got " + str(r.num_sms));
+  if (r.max_batch_size < 0 || r.max_q_tokens < 0 || r.max_kv_tokens < 0)
+    return invalid(op, "req.max_batch_size: capacities must be >= 0");
+  if (r.batch_size > 0 && (r.indptr == nullptr || r.last_page_len == nullptr))
+    return invalid(op, "req.indptr: expected host copies of indptr and last_page_len");
+  return Status();
+}
+
+Status resolve_sms(const char* op, const DecodePlanRequest& r, int* sms) {
+  if (r.num_sms > 0) {
+    *sms = r.num_sms;
+    return Status();
+  }
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return Status(StatusCode::kNoDevice, std::string(op) +
+                                             ": no CUDA device (set req.num_sms to "
+                                             "plan without one)");
+  }
+  DeviceInfo info;
+  Status st = get_device_info(device, &info);
+  if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
+  *sms = info.sm_count;
+  return Status();
+}
+
+plan::DecodeScheduleInput schedule_input(const DecodePlanRequest& r, int sms) {
+  plan::DecodeScheduleInput in;
+  in.indptr = r.indptr;
+  in.last_page_len = r.last_page_len;
+  in.q_indptr = r.q_indptr;
+  in.batch = r.batch_size;
+  in.page_size = r.page_size;
+  in.num_kv_heads = r.num_kv_heads;
+  in.group = r.num_qo_heads / r.num_kv_heads;
+  in.head_dim = r.head_dim;
+  in.deterministic = r.deterministic;
+  in.fixed_split_tokens = r.fixed_split_tokens;
+  in.target_ctas = sms * attention::kDecodeCtasPerSm;
+  in.max_batch_size = r.max_batch_size;
+  in.max_q_tokens = r.max_q_tokens;
+  in.max_kv_tokens = r.max_kv_tokens;
+  return in;
+}
+
+// --- run -------------------------------------------------------------------------------------
+
+struct CacheDims {
+  int page_size, heads;
+};
+CacheDims cache_dims(KVLayout layout) {
+  return layout == KVLayout::kNHD ? CacheDims{1, 2} : CacheDims{2, 1};
+}
+
+int64_t stride_of(const TensorView& t, int d) {
+  return t.shape[d] == 1 ? 0 : t.strides[d];
+}
+
+Status validate_run(const DecodePlan& plan, const DecodeArgs& a, const void* workspace) {
+  ArgCheck check(kRunOp);
+  check.require(plan.workspace_bytes > 0 && plan.num_kv_heads > 0,
+                "plan: expected a plan made by decode_plan");
+  check.require(workspace != nullptr,
+                "workspace: expected the device workspace given to decode_plan");
+  check.require(reinterpret_cast<uintptr_t>(workspace) % 16 == 0,
+                "workspace: expected a 16-byte aligned pointer");
+  if (!check.ok()) return check.status();
+  const int H = plan.num_qo_heads, D = plan.head_dim;
+  check.arg(a.q, "q")
+      .defined()
+      .ndim(3)
+      .dtype(plan.q_dtype)
+      .size(1, H, "plan.num_qo_heads")
+      .size(2, D, "plan.head_dim")
+      .inner_contiguous()
+      .nonnegative_strides();
+  if (!check.ok()) return check.status();
+  check.require(a.q.size(0) >= plan.q_tokens, "q: expected at least " + str(plan.q_tokens) +
+                                                  " query tokens (the plan's), got " +
+                                                  str(a.q.size(0)));
+  check.arg(a.out, "out")
+      .defined()
+      .same_shape(a.q, "q")
+      .dtype(plan.q_dtype)
+      .inner_contiguous()
+      .nonnegative_strides()
+      .writable();
+  check.require(disjoint(a.out, a.q), "out: must not overlap q");
+  if (a.lse.defined()) {
+    check.arg(a.lse, "lse")
+        .defined()
+        .ndim(2)
+        .dtype(DType::kFloat32)
+        .size(0, a.q.size(0), "q.size(0)")
+        .size(1, H, "plan.num_qo_heads")
+        .nonnegative_strides()
+        .writable();
+    check.require(disjoint(a.lse, a.out), "lse: must not overlap out");
+  }
+  const TensorView& kc = a.cache.k_cache;
+  const TensorView& vc = a.cache.v_cache;
+  check.require(a.cache.layout == plan.layout,
+                std::string("cache.layout: expected ") + kv_layout_name(plan.layout) +
+                    " (the plan's), got " + kv_layout_name(a.cache.layout));
+  check.arg(kc, "cache.k_cache")
+      .defined()
+      .ndim(4)
+      .dtype(plan.kv_dtype)
+      .inner_contiguous()
+      .nonnegative_strides();
+  check.arg(vc, "cache.v_cache")
+      .defined()
+      .same_shape(kc, "cache.k_cache")
+      .same_dtype(kc, "cache.k_cache")
+      .inner_contiguous()
+      .nonnegative_strides();
+  if (!check.ok()) return check.status();
+  const CacheDims dims = cache_dims(plan.layout);
+  check.arg(kc, "cache.k_cache")
+      .size(dims.heads, plan.num_kv_heads, "plan.num_kv_heads")
+      .size(dims.page_size, plan.page_size, "plan.page_size")
+      .size(3, D, "plan.head_dim");
+  // cp.async moves 16-byte chunks: every row of the cache must start 16-byte aligned.
+  for (const TensorView* t : {&kc, &vc}) {
+    const int64_t es = dtype_size(t->dtype);
+    bool aligned = reinterpret_cast<uintptr_t>(t->data) % 16 == 0;
+    for (int d = 0; d < 3; ++d)
+      aligned = aligned && (stride_of(*t, d) * es) % 16 == 0;
+    check.require(aligned, std::string(t == &kc ? "cache.k_cache" : "cache.v_cache") +
+                               ": expected a 16-byte aligned pointer and 16-byte multiple strides, "
+                               "got " +
+                               t->describe());
+  }
+  check.require(std::isfinite(a.cache.k_scale) && a.cache.k_scale > 0.f,
+                "cache.k_scale: expected a finite value > 0, got " + format_float(a.cache.k_scale));
+  check.require(std::isfinite(a.cache.v_scale) && a.cache.v_scale > 0.f,
+                "cache.v_scale: expected a finite value > 0, got " + format_float(a.cache.v_scale));
+  check.arg(a.table.indptr, "table.indptr")
+      .defined()
+      .ndim(1)
+      .dtype(DType::kInt32)
+      .contiguous()
+      .size_at_least(0, int64_t{plan.batch_size} + 1);
+  check.arg(a.table.last_page_len, "table.last_page_len")
+      .defined()
+      .ndim(1)
+      .dtype(DType::kInt32)
+      .contiguous()
+      .size_at_least(0, plan.batch_size);
+  check.arg(a.table.indices, "table.indices").ndim(1).dtype(DType::kInt32).contiguous();
+  if (a.table.indices.numel() > 0) check.defined();
+  check.require(std::isfinite(a.sm_scale) && a.sm_scale >= 0.f,
+                "sm_scale: expected a finite value >= 0 (0 = 1/sqrt(head_dim)), got " +
+                    format_float(a.sm_scale));
+  check.require(std::isfinite(a.logits_soft_cap) && a.logits_soft_cap >= 0.f,
+                "logits_soft_cap: expected a finite value >= 0 (0 = off), got " +
+                    format_float(a.logits_soft_cap));
+  check.require(a.window_left >= -1,
+                "window_left: expected >= 0, or -1 for no window, got " + str(a.window_left));
+  if (a.sinks.defined()) {
+    check.arg(a.sinks, "sinks")
+        .defined()
+        .ndim(1)
+        .dtype(DType::kFloat32)
+        .size(0, H, "num_qo_heads")
+        .contiguous();
+  }
+  check.on_current_device();
+  return check.status();
+}
+
+// FLASHSERVE_DEBUG_CHECKS: the device page table, copied to the host, must be valid and hold at
+// least the plan's requests. Skipped during graph capture.
+Status debug_check_table(const DecodePlan& plan, const DecodeArgs& a, cudaStream_t stream) {
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
+  if (capture != cudaStreamCaptureStatusNone) return Status();
+  std::vector<int32_t> indptr(plan.batch_size + 1), last(plan.batch_size),
+      indices(a.table.indices.numel());
+  cudaError_t err = cudaMemcpyAsync(indptr.data(), a.table.indptr.data, indptr.size() * 4,
+                                    cudaMemcpyDeviceToHost, stream);
+  if (err == cudaSuccess && !last.empty())
+    err = cudaMemcpyAsync(last.data(), a.table.last_page_len.data, last.size() * 4,
+                          cudaMemcpyDeviceToHost, stream);
+  if (err == cudaSuccess && !indices.empty())
+    err = cudaMemcpyAsync(indices.data(), a.table.indices.data, indices.size() * 4,
+                          cudaMemcpyDeviceToHost, stream);
+  if (err == cudaSuccess) err = cudaStreamSynchronize(stream);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return Status(StatusCode::kCudaError,
+                  std::string(kRunOp) +
+                      ": debug checks: copying the page table failed: " + cudaGetErrorString(err));
+  }
+  plan::HostPageTable t;
+  t.indptr = indptr.data();
+  t.indices = indices.data();
+  t.last_page_len = last.data();
+  t.batch = plan.batch_size;
+  t.num_indices = static_cast<int64_t>(indices.size());
+  t.num_pages = a.cache.k_cache.shape[0];
+  t.page_size = plan.page_size;
+  return plan::check_page_table(kRunOp, t);
+}
+
+template <int kHeadDim, class TQ, class TKV>
+cudaError_t launch(const DecodePlan& plan, const DecodeArgs& a, void* workspace,
+                   cudaStream_t stream) {
+  using namespace attention;
+  auto* ws = static_cast<uint8_t*>(workspace);
+  DecodeParams<TQ, TKV> p;
+  p.q = static_cast<const TQ*>(a.q.data);
+  p.q_stride_token = a.q.strides[0];
+  p.q_stride_head = a.q.strides[1];
+  p.out = static_cast<TQ*>(a.out.data);
+  p.out_stride_token = a.out.strides[0];
+  p.out_stride_head = a.out.strides[1];
+  if (a.lse.defined()) {
+    p.lse = static_cast<float*>(a.lse.data);
+    p.lse_stride_token = a.lse.strides[0];
+    p.lse_stride_head = a.lse.strides[1];
+  }
+  const CacheDims dims = cache_dims(plan.layout);
+  const TensorView& kc = a.cache.k_cache;
+  const TensorView& vc = a.cache.v_cache;
+  p.k_cache = static_cast<const TKV*>(kc.data);
+  p.v_cache = static_cast<const TKV*>(vc.data);
+  p.k_strides = {kc.strides[0], kc.strides[dims.page_size], kc.strides[dims.heads]};
+  p.v_strides = {vc.strides[0], vc.strides[dims.page_size], vc.strides[dims.heads]};
+  p.indptr = static_cast<const int32_t*>(a.table.indptr.data);
+  p.indices = static_cast<const int32_t*>(a.table.indices.data);
+  p.num_indices = a.table.indices.numel();
+  p.num_pages = kc.shape[0];
+  p.page_size = plan.page_size;
+  p.group = plan.num_qo_heads / plan.num_kv_heads;
+  const float sm_scale = a.sm_scale > 0.f ? a.sm_scale : 1.f / std::sqrt(float(plan.head_dim));
+  const float k_scale = is_fp8(plan.kv_dtype) ? a.cache.k_scale : 1.f;
+  p.q_scale = LogitTransform::q_scale(sm_scale, k_scale, a.logits_soft_cap);
+  p.v_scale = is_fp8(plan.kv_dtype) ? a.cache.v_scale : 1.f;
+  p.variant.logits_soft_cap = a.logits_soft_cap;
+  p.variant.window_left = a.window_left;
+  p.variant.sinks = a.sinks.defined() ? static_cast<const float*>(a.sinks.data) : nullptr;
+  p.counts = reinterpret_cast<const DecodeCounts*>(ws);
+  p.work = reinterpret_cast<const DecodeWorkItem*>(ws + plan.work_offset);
+  p.partial_out = reinterpret_cast<float*>(ws + plan.partial_out_offset);
+  p.partial_lse = reinterpret_cast<float*>(ws + plan.partial_lse_offset);
+
+  int blocks_per_sm = 0;
+  cudaError_t err = decode_blocks_per_sm<kHeadDim, TQ, TKV>(&blocks_per_sm);
+  if (err != cudaSuccess) return err;
+  // The grid depends only on the capacity and the device: a captured graph stays valid.
+  const int64_t grid = std::max<int64_t>(
+      1, std::min<int64_t>(plan.work_capacity, int64_t{plan.num_sms} * std::max(blocks_per_sm, 1)));
+  err = launch_decode<kHeadDim>(p, static_cast<int>(grid), stream);
+  if (err != cudaSuccess) return err;
+
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
+  if (plan.merge_capacity == 0 || (plan.num_merge == 0 && capture == cudaStreamCaptureStatusNone))
+    return cudaSuccess;
+  DecodeMergeParams<TQ> mp;
+  mp.out = p.out;
+  mp.out_stride_token = p.out_stride_token;
+  mp.out_stride_head = p.out_stride_head;
+  mp.lse = p.lse;
+  mp.lse_stride_token = p.lse_stride_token;
+  mp.lse_stride_head = p.lse_stride_head;
+  mp.group = p.group;
+  mp.head_dim = kHeadDim;
+  mp.sinks = p.variant.sinks;
+  mp.counts = p.counts;
+  mp.merge = reinterpret_cast<const DecodeMergeItem*>(ws + plan.merge_offset);
+  mp.partial_out = p.partial_out;
+  mp.partial_lse = p.partial_lse;
+  const int64_t merge_grid = std::min<int64_t>(plan.merge_capacity, int64_t{plan.num_sms} * 8);
+  return launch_decode_merge(mp, static_cast<int>(merge_grid), stream);
+}
+
+cudaError_t dispatch_run(const DecodePlan& plan, const DecodeArgs& a, void* ws,
+                         cudaStream_t stream) {
+  cudaError_t err = cudaErrorInvalidValue;
+  dispatch_int<64, 128, 256>(plan.head_dim, [&](auto hd) {
+    constexpr int D = decltype(hd)::value;
+    auto with_q = [&](auto qtag) {
+      using TQ = typename decltype(qtag)::type;
+      switch (plan.kv_dtype) {
+        case DType::kFloat8E4M3:
+          err = launch<D, TQ, __nv_fp8_e4m3>(plan, a, ws, stream);
+          break;
+        case DType::kFloat8E5M2:
+          err = launch<D, TQ, __nv_fp8_e5m2>(plan, a, ws, stream);
+          break;
+        default:
+          err = launch<D, TQ, TQ>(plan, a, ws, stream);
+      }
+    };
+    if (plan.q_dtype == DType::kFloat16) {
+      with_q(TypeTag<half>{});
+    } else {
+      with_q(TypeTag<nv_bfloat16>{});
+    }
+  });
+  return err;
+}
+
+}  // namespace
+
+Status decode_workspace_size(const DecodePlanRequest& req, size_t* device_bytes) {
+  Status st = validate_request(kSizeOp, req);
+  if (st.ok() && device_bytes == nullptr) st = invalid(kSizeOp, "device_bytes: expected non-null");
+  int sms = 0;
+  if (st.ok()) st = resolve_sms(kSizeOp, req, &sms);
+  if (!st.ok()) {
+    log_error(kSizeOp, st);
+    return st;
+  }
+  const plan::DecodeScheduleInput in = schedule_input(req, sms);
+  *device_bytes = plan::decode_workspace_layout(plan::decode_capacity(in), req.head_dim).total;
+  return st;
+}
+
+Status decode_plan(const DecodePlanRequest& req, void* workspace, size_t workspace_bytes,
+                   cudaStream_t stream, DecodePlan* out) {
+  if (log_level() > 0) {
+    log_call(kPlanOp, stream,
+             {log_arg("batch_size", req.batch_size), log_arg("num_qo_heads", req.num_qo_heads),
+              log_arg("num_kv_heads", req.num_kv_heads), log_arg("head_dim", req.head_dim),
+              log_arg("page_size", req.page_size), log_arg("deterministic", req.deterministic)});
+  }
+  Status st = validate_request(kPlanOp, req);
+  if (st.ok() && out == nullptr) st = invalid(kPlanOp, "plan: expected non-null");
+  int sms = 0;
+  if (st.ok()) st = resolve_sms(kPlanOp, req, &sms);
+  plan::DecodeSchedule s;
+  if (st.ok()) st = plan::make_decode_schedule(kPlanOp, schedule_input(req, sms), &s);
+  if (st.ok() && (workspace == nullptr || workspace_bytes < s.layout.total)) {
+    st =
+        invalid(kPlanOp, "workspace: too small: " + str(static_cast<int64_t>(s.layout.total)) +
+                             " bytes needed (decode_workspace_size), got " +
+                             str(static_cast<int64_t>(workspace == nullptr ? 0 : workspace_bytes)));
+  }
+  if (st.ok() && reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
+    st = invalid(kPlanOp, "workspace: expected a 16-byte aligned pointer");
+  if (!st.ok()) {
+    log_error(kPlanOp, st);
+    return st;
+  }
+  const std::vector<unsigned char> image = plan::decode_workspace_image(s);
+  const cudaError_t err =
+      cudaMemcpyAsync(workspace, image.data(), image.size(), cudaMemcpyHostToDevice, stream);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    st =
+        Status(StatusCode::kCudaError,
+               std::string(kPlanOp) + ": writing the work list failed: " + cudaGetErrorString(err));
+    log_error(kPlanOp, st);
+    return st;
+  }
+  DecodePlan& p = *out;
+  p = DecodePlan();
+  p.batch_size = req.batch_size;
+  p.q_tokens = static_cast<int>(s.q_tokens);
+  p.num_qo_heads = req.num_qo_heads;
+  p.num_kv_heads = req.num_kv_heads;
+  p.head_dim = req.head_dim;
+  p.page_size = req.page_size;
+  p.q_dtype = req.q_dtype;
+  p.kv_dtype = req.kv_dtype;
+  p.layout = req.layout;
+  p.deterministic = req.deterministic;
+  p.split_tokens = s.split_tokens;
+  p.num_work = static_cast<int>(s.work.size());
+  p.num_merge = static_cast<int>(s.merge.size());
+  p.num_partials = static_cast<int>(s.num_partials);
+  p.work_capacity = s.capacity.work;
+  p.merge_capacity = s.capacity.merge;
+  p.partial_capacity = s.capacity.partials;
+  p.num_sms = sms;
+  p.workspace_bytes = s.layout.total;
+  p.work_offset = s.layout.work;
+  p.merge_offset = s.layout.merge;
+  p.partial_out_offset = s.layout.partial_out;
+  p.partial_lse_offset = s.layout.partial_lse;
+  return st;
+}
+
+Status decode_run(const DecodePlan& plan, const DecodeArgs& args, void* workspace,
+                  cudaStream_t stream) {
+  if (log_level() > 0) {
+    log_call(
+        kRunOp, stream,
+        {log_arg("q", args.q), log_arg("out", args.out), log_arg("lse", args.lse),
+         log_arg("cache.k_cache", args.cache.k_cache), log_arg("cache.v_cache", args.cache.v_cache),
+         log_arg("table.indptr", args.table.indptr), log_arg("table.indices", args.table.indices),
+         log_arg("table.last_page_len", args.table.last_page_len),
+         log_arg("sm_scale", args.sm_scale), log_arg("logits_soft_cap", args.logits_soft_cap),
+         log_arg("window_left", args.window_left), log_arg("sinks", args.sinks)});
+  }
+  Status st = validate_run(plan, args, workspace);
+  if (st.ok() && debug_checks()) st = debug_check_table(plan, args, stream);
+  if (!st.ok()) {
+    log_error(kRunOp, st);
+    return st;
+  }
+  st = launch_status(kRunOp, dispatch_run(plan, args, workspace, stream));
+  if (!st.ok()) {
+    log_error(kRunOp, st);
+    return st;
+  }
+  if (log_level() >= 5) {
+    log_outputs(kRunOp, stream, {log_arg("out", args.out), log_arg("lse", args.lse)});
+  }
+  return st;
+}
+
+}  // namespace flashserve

@@ -1,0 +1,178 @@
+// The decode split-KV schedule (src/plan/decode_plan.h) on the CPU: coverage of every (request,
+// kv head, query row, kv token) exactly once, SM filling, deterministic split invariance,
+// capacities and the workspace layout.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <vector>
+
+#include "plan/decode_plan.h"
+
+namespace {
+
+using flashserve::plan::DecodeSchedule;
+using flashserve::plan::DecodeScheduleInput;
+
+struct Table {
+  std::vector<int32_t> indptr{0}, last, q_indptr{0};
+  Table(const std::vector<int>& lens, int page_size, const std::vector<int>& q = {}) {
+    for (size_t b = 0; b < lens.size(); ++b) {
+      const int pages = (lens[b] + page_size - 1) / page_size;
+      indptr.push_back(indptr.back() + pages);
+      last.push_back(pages ? lens[b] - (pages - 1) * page_size : 0);
+      q_indptr.push_back(q_indptr.back() + (q.empty() ? 1 : q[b]));
+    }
+  }
+  DecodeScheduleInput input(int kv_heads, int group, int page_size, bool multi = false) const {
+    DecodeScheduleInput in;
+    in.indptr = indptr.data();
+    in.last_page_len = last.data();
+    in.q_indptr = multi ? q_indptr.data() : nullptr;
+    in.batch = static_cast<int64_t>(last.size());
+    in.page_size = page_size;
+    in.num_kv_heads = kv_heads;
+    in.group = group;
+    in.head_dim = 128;
+    in.target_ctas = 132 * 2;
+    return in;
+  }
+};
+
+// Every (request, head, row, token) covered once; merges list exactly the split units.
+void expect_cover(const DecodeScheduleInput& in, const std::vector<int>& lens,
+                  const std::vector<int>& nq, const DecodeSchedule& s) {
+  std::map<std::tuple<int, int, int>, std::vector<int>> seen;  // (b, head, row) -> token counts
+  for (const auto& w : s.work) {
+    ASSERT_LE(w.row_end - w.row_begin, flashserve::attention::kDecodeMaxRows);
+    ASSERT_EQ(w.kv_len, lens[w.request]);
+    for (int r = w.row_begin; r < w.row_end; ++r) {
+      auto& v = seen[{w.request, w.kv_head, r}];
+      v.resize(lens[w.request] + 1, 0);
+      if (w.kv_begin == w.kv_end) v[lens[w.request]]++;  // the empty item of a kv_len 0 request
+      for (int t = w.kv_begin; t < w.kv_end; ++t)
+        v[t]++;
+    }
+  }
+  for (size_t b = 0; b < lens.size(); ++b) {
+    for (int h = 0; h < in.num_kv_heads; ++h) {
+      for (int r = 0; r < nq[b] * in.group; ++r) {
+        auto it = seen.find({static_cast<int>(b), h, r});
+        ASSERT_NE(it, seen.end()) << "request " << b << " head " << h << " row " << r;
+        if (lens[b] == 0) {
+          EXPECT_EQ(it->second[0], 1);
+        } else {
+          for (int t = 0; t < lens[b]; ++t)
+            ASSERT_EQ(it->second[t], 1) << "request " << b << " head " << h << " token " << t;
+        }
+      }
+    }
+  }
+  int64_t partials = 0;
+  for (const auto& m : s.merge)
+    partials += m.num_partials;
+  EXPECT_EQ(partials, s.num_partials);
+  EXPECT_LE(static_cast<int64_t>(s.work.size()), s.capacity.work);
+  EXPECT_LE(static_cast<int64_t>(s.merge.size()), s.capacity.merge);
+}
+
+TEST(DecodePlan, CoversEveryTokenOnceRagged) {
+  const std::vector<int> lens{1, 17, 1000, 33000, 0, 5};
+  for (int group : {1, 3, 5, 7, 8, 16}) {
+    for (int ps : {1, 16, 64}) {
+      Table t(lens, ps);
+      DecodeSchedule s;
+      const auto in = t.input(2, group, ps);
+      ASSERT_TRUE(make_decode_schedule("test", in, &s).ok());
+      expect_cover(in, lens, std::vector<int>(lens.size(), 1), s);
+    }
+  }
+}
+
+TEST(DecodePlan, MultiTokenQueries) {
+  const std::vector<int> lens{8, 300, 5000}, nq{8, 3, 1};
+  Table t(lens, 16, nq);
+  const auto in = t.input(4, 6, 16, true);
+  DecodeSchedule s;
+  ASSERT_TRUE(make_decode_schedule("test", in, &s).ok());
+  expect_cover(in, lens, nq, s);
+  EXPECT_EQ(s.q_tokens, 12);
+}
+
+TEST(DecodePlan, Batch1LongContextFillsTheChip) {
+  Table t({32768}, 16);
+  DecodeSchedule s;
+  ASSERT_TRUE(make_decode_schedule("test", t.input(8, 4, 16), &s).ok());
+  EXPECT_GE(static_cast<int64_t>(s.work.size()), 132 * 2 * 3 / 4);
+  EXPECT_GE(s.split_tokens, flashserve::plan::kMinSplitTokens);
+  EXPECT_EQ(s.split_tokens % flashserve::plan::kSplitGranularity, 0);
+}
+
+TEST(DecodePlan, LargeBatchIsNotSplit) {
+  Table t(std::vector<int>(128, 4096), 16);
+  DecodeSchedule s;
+  ASSERT_TRUE(make_decode_schedule("test", t.input(8, 4, 16), &s).ok());
+  EXPECT_EQ(s.split_tokens, 0);
+  EXPECT_TRUE(s.merge.empty());
+  EXPECT_EQ(s.work.size(), 128u * 8);
+}
+
+TEST(DecodePlan, DeterministicSplitIndependentOfBatch) {
+  auto items_of = [](const DecodeSchedule& s, int request) {
+    std::vector<std::tuple<int, int, int, int>> v;
+    for (const auto& w : s.work)
+      if (w.request == request) v.emplace_back(w.kv_head, w.row_begin, w.kv_begin, w.kv_end);
+    std::sort(v.begin(), v.end());
+    return v;
+  };
+  Table a({3000}, 16), b({100, 7, 3000, 50000}, 16);
+  auto ia = a.input(2, 4, 16), ib = b.input(2, 4, 16);
+  ia.deterministic = ib.deterministic = true;
+  DecodeSchedule sa, sb;
+  ASSERT_TRUE(make_decode_schedule("test", ia, &sa).ok());
+  ASSERT_TRUE(make_decode_schedule("test", ib, &sb).ok());
+  EXPECT_EQ(items_of(sa, 0), items_of(sb, 2));
+  EXPECT_EQ(sa.split_tokens, flashserve::plan::kDefaultFixedSplit);
+}
+
+TEST(DecodePlan, CapacityAndWorkspace) {
+  Table small({10, 20}, 16), big(std::vector<int>(64, 2048), 16);
+  auto in = small.input(8, 4, 16);
+  in.max_batch_size = 64;
+  DecodeSchedule s1, s2;
+  ASSERT_TRUE(make_decode_schedule("test", in, &s1).ok());
+  auto in2 = big.input(8, 4, 16);
+  in2.max_batch_size = 64;
+  ASSERT_TRUE(make_decode_schedule("test", in2, &s2).ok());
+  // The same capacity gives the same layout whatever the batch (graph replay after re-plan).
+  EXPECT_EQ(s1.layout.total, s2.layout.total);
+  EXPECT_EQ(s1.layout.partial_lse, s2.layout.partial_lse);
+  EXPECT_EQ(s1.layout.work % 256, 0u);
+  // Over capacity: an error naming the capacity.
+  in2.max_batch_size = 32;
+  const auto st = make_decode_schedule("test", in2, &s2);
+  EXPECT_EQ(st.code(), flashserve::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("max_batch_size"), std::string::npos) << st.message();
+  // The image holds the counts and the lists.
+  const auto img = flashserve::plan::decode_workspace_image(s1);
+  EXPECT_EQ(img.size(), s1.layout.merge + s1.merge.size() * sizeof(s1.merge[0]));
+}
+
+TEST(DecodePlan, RejectsBadTables) {
+  Table t({10, 20}, 16);
+  auto in = t.input(1, 1, 16);
+  t.last[1] = 17;
+  DecodeSchedule s;
+  auto st = make_decode_schedule("op", in, &s);
+  EXPECT_NE(st.message().find("last_page_len: request 1"), std::string::npos) << st.message();
+  t.last[1] = 4;
+  t.indptr[2] = 0;
+  st = make_decode_schedule("op", in, &s);
+  EXPECT_NE(st.message().find("indptr: request 1"), std::string::npos) << st.message();
+  Table q({10}, 16, {9});
+  st = make_decode_schedule("op", q.input(1, 1, 16, true), &s);
+  EXPECT_NE(st.message().find("q_indptr"), std::string::npos) << st.message();
+}
+
+}  // namespace
