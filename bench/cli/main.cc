@@ -301,7 +301,9 @@ int run_info() {
       "  silu_and_mul, gelu_and_mul, gelu_tanh_and_mul   fp32/fp16/bf16; any width\n"
       "  apply_rope, apply_rope_cos_sin_cache   NeoX/GPT-J, partial rotary, Llama-3.1 scaling,\n"
       "      int32/int64 positions, in place or out of place\n"
-      "  append_paged_kv_cache   NHD/HND, any page size, fp16/bf16/fp32 or fp8 e4m3/e5m2 cache\n");
+      "  append_paged_kv_cache   NHD/HND, any page size, fp16/bf16/fp32 or fp8 e4m3/e5m2 cache\n"
+      "  decode_plan/decode_run, merge_state(s)   paged decode attention, any GQA ratio,\n"
+      "      head_dim 64/128/256, fp16/bf16 q, same or fp8 KV, 1..8 query tokens\n");
   return 0;
 }
 
