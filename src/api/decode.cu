@@ -336,7 +336,7 @@ cudaError_t launch(const DecodePlan& plan, const DecodeArgs& a, void* workspace,
   mp.merge = reinterpret_cast<const DecodeMergeItem*>(ws + plan.merge_offset);
   mp.partial_out = p.partial_out;
   mp.partial_lse = p.partial_lse;
-  const int64_t merge_grid = std::min<int64_t>(plan.merge_capacity, int64_t{plan.num_sms} * 8);
+  const int64_t merge_grid = decode_merge_grid(plan.merge_capacity, plan.num_sms);
   return launch_decode_merge(mp, static_cast<int>(merge_grid), stream);
 }
 

@@ -4,7 +4,7 @@
 // Per work item (<= 8 query rows of one kv head, kv positions [kv_begin, kv_end)):
 //  1. q rows -> shared memory as fp32, pre-scaled (sm_scale * k_scale * log2 e): q stays out of
 //     registers so that 8 rows x head_dim 256 still fit; every lane reads it as a broadcast.
-//  2. Each warp streams its tiles through a private 3-stage cp.async pipeline (16-byte copies,
+//  2. Each warp streams its tiles through a private 2-stage cp.async pipeline (16-byte copies,
 //     zero-filled past the range or on a bad page id). QK: the lanes split the tile's tokens
 //     (kLanesPerToken lanes of 128 bytes per token, combined by shuffles), K rows XOR-swizzled in
 //     16-byte chunks so the 8 lanes of a shared-memory phase hit distinct banks. Online softmax in
@@ -39,6 +39,10 @@ struct DecodeSmem {
   static constexpr int kCombineFloats = Tile::kWarps * kRows * (Tile::kHeadDim + 2);
   static_assert(kCombineFloats * 4 <= Tile::kPipeBytes, "combine buffer must fit the pipeline");
   static constexpr int kBytes = Tile::kPipeBytes + (kQFloats + kPFloats) * 4;
+  // The occupancy the plan's split target assumes (tile_policy.h): 228 KiB per SM, 1 KiB reserved
+  // per CTA.
+  static_assert(kDecodeCtasPerSm * (kBytes + 1024) <= 228 * 1024,
+                "kDecodeCtasPerSm CTAs must fit an SM's shared memory");
 };
 
 template <class Tile>
@@ -108,11 +112,12 @@ __device__ __forceinline__ void load_floats(const uint8_t* src, float (&out)[N])
     out[i] = to_float(v.v[i]);
 }
 
-template <class Tile, class TQ, class TKV>
+template <class Tile, int kR, class TQ, class TKV>
 __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
                             uint8_t* smem) {
   using Smem = DecodeSmem<Tile>;
-  constexpr int kRows = kDecodeMaxRows;
+  constexpr int kRows = kDecodeMaxRows;  // row stride of the shared-memory and partial layouts
+  static_assert(kR >= 1 && kR <= kRows, "kR: rows computed (the item's rows must be <= kR)");
   constexpr int D = Tile::kHeadDim;
   constexpr int T = Tile::kTileTokens;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
@@ -135,16 +140,16 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
   }
   __syncthreads();
 
-  int qpos[kRows];
+  int qpos[kR];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r)
+  for (int r = 0; r < kR; ++r)
     qpos[r] = r < nr ? w.kv_len - w.num_q + (w.row_begin + r) / p.group : -1;
   const LogitTransform transform{p.variant.logits_soft_cap};
   const DecodeMask mask{p.variant.window_left};
 
-  float m[kRows], l[kRows], acc[kRows][Tile::kDimsPerLane];
+  float m[kR], l[kR], acc[kR][Tile::kDimsPerLane];
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
+  for (int r = 0; r < kR; ++r) {
     m[r] = -INFINITY;
     l[r] = 0.f;
 #pragma unroll
@@ -185,9 +190,9 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
 
     // QK over this lane's part of its token's row.
     constexpr int E = 16 / static_cast<int>(sizeof(TKV));
-    float s[kRows];
+    float s[kR];
 #pragma unroll
-    for (int r = 0; r < kRows; ++r)
+    for (int r = 0; r < kR; ++r)
       s[r] = 0.f;
     const float* qp = q_s + part * Smem::kQPartStride;
 #pragma unroll
@@ -197,7 +202,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
                               ((cc ^ (tok & (Tile::kPartChunks - 1))) * 16),
                           kf);
 #pragma unroll
-      for (int r = 0; r < kRows; ++r) {
+      for (int r = 0; r < kR; ++r) {
         const float4* q4 = reinterpret_cast<const float4*>(qp + r * Tile::kPartElems + cc * E);
 #pragma unroll
         for (int e = 0; e < E / 4; ++e) {
@@ -208,7 +213,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
       }
     }
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < kR; ++r) {
 #pragma unroll
       for (int off = T; off < 32; off <<= 1)
         s[r] += __shfl_xor_sync(0xffffffffu, s[r], off);
@@ -217,7 +222,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
     // Online softmax (exp2 space), one row at a time.
     const bool in_range = pos < w.kv_end;
 #pragma unroll
-    for (int r = 0; r < kRows; ++r) {
+    for (int r = 0; r < kR; ++r) {
       const float x = in_range && mask.visible(pos, qpos[r]) ? transform(s[r]) : -INFINITY;
       float mx = x;
 #pragma unroll
@@ -241,9 +246,9 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
     // PV: lane owns dims [lane * kDimsPerLane, ...).
 #pragma unroll
     for (int t0 = 0; t0 < T; t0 += 4) {
-      float4 pv[kRows];
+      float4 pv[kR];
 #pragma unroll
-      for (int r = 0; r < kRows; ++r)
+      for (int r = 0; r < kR; ++r)
         pv[r] = *reinterpret_cast<const float4*>(p_s + r * T + t0);
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
@@ -251,7 +256,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
         load_floats<Tile::kDimsPerLane, TKV>(
             vs + (t0 + j) * Tile::kRowBytes + lane * Tile::kDimsPerLane * sizeof(TKV), vf);
 #pragma unroll
-        for (int r = 0; r < kRows; ++r) {
+        for (int r = 0; r < kR; ++r) {
           const float pj = j == 0 ? pv[r].x : j == 1 ? pv[r].y : j == 2 ? pv[r].z : pv[r].w;
 #pragma unroll
           for (int i = 0; i < Tile::kDimsPerLane; ++i)
@@ -263,7 +268,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
   }
   cp_async_wait<0>();
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
+  for (int r = 0; r < kR; ++r) {
 #pragma unroll
     for (int off = 16; off >= 1; off >>= 1)
       l[r] += __shfl_xor_sync(0xffffffffu, l[r], off);
@@ -275,7 +280,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
   float* c_m = c_acc + Tile::kWarps * kRows * D;  // [warps][rows]
   float* c_l = c_m + Tile::kWarps * kRows;        // [warps][rows]
 #pragma unroll
-  for (int r = 0; r < kRows; ++r) {
+  for (int r = 0; r < kR; ++r) {
 #pragma unroll
     for (int i = 0; i < Tile::kDimsPerLane; ++i)
       c_acc[(warp * kRows + r) * D + lane * Tile::kDimsPerLane + i] = acc[r][i];
@@ -320,14 +325,21 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
 
 // Persistent over the work list: the grid is sized from the plan's capacity, the item count is
 // read from the workspace (a graph replayed after a re-plan sees the new list).
+// Items of at most kDecodeSmallRows rows (GQA group <= 4 with one query token: Llama-3-8B,
+// Qwen2.5-7B) run a body that computes only those rows (half the QK/PV FMAs and q loads of the
+// 8-row body); the choice is per item and warp-uniform, so any plan runs on the same kernel.
 template <class Tile, class TQ, class TKV>
-__global__ void __launch_bounds__(Tile::kThreads)
+__global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
     decode_kernel(const __grid_constant__ DecodeParams<TQ, TKV> p) {
   extern __shared__ __align__(128) uint8_t smem[];
   const int num_work = p.counts->num_work;
   for (int i = blockIdx.x; i < num_work; i += gridDim.x) {
     const DecodeWorkItem w = p.work[i];
-    decode_item<Tile>(p, w, smem);
+    if (w.row_end - w.row_begin <= kDecodeSmallRows) {
+      decode_item<Tile, kDecodeSmallRows>(p, w, smem);
+    } else {
+      decode_item<Tile, kDecodeMaxRows>(p, w, smem);
+    }
     __syncthreads();  // the next item rewrites q_s and the pipelines
   }
 }

@@ -1,11 +1,18 @@
 // How paged decode attention is laid out on the GPU; the one place its tuning choices live.
 //
 // A CTA of 4 warps runs one work item (<= 8 query rows of one kv head over a kv range). Each warp
-// streams its own tiles of the range (tiles w, w + 4, ...) through a private 3-stage cp.async
+// streams its own tiles of the range (tiles w, w + 4, ...) through a private 2-stage cp.async
 // pipeline, so warps never wait on each other until the final combine. A tile is 32 lanes wide:
 // each token's K row is split over kLanesPerToken lanes of 128 bytes, so a tile is always 4 KiB of
 // K plus 4 KiB of V (32 tokens at head_dim 64 bf16 / 128 fp8, 16 at 128 bf16, 8 at 256 bf16):
-// 8 KiB per stage, 96 KiB per CTA, 2 CTAs (8 pipelines, ~128 KiB of loads in flight) per SM.
+// 8 KiB per stage, 64 KiB per CTA (+ ~6 KiB of q and p), 2 CTAs per SM (kDecodeCtasPerSm).
+//
+// Why 2 stages: with 3 stages (104.5 KB per CTA) and 168 registers; ncu on an H200
+// (bf16, 32/8 heads x 128, page 16, batch 64 x kv 2048) showed 12.5% theoretical occupancy,
+// SM issue 51%, DRAM 29% (1.84 TB/s): the warps stall on their own dependent QK/softmax/PV
+// chains, not on memory (a tile's compute takes several us per warp, far more than one DRAM
+// latency, so one tile of prefetch per warp is enough). 3 CTAs/SM fit in shared memory but cap
+// registers at 168 and spill (measured below); 4 would need <= 56 KiB and <= 128 registers.
 #pragma once
 
 namespace flashserve::attention {
@@ -16,7 +23,7 @@ struct DecodeTile {
   static constexpr int kKVBytes = kKVBytes_;  // bytes per cache element (2, or 1 for fp8)
   static constexpr int kWarps = 4;
   static constexpr int kThreads = kWarps * 32;
-  static constexpr int kStages = 3;
+  static constexpr int kStages = 2;
   static constexpr int kRowBytes = kHeadDim * kKVBytes;  // one token's K (or V) of one head
   static constexpr int kLanesPerToken = kRowBytes >= 128 ? kRowBytes / 128 : 1;
   static constexpr int kTileTokens = 32 / kLanesPerToken;
@@ -32,7 +39,16 @@ struct DecodeTile {
   static_assert(kTileTokens * kRowChunks % 32 == 0, "a tile must be whole warp copies");
 };
 
-// CTAs per SM the non-deterministic split policy aims to fill (the kernel's occupancy).
+// Measured on an H200 (bf16, 32/8 x 128, page 16), 2-stage pipeline: 2 CTAs/SM (no spills)
+// 3.10 / 3.32 TB/s at b64 x kv4096 / 32768; 3 CTAs/SM (168-register cap, 72 B spills) 2.76 / 2.98
+// there but 2.91 vs 2.68 at b16 x 4096. Large batches decide: 2.
+// CTAs per SM the kernel is built for (__launch_bounds__ min blocks, so <= 170 registers; the smem
+// fit is static_asserted in decode_kernel.cuh) and the non-deterministic split policy aims to fill
+// (src/api/decode.cu: target_ctas = SMs x this), so batch-1 long-context splits fill every slot.
 constexpr int kDecodeCtasPerSm = 2;
+
+// Items with at most this many rows run the reduced-row body (GQA group 4 x 1 query token: half the
+// per-token FMAs and shared-memory q reads of the 8-row body).
+constexpr int kDecodeSmallRows = 4;
 
 }  // namespace flashserve::attention
