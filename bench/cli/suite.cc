@@ -64,6 +64,17 @@ std::vector<std::pair<std::string, Args>> default_suite(const std::vector<std::s
       }
     }
   }
+  // Cascade: a 4096-token shared prefix (a system prompt) and 256-token suffixes.
+  if (wanted("cascade_decode")) {
+    for (int64_t b : {16, 64}) {
+      Args a;
+      a.model = models()[0].name;
+      a.batch = b;
+      a.prefix_len = 4096;
+      a.kv_len = 256;
+      suite.emplace_back("cascade_decode", a);
+    }
+  }
   // METHOD.md's large point, 16384 tokens x hidden 8192, for every routine: activations with
   // d = 8192, rope with 48 q + 16 k heads of 128, append with 64 kv heads of 128.
   const Model sweep{"16384x8192", 8192, 8192, 48, 16, 128};

@@ -27,9 +27,10 @@ struct Args {
   int64_t head_dim = 128;
   int64_t rotary_dim = 0;  // 0: head_dim
   int64_t page_size = 16;
-  int64_t batch = 0;      // append: requests (0: one request per token, decode style)
-  int64_t kv_len = 1024;  // append: tokens already in each request's cache
-  int64_t q_tokens = 1;  // decode: query tokens per request
+  int64_t batch = 0;       // append: requests (0: one request per token, decode style)
+  int64_t kv_len = 1024;   // append: tokens already in each request's cache
+  int64_t q_tokens = 1;    // decode: query tokens per request
+  int64_t prefix_len = 0;  // cascade_decode: tokens of the prefix shared by every request
   std::string layout = "NHD";
   DType dtype = DType::kBFloat16;
   std::string cache_dtype;  // append: "" = dtype, or fp8_e4m3 / fp8_e5m2

@@ -133,7 +133,7 @@ def make_case(rec):
                 kcv[page, :, slot] = kk
                 vcv[page, :, slot] = vv
         return run
-    if routine == "decode":
+    if routine in ("decode", "cascade_decode"):
         from torch.nn.attention import SDPBackend, sdpa_kernel
         b, kv_len = geti("batch"), geti("kv_len")
         qh, kh, hd = geti("q_heads"), geti("kv_heads"), geti("head_dim")

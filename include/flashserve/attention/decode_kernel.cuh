@@ -99,7 +99,7 @@ __device__ __forceinline__ void load_tile(const DecodeParams<TQ, TKV>& p, uint8_
     const TKV* ksrc = p.k_cache + (valid ? koff + c * kElemsPerChunk : 0);
     const TKV* vsrc = p.v_cache + (valid ? voff + c * kElemsPerChunk : 0);
     cp_async_16(ks + tok * Tile::kRowBytes + phys * 16, ksrc, valid);
-    cp_async_16(vs + tok * Tile::kRowBytes + c * 16, vsrc, valid);
+    cp_async_16(vs + tok * Tile::kRowBytes + (Tile::kUseMma ? phys : c) * 16, vsrc, valid);
   }
   cp_async_commit();
 }
@@ -110,6 +110,80 @@ __device__ __forceinline__ void load_floats(const uint8_t* src, float (&out)[N])
 #pragma unroll
   for (int i = 0; i < N; ++i)
     out[i] = to_float(v.v[i]);
+}
+
+// Index of q element (row r, dim d) in the shared-memory q buffer (fp32, [part][row][elem]).
+template <class Tile>
+__device__ __forceinline__ int q_index(int r, int d) {
+  return (d / Tile::kPartElems) * DecodeSmem<Tile>::kQPartStride + r * Tile::kPartElems +
+         d % Tile::kPartElems;
+}
+
+// The item's q rows, scaled by q_scale, into shared memory as fp32 (rows past the item's are zero).
+template <class Tile, class TQ, class TKV>
+__device__ __forceinline__ void load_q(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
+                                       float* q_s) {
+  constexpr int D = Tile::kHeadDim;
+  const int nr = w.row_end - w.row_begin;
+  for (int i = threadIdx.x; i < kDecodeMaxRows * D; i += Tile::kThreads) {
+    const int r = i / D, d = i % D;
+    float v = 0.f;
+    if (r < nr) {
+      const int row = w.row_begin + r;
+      const int64_t tok = w.q_begin + row / p.group;
+      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + row % p.group;
+      v = to_float(p.q[tok * p.q_stride_token + head * p.q_stride_head + d]) * p.q_scale;
+    }
+    q_s[q_index<Tile>(r, d)] = v;
+  }
+  __syncthreads();
+}
+
+// Step 3 after every warp wrote its (m, l, acc) rows to the combine buffers at the start of shared
+// memory ([warps][rows][D] acc, then [warps][rows] m and l): combines the warps and writes the final
+// output + LSE, or the fp32 partial + log2-LSE.
+template <class Tile, class TQ, class TKV>
+__device__ __forceinline__ void combine_and_store(const DecodeParams<TQ, TKV>& p,
+                                                  const DecodeWorkItem& w, uint8_t* smem) {
+  constexpr int kRows = kDecodeMaxRows;
+  constexpr int D = Tile::kHeadDim;
+  const int tid = threadIdx.x;
+  const int nr = w.row_end - w.row_begin;
+  const float* c_acc = reinterpret_cast<const float*>(smem);
+  const float* c_m = c_acc + Tile::kWarps * kRows * D;
+  const float* c_l = c_m + Tile::kWarps * kRows;
+  __syncthreads();
+  for (int i = tid; i < nr * D; i += Tile::kThreads) {
+    const int r = i / D, d = i % D;
+    float mm = -INFINITY;
+#pragma unroll
+    for (int x = 0; x < Tile::kWarps; ++x)
+      mm = fmaxf(mm, c_m[x * kRows + r]);
+    float lt = 0.f, o = 0.f;
+    if (mm != -INFINITY) {
+#pragma unroll
+      for (int x = 0; x < Tile::kWarps; ++x) {
+        const float f = exp2f(c_m[x * kRows + r] - mm);
+        lt += c_l[x * kRows + r] * f;
+        o += c_acc[(x * kRows + r) * D + d] * f;
+      }
+    }
+    const int row = w.row_begin + r;
+    if (w.partial >= 0) {
+      const int64_t slot = static_cast<int64_t>(w.partial) * kRows + r;
+      p.partial_out[slot * D + d] = lt > 0.f ? o / lt * p.v_scale : 0.f;
+      if (d == 0) p.partial_lse[slot] = lt > 0.f ? mm + log2f(lt) : -INFINITY;
+    } else {
+      const int64_t qtok = w.q_begin + row / p.group;
+      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + row % p.group;
+      const RowFinal f =
+          finalize_row(mm, lt, p.variant.sinks != nullptr ? p.variant.sinks + head : nullptr);
+      p.out[qtok * p.out_stride_token + head * p.out_stride_head + d] =
+          from_float<TQ>(o * f.scale * p.v_scale);
+      if (d == 0 && p.lse != nullptr)
+        p.lse[qtok * p.lse_stride_token + head * p.lse_stride_head] = f.lse;
+    }
+  }
 }
 
 template <class Tile, int kR, class TQ, class TKV>
@@ -126,19 +200,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
   const int nr = w.row_end - w.row_begin;
 
   // 1. q rows, scaled, into shared memory (rows past nr are zero).
-  for (int i = tid; i < kRows * D; i += Tile::kThreads) {
-    const int r = i / D, d = i % D;
-    float v = 0.f;
-    if (r < nr) {
-      const int row = w.row_begin + r;
-      const int64_t tok = w.q_begin + row / p.group;
-      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + row % p.group;
-      v = to_float(p.q[tok * p.q_stride_token + head * p.q_stride_head + d]) * p.q_scale;
-    }
-    q_s[(d / Tile::kPartElems) * Smem::kQPartStride + r * Tile::kPartElems + d % Tile::kPartElems] =
-        v;
-  }
-  __syncthreads();
+  load_q<Tile>(p, w, q_s);
 
   int qpos[kR];
 #pragma unroll
@@ -289,38 +351,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
       c_l[warp * kRows + r] = l[r];
     }
   }
-  __syncthreads();
-  for (int i = tid; i < nr * D; i += Tile::kThreads) {
-    const int r = i / D, d = i % D;
-    float mm = -INFINITY;
-#pragma unroll
-    for (int x = 0; x < Tile::kWarps; ++x)
-      mm = fmaxf(mm, c_m[x * kRows + r]);
-    float lt = 0.f, o = 0.f;
-    if (mm != -INFINITY) {
-#pragma unroll
-      for (int x = 0; x < Tile::kWarps; ++x) {
-        const float f = exp2f(c_m[x * kRows + r] - mm);
-        lt += c_l[x * kRows + r] * f;
-        o += c_acc[(x * kRows + r) * D + d] * f;
-      }
-    }
-    const int row = w.row_begin + r;
-    if (w.partial >= 0) {
-      const int64_t slot = static_cast<int64_t>(w.partial) * kRows + r;
-      p.partial_out[slot * D + d] = lt > 0.f ? o / lt * p.v_scale : 0.f;
-      if (d == 0) p.partial_lse[slot] = lt > 0.f ? mm + log2f(lt) : -INFINITY;
-    } else {
-      const int64_t qtok = w.q_begin + row / p.group;
-      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + row % p.group;
-      const RowFinal f =
-          finalize_row(mm, lt, p.variant.sinks != nullptr ? p.variant.sinks + head : nullptr);
-      p.out[qtok * p.out_stride_token + head * p.out_stride_head + d] =
-          from_float<TQ>(o * f.scale * p.v_scale);
-      if (d == 0 && p.lse != nullptr)
-        p.lse[qtok * p.lse_stride_token + head * p.lse_stride_head] = f.lse;
-    }
-  }
+  combine_and_store<Tile>(p, w, smem);
 }
 
 // Persistent over the work list: the grid is sized from the plan's capacity, the item count is

@@ -17,6 +17,10 @@
 
 namespace flashserve::attention {
 
+// Tensor-core QK / PV (mma.sync m16n8k16, fp32 accumulate) instead of the CUDA-core chains; the
+// global switch, refined per tile below (DecodeTile::kUseMma).
+constexpr bool kDecodeUseMma = true;
+
 template <int kHeadDim_, int kKVBytes_>
 struct DecodeTile {
   static constexpr int kHeadDim = kHeadDim_;
@@ -35,6 +39,16 @@ struct DecodeTile {
   static constexpr int kTileBytes = kTileTokens * kRowBytes;  // K (or V) of one stage
   static constexpr int kStageBytes = 2 * kTileBytes;
   static constexpr int kPipeBytes = kWarps * kStages * kStageBytes;
+  // mma path (decode_item_mma): 16-bit K/V (bf16 / fp16, the mma input types; fp8 would need a
+  // dequantizing pass through a staging buffer since ldmatrix cannot convert, so fp8 keeps the
+  // CUDA-core path), tiles of >= 16 tokens (the k of the PV mma; head_dim 256 has 8-token tiles)
+  // and head_dim <= 128 (the 16 x head_dim fp32 output fragment is 64 registers per lane at 128,
+  // 128 at 256 would not fit the 170-register budget of 2 CTAs/SM). So: bf16/fp16 at head_dim 64
+  // (32-token tiles) and 128 (16-token tiles), all items (<= 8 rows, padded to the mma's 16).
+  // With it, V is XOR-swizzled like K so that ldmatrix.trans over 8 token rows is conflict-free.
+  static constexpr bool kUseMma =
+      kDecodeUseMma && kKVBytes == 2 && kTileTokens >= 16 && kTileTokens % 16 == 0 &&
+      kHeadDim <= 128 && kHeadDim % 16 == 0 && kPartBytes == 128;
   static_assert(kRowBytes % 64 == 0, "head_dim * element size must be a multiple of 64 bytes");
   static_assert(kTileTokens * kRowChunks % 32 == 0, "a tile must be whole warp copies");
 };
