@@ -10,6 +10,9 @@
 //     16-byte chunks so the 8 lanes of a shared-memory phase hit distinct banks. Online softmax in
 //     exp2 space per row. PV: the lanes split head_dim; p goes through shared memory (a broadcast
 //     float4 per 4 tokens) instead of one shuffle per token and row.
+//     With Tile::kUseMma (bf16 / fp16 K/V, head_dim 64 / 128; tile_policy.h) QK and PV run on
+//     tensor cores instead (decode_item_mma: mma.sync m16n8k16, q rows padded to 16, P reused from
+//     the S accumulators in registers, K by ldmatrix and V by ldmatrix.trans from swizzled tiles).
 //  3. The 4 warps' (m, l, acc) are combined through shared memory (aliasing the pipeline) and
 //     written as the final output + LSE, or as an fp32 partial + log2-LSE for the merge kernel.
 #pragma once
@@ -22,6 +25,7 @@
 #include "flashserve/attention/tile_policy.h"
 #include "flashserve/attention/variants.cuh"
 #include "flashserve/core/cp_async.cuh"
+#include "flashserve/core/mma.cuh"
 #include "flashserve/core/types.cuh"
 #include "flashserve/core/vec.cuh"
 
@@ -140,8 +144,8 @@ __device__ __forceinline__ void load_q(const DecodeParams<TQ, TKV>& p, const Dec
 }
 
 // Step 3 after every warp wrote its (m, l, acc) rows to the combine buffers at the start of shared
-// memory ([warps][rows][D] acc, then [warps][rows] m and l): combines the warps and writes the final
-// output + LSE, or the fp32 partial + log2-LSE.
+// memory ([warps][rows][D] acc, then [warps][rows] m and l): combines the warps and writes the
+// final output + LSE, or the fp32 partial + log2-LSE.
 template <class Tile, class TQ, class TKV>
 __device__ __forceinline__ void combine_and_store(const DecodeParams<TQ, TKV>& p,
                                                   const DecodeWorkItem& w, uint8_t* smem) {
@@ -354,11 +358,208 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
   combine_and_store<Tile>(p, w, smem);
 }
 
+// The tensor-core body (Tile::kUseMma: 16-bit K/V, head_dim 64 / 128), for items of any row count
+// <= kDecodeMaxRows. Per warp and tile of T tokens, with g = lane / 4 and t = lane % 4 (fragment
+// layouts in core/mma.cuh):
+//  - S = Q K^T: A = q (16 rows: the item's <= 8 rows, rows 8..15 zero registers), loaded once from
+//    q_s; B = K from the swizzled K tile by ldmatrix.x4 (rows = tokens, so the non-transposed
+//    8 x 8 matrices are the "col" B layout). S n-tile j: s[j][0..1] = (row g, tokens 8j + 2t +
+//    {0,1}), s[j][2..3] = padding rows.
+//  - Variants and masks per (row g, token) element, online softmax per row: the 4 lanes of a quad
+//    share row g (max by shuffles xor 1, 2; l kept per lane and summed over the quad at the end).
+//  - P = exp2(S - m) repacked in registers as the A operand of PV: tokens [16k, 16k + 16) are
+//    a[0] = n-tile 2k pair, a[2] = n-tile 2k+1 pair (rows g), a[1] = a[3] = 0 (rows 8..15).
+//  - O += P V: B = V tile by ldmatrix.x4.trans (rows = tokens). O n-tile j: o[j][0..1] =
+//    (row g, dims 8j + 2t + {0,1}); o[j][2..3] (padding rows) stay 0.
+template <class Tile, class TQ, class TKV>
+__device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
+                                uint8_t* smem) {
+  static_assert(Tile::kUseMma, "decode_item_mma needs an mma tile (tile_policy.h)");
+  static_assert(sizeof(TKV) == 2, "the mma inputs are the 16-bit cache type");
+  static_assert(Tile::kPartChunks == 8, "the K/V swizzle spans 8 chunks of 16 bytes");
+  constexpr int kRows = kDecodeMaxRows;
+  static_assert(kRows == 8, "the fragment rows g = lane / 4 are the item's 8 rows");
+  constexpr int D = Tile::kHeadDim;
+  constexpr int T = Tile::kTileTokens;
+  constexpr int kSTiles = T / 8;   // n-tiles of S
+  constexpr int kQSteps = D / 16;  // k-steps of QK
+  constexpr int kPSteps = T / 16;  // k-steps of PV
+  constexpr int kOTiles = D / 8;   // n-tiles of O
+  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+  const int g = lane / 4, t = lane % 4;
+  float* q_s = reinterpret_cast<float*>(smem + Tile::kPipeBytes);
+  const int nr = w.row_end - w.row_begin;
+
+  // 1. q rows, scaled, into shared memory, then into A fragments of the mma type.
+  load_q<Tile>(p, w, q_s);
+  uint32_t qa[kQSteps][4];
+#pragma unroll
+  for (int ks = 0; ks < kQSteps; ++ks) {
+    const float2 lo = *reinterpret_cast<const float2*>(q_s + q_index<Tile>(g, ks * 16 + 2 * t));
+    const float2 hi = *reinterpret_cast<const float2*>(q_s + q_index<Tile>(g, ks * 16 + 8 + 2 * t));
+    qa[ks][0] = pack2<TKV>(lo.x, lo.y);
+    qa[ks][1] = 0u;
+    qa[ks][2] = pack2<TKV>(hi.x, hi.y);
+    qa[ks][3] = 0u;
+  }
+
+  const int qpos = g < nr ? w.kv_len - w.num_q + (w.row_begin + g) / p.group : -1;
+  const LogitTransform transform{p.variant.logits_soft_cap};
+  const DecodeMask mask{p.variant.window_left};
+
+  float m = -INFINITY, l = 0.f;
+  float o[kOTiles][4];
+#pragma unroll
+  for (int j = 0; j < kOTiles; ++j)
+#pragma unroll
+    for (int e = 0; e < 4; ++e)
+      o[j][e] = 0.f;
+
+  // ldmatrix row addresses. Matrix i = lane / 8 of an x4, row lane % 8; every 8-row block starts at
+  // a multiple of 8 tokens, so the swizzle term (token & 7) is lane & 7.
+  //  K (QK k-step ks, tokens 16 np ..): matrix i = (token half i / 2, dim half i % 2).
+  //  V (PV k-step kk, dims 16 dp ..):   matrix i = (token half i % 2, dim half i / 2).
+  const int mi = lane / 8, r8 = lane & 7;
+  const int k_row = (mi / 2) * 8 + r8;  // token within a 16-token block
+  const int k_x = (mi & 1) ^ r8;        // chunk (2 ks + (mi & 1)) % 8 swizzled = (2 ks % 8) ^ k_x
+  const int v_row = (mi & 1) * 8 + r8;
+  const int v_x = (mi >> 1) ^ r8;
+
+  // 2. This warp's tiles: w, w + kWarps, ... of the range.
+  const int64_t page_begin = __ldg(p.indptr + w.request);
+  const int64_t page_end = __ldg(p.indptr + w.request + 1);
+  const int num_tiles = (w.kv_end - w.kv_begin + T - 1) / T;
+  const int my_tiles = num_tiles > warp ? (num_tiles - warp + Tile::kWarps - 1) / Tile::kWarps : 0;
+  uint8_t* pipe = smem + warp * Tile::kStages * Tile::kStageBytes;
+  auto tile_base = [&](int k) { return w.kv_begin + (warp + k * Tile::kWarps) * T; };
+#pragma unroll
+  for (int s = 0; s < Tile::kStages - 1; ++s) {
+    if (s < my_tiles) {
+      load_tile<Tile>(p, pipe + s * Tile::kStageBytes, tile_base(s), w.kv_end, page_begin, page_end,
+                      w.kv_head, lane);
+    } else {
+      cp_async_commit();
+    }
+  }
+  for (int k = 0; k < my_tiles; ++k) {
+    cp_async_wait<Tile::kStages - 2>();
+    __syncwarp();
+    const int next = k + Tile::kStages - 1;
+    if (next < my_tiles) {
+      load_tile<Tile>(p, pipe + (next % Tile::kStages) * Tile::kStageBytes, tile_base(next),
+                      w.kv_end, page_begin, page_end, w.kv_head, lane);
+    } else {
+      cp_async_commit();
+    }
+    const uint8_t* ks_tile = pipe + (k % Tile::kStages) * Tile::kStageBytes;
+    const uint8_t* vs_tile = ks_tile + Tile::kTileBytes;
+
+    // S = Q K^T.
+    float s[kSTiles][4];
+#pragma unroll
+    for (int j = 0; j < kSTiles; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        s[j][e] = 0.f;
+#pragma unroll
+    for (int ks = 0; ks < kQSteps; ++ks) {
+      // Logical 16-byte chunk 2 ks + (mi & 1) of the row: part (2 ks) / 8, in-part (2 ks) % 8.
+      const int part = (2 * ks) / 8;
+      const int chunk = part * 8 + (((2 * ks) % 8) ^ k_x);
+#pragma unroll
+      for (int np = 0; np < kSTiles / 2; ++np) {
+        uint32_t b[4];
+        ldmatrix_x4(b, ks_tile + (np * 16 + k_row) * Tile::kRowBytes + chunk * 16);
+        mma_16816<TKV>(s[2 * np], qa[ks], b[0], b[1]);
+        mma_16816<TKV>(s[2 * np + 1], qa[ks], b[2], b[3]);
+      }
+    }
+
+    // Variants, masks and the online softmax of row g (exp2 space).
+    const int pos0 = tile_base(k) + 2 * t;
+    float mx = -INFINITY;
+#pragma unroll
+    for (int j = 0; j < kSTiles; ++j) {
+#pragma unroll
+      for (int e = 0; e < 2; ++e) {
+        const int pos = pos0 + 8 * j + e;
+        const float x = pos < w.kv_end && mask.visible(pos, qpos) ? transform(s[j][e]) : -INFINITY;
+        s[j][e] = x;
+        mx = fmaxf(mx, x);
+      }
+    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float m_new = fmaxf(m, mx);
+    float scale = 1.f, psum = 0.f;
+    if (m_new != -INFINITY) {
+      scale = exp2f(m - m_new);
+#pragma unroll
+      for (int j = 0; j < kSTiles; ++j) {
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          s[j][e] = exp2f(s[j][e] - m_new);
+          psum += s[j][e];
+        }
+      }
+    } else {
+#pragma unroll
+      for (int j = 0; j < kSTiles; ++j)
+        s[j][0] = s[j][1] = 0.f;
+    }
+    m = m_new;
+    l = l * scale + psum;
+#pragma unroll
+    for (int j = 0; j < kOTiles; ++j) {
+      o[j][0] *= scale;
+      o[j][1] *= scale;
+    }
+
+    // O += P V.
+#pragma unroll
+    for (int kk = 0; kk < kPSteps; ++kk) {
+      const uint32_t pa[4] = {pack2<TKV>(s[2 * kk][0], s[2 * kk][1]), 0u,
+                              pack2<TKV>(s[2 * kk + 1][0], s[2 * kk + 1][1]), 0u};
+      const uint8_t* vrow = vs_tile + (kk * 16 + v_row) * Tile::kRowBytes;
+#pragma unroll
+      for (int dp = 0; dp < kOTiles / 2; ++dp) {
+        // Logical chunk 2 dp + (mi >> 1).
+        const int part = (2 * dp) / 8;
+        const int chunk = part * 8 + (((2 * dp) % 8) ^ v_x);
+        uint32_t b[4];
+        ldmatrix_x4_trans(b, vrow + chunk * 16);
+        mma_16816<TKV>(o[2 * dp], pa, b[0], b[1]);
+        mma_16816<TKV>(o[2 * dp + 1], pa, b[2], b[3]);
+      }
+    }
+    __syncwarp();  // the stage is rewritten next iteration
+  }
+  cp_async_wait<0>();
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
+
+  // 3. Combine the warps through shared memory (aliasing the pipelines).
+  __syncthreads();
+  float* c_acc = reinterpret_cast<float*>(smem);  // [warps][rows][D]
+  float* c_m = c_acc + Tile::kWarps * kRows * D;  // [warps][rows]
+  float* c_l = c_m + Tile::kWarps * kRows;        // [warps][rows]
+  float* my_acc = c_acc + (warp * kRows + g) * D + 2 * t;
+#pragma unroll
+  for (int j = 0; j < kOTiles; ++j)
+    *reinterpret_cast<float2*>(my_acc + 8 * j) = make_float2(o[j][0], o[j][1]);
+  if (t == 0) {
+    c_m[warp * kRows + g] = m;
+    c_l[warp * kRows + g] = l;
+  }
+  combine_and_store<Tile>(p, w, smem);
+}
+
 // Persistent over the work list: the grid is sized from the plan's capacity, the item count is
 // read from the workspace (a graph replayed after a re-plan sees the new list).
-// Items of at most kDecodeSmallRows rows (GQA group <= 4 with one query token: Llama-3-8B,
-// Qwen2.5-7B) run a body that computes only those rows (half the QK/PV FMAs and q loads of the
-// 8-row body); the choice is per item and warp-uniform, so any plan runs on the same kernel.
+// mma tiles run every item on the tensor-core body (its cost does not depend on the row count).
+// Otherwise items of at most kDecodeSmallRows rows (GQA group <= 4 with one query token:
+// Llama-3-8B, Qwen2.5-7B) run a body that computes only those rows (half the QK/PV FMAs and q loads
+// of the 8-row body); the choice is per item and warp-uniform, so any plan runs on the same kernel.
 template <class Tile, class TQ, class TKV>
 __global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
     decode_kernel(const __grid_constant__ DecodeParams<TQ, TKV> p) {
@@ -366,7 +567,9 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
   const int num_work = p.counts->num_work;
   for (int i = blockIdx.x; i < num_work; i += gridDim.x) {
     const DecodeWorkItem w = p.work[i];
-    if (w.row_end - w.row_begin <= kDecodeSmallRows) {
+    if constexpr (Tile::kUseMma) {
+      decode_item_mma<Tile>(p, w, smem);
+    } else if (w.row_end - w.row_begin <= kDecodeSmallRows) {
       decode_item<Tile, kDecodeSmallRows>(p, w, smem);
     } else {
       decode_item<Tile, kDecodeMaxRows>(p, w, smem);

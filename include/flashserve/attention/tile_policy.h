@@ -39,16 +39,18 @@ struct DecodeTile {
   static constexpr int kTileBytes = kTileTokens * kRowBytes;  // K (or V) of one stage
   static constexpr int kStageBytes = 2 * kTileBytes;
   static constexpr int kPipeBytes = kWarps * kStages * kStageBytes;
-  // mma path (decode_item_mma): 16-bit K/V (bf16 / fp16, the mma input types; fp8 would need a
-  // dequantizing pass through a staging buffer since ldmatrix cannot convert, so fp8 keeps the
-  // CUDA-core path), tiles of >= 16 tokens (the k of the PV mma; head_dim 256 has 8-token tiles)
-  // and head_dim <= 128 (the 16 x head_dim fp32 output fragment is 64 registers per lane at 128,
-  // 128 at 256 would not fit the 170-register budget of 2 CTAs/SM). So: bf16/fp16 at head_dim 64
-  // (32-token tiles) and 128 (16-token tiles), all items (<= 8 rows, padded to the mma's 16).
-  // With it, V is XOR-swizzled like K so that ldmatrix.trans over 8 token rows is conflict-free.
-  static constexpr bool kUseMma =
-      kDecodeUseMma && kKVBytes == 2 && kTileTokens >= 16 && kTileTokens % 16 == 0 &&
-      kHeadDim <= 128 && kHeadDim % 16 == 0 && kPartBytes == 128;
+  // mma path (decode_item_mma in decode_kernel.cuh), for every item of the tile:
+  //  - 16-bit K/V only (bf16 / fp16 are the mma inputs). fp8 keeps the CUDA-core path: ldmatrix
+  //    cannot convert, so it would need a dequantizing pass into a bf16 staging tile.
+  //  - tiles of >= 16 tokens (the k of the PV mma): head_dim 64 (32 tokens) and 128 (16 tokens);
+  //    head_dim 256 has 8-token tiles and its 16 x 256 fp32 output fragment would be 128
+  //    registers per lane (on top of ~70 for the rest, at the 255 cap of 2 CTAs/SM): CUDA cores.
+  //  - registers (ptxas, sm_90a, no spills): head_dim 128 bf16 201 (CUDA-core body: 216), 64: 168
+  //    (196).
+  // With it V is XOR-swizzled like K, so that ldmatrix.trans over 8 token rows is conflict-free.
+  static constexpr bool kUseMma = kDecodeUseMma && kKVBytes == 2 && kTileTokens >= 16 &&
+                                  kTileTokens % 16 == 0 && kHeadDim <= 128 && kHeadDim % 16 == 0 &&
+                                  kPartBytes == 128;
   static_assert(kRowBytes % 64 == 0, "head_dim * element size must be a multiple of 64 bytes");
   static_assert(kTileTokens * kRowChunks % 32 == 0, "a tile must be whole warp copies");
 };
@@ -56,13 +58,14 @@ struct DecodeTile {
 // Measured on an H200 (bf16, 32/8 x 128, page 16), 2-stage pipeline: 2 CTAs/SM (no spills)
 // 3.10 / 3.32 TB/s at b64 x kv4096 / 32768; 3 CTAs/SM (168-register cap, 72 B spills) 2.76 / 2.98
 // there but 2.91 vs 2.68 at b16 x 4096. Large batches decide: 2.
-// CTAs per SM the kernel is built for (__launch_bounds__ min blocks, so <= 170 registers; the smem
+// CTAs per SM the kernel is built for (__launch_bounds__ min blocks, so <= 255 registers; the smem
 // fit is static_asserted in decode_kernel.cuh) and the non-deterministic split policy aims to fill
 // (src/api/decode.cu: target_ctas = SMs x this), so batch-1 long-context splits fill every slot.
 constexpr int kDecodeCtasPerSm = 2;
 
-// Items with at most this many rows run the reduced-row body (GQA group 4 x 1 query token: half the
-// per-token FMAs and shared-memory q reads of the 8-row body).
+// CUDA-core path (tiles without kUseMma): items with at most this many rows run the reduced-row
+// body (GQA group 4 x 1 query token: half the per-token FMAs and shared-memory q reads of the 8-row
+// body).
 constexpr int kDecodeSmallRows = 4;
 
 }  // namespace flashserve::attention

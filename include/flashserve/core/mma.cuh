@@ -17,6 +17,7 @@
 
 namespace flashserve {
 
+// The ldmatrix reads stay after the cp.async waits and warp barriers ("memory" clobber).
 // Four 8 x 8 matrices of 16-bit elements; lanes 8i..8i+7 give the 16-byte row addresses of matrix
 // i, and r[i] receives lane's part of matrix i: (row lane / 4, elements 2 (lane % 4) + {0, 1}).
 __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row_addr) {
@@ -47,8 +48,6 @@ __device__ __forceinline__ uint32_t pack2<half>(float lo, float hi) {
   const __half2 v = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
 }
-
-// The ldmatrix reads are ordered after the cp.async waits and warp barriers ("memory" clobber).
 
 // c += A B, m16n8k16, 16-bit inputs of type T, fp32 accumulators.
 template <class T>
