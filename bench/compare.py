@@ -53,13 +53,16 @@ def main():
         print(f"16384 x 8192: {r['routine']:<24} {100 * r['ceiling_fraction']:5.1f}% of copy ceiling "
               f"({r['tbps']:.3f} TB/s, {r['median_us']:.1f} us); target >= 90%")
     for routine in sorted({r["routine"] for r in ok}):
+        if routine in ("decode", "cascade_decode"):
+            continue  # attention has its own lines below
         dec = [r for r in ok if r["routine"] == routine and r.get("model") == "Llama-3-8B"
                and int(r["params"].get("tokens", 0)) <= 256 and r.get("speedup")]
         if dec:
             worst = min(dec, key=lambda r: r["speedup"])
             print(f"{routine}: Llama-3-8B decode (1..256 tokens) min speedup vs torch eager "
                   f"{worst['speedup']:.2f}x at {worst['shape']}; target >= 1.3x")
-    dec = [(r, pr) for r, pr in zip(ours["results"], peers) if r["routine"] == "decode"
+    dec = [(r, pr) for r, pr in zip(ours["results"], peers)
+           if r["routine"] in ("decode", "cascade_decode")
            and not r.get("error")]
     if dec:
         print("decode (K+V TB/s; issue 3: >= 2.7 at batch >= 64 & kv >= 2048, >= 2.0 at b1 kv32k, "
