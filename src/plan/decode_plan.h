@@ -6,7 +6,8 @@
 // Split policy (see choose_split_tokens):
 //  - deterministic: a fixed split length F (from position 0 of each request), so a request's
 //    items, and therefore its bits, do not depend on the rest of the batch;
-//  - otherwise: the smallest multiple of 64 tokens >= 256 such that the items number about
+//  - otherwise: the smallest multiple of 64 tokens >= kMinSplitTokens (128) such that the items
+//  number about
 //    `target_ctas` (a few CTAs per SM): batch 1 with 32k tokens fills the chip, while a large
 //    batch is not split at all (no merge).
 // A unit whose kv range fits one split writes the final output directly; the others write fp32
@@ -40,7 +41,11 @@ struct DecodeScheduleInput {
 };
 
 constexpr int kDefaultFixedSplit = 512;
-constexpr int kMinSplitTokens = 256;  // merging a partial costs about as much as 16 tokens of KV
+// Shortest non-deterministic split. Merging a partial costs about as much as 16 tokens of KV, but a
+// split is also a serial chain of tile waits: at batch 1 x 4096 (8 kv heads, 264 CTA slots) 256
+// tokens gave 128 items of 4 tiles per warp; 128 gives 256 items of 2 (bf16) or 1 (fp8) tiles per
+// warp, one wave, about half the latency chain. Large batches are not split (units >= target).
+constexpr int kMinSplitTokens = 128;
 constexpr int kSplitGranularity = 64;
 constexpr int kMaxQueryTokens = 8;  // per request
 

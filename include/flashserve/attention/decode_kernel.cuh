@@ -13,6 +13,10 @@
 //     With Tile::kUseMma (bf16 / fp16 K/V, head_dim 64 / 128; tile_policy.h) QK and PV run on
 //     tensor cores instead (decode_item_mma: mma.sync m16n8k16, q rows padded to 16, P reused from
 //     the S accumulators in registers, K by ldmatrix and V by ldmatrix.trans from swizzled tiles).
+//     fp8 K/V at head_dim 128 (Tile::kFp8Mma) runs the same body in q's type: the tile stays fp8
+//     in shared memory, lanes read it with 16-byte loads (k of QK and n of PV permuted so that a
+//     lane's bytes are contiguous) and convert pairs into B fragments; k_scale is in q_scale and
+//     v_scale is applied to the output, as on the CUDA-core body.
 //  3. The 4 warps' (m, l, acc) are combined through shared memory (aliasing the pipeline) and
 //     written as the final output + LSE, or as an fp32 partial + log2-LSE for the merge kernel.
 #pragma once
@@ -20,6 +24,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "flashserve/attention/params.h"
 #include "flashserve/attention/tile_policy.h"
@@ -114,6 +119,10 @@ __device__ __forceinline__ void load_floats(const uint8_t* src, float (&out)[N])
 #pragma unroll
   for (int i = 0; i < N; ++i)
     out[i] = to_float(v.v[i]);
+}
+
+__device__ __forceinline__ uint32_t uint4_word(const uint4& v, int i) {
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
 }
 
 // Index of q element (row r, dim d) in the shared-memory q buffer (fp32, [part][row][elem]).
@@ -375,7 +384,12 @@ template <class Tile, class TQ, class TKV>
 __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
                                 uint8_t* smem) {
   static_assert(Tile::kUseMma, "decode_item_mma needs an mma tile (tile_policy.h)");
-  static_assert(sizeof(TKV) == 2, "the mma inputs are the 16-bit cache type");
+  // fp8 tiles (Tile::kFp8Mma) run the mma in q's type; 16-bit ones in the cache type.
+  constexpr bool kF8 = Tile::kFp8Mma;
+  static_assert(kF8 ? sizeof(TKV) == 1 && Tile::kRowBytes == 128 && Tile::kTileTokens == 32
+                    : sizeof(TKV) == 2,
+                "the mma inputs are the 16-bit cache type, or fp8 rows of 128 bytes");
+  using TM = std::conditional_t<kF8, TQ, TKV>;
   static_assert(Tile::kPartChunks == 8, "the K/V swizzle spans 8 chunks of 16 bytes");
   constexpr int kRows = kDecodeMaxRows;
   static_assert(kRows == 8, "the fragment rows g = lane / 4 are the item's 8 rows");
@@ -390,16 +404,43 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   float* q_s = reinterpret_cast<float*>(smem + Tile::kPipeBytes);
   const int nr = w.row_end - w.row_begin;
 
-  // 1. q rows, scaled, into shared memory, then into A fragments of the mma type.
+  // The tiles of this warp: w, w + kWarps, ... of the range.
+  const int64_t page_begin = __ldg(p.indptr + w.request);
+  const int64_t page_end = __ldg(p.indptr + w.request + 1);
+  const int num_tiles = (w.kv_end - w.kv_begin + T - 1) / T;
+  const int my_tiles = num_tiles > warp ? (num_tiles - warp + Tile::kWarps - 1) / Tile::kWarps : 0;
+  uint8_t* pipe = smem + warp * Tile::kStages * Tile::kStageBytes;
+  auto tile_base = [&](int k) { return w.kv_begin + (warp + k * Tile::kWarps) * T; };
+  auto prologue = [&]() {
+#pragma unroll
+    for (int s = 0; s < Tile::kStages - 1; ++s) {
+      if (s < my_tiles) {
+        load_tile<Tile>(p, pipe + s * Tile::kStageBytes, tile_base(s), w.kv_end, page_begin,
+                        page_end, w.kv_head, lane);
+      } else {
+        cp_async_commit();
+      }
+    }
+  };
+  // kDecodeEarlyPrefetch: the first tiles' copies overlap the q load (the pipelines do not alias
+  // q_s, and the previous item's combine finished before the kernel's __syncthreads).
+  if constexpr (kDecodeEarlyPrefetch) prologue();
+
+  // 1. q rows, scaled, into shared memory, then into A fragments of the mma type. fp8 tiles permute
+  //    the k index of QK (any permutation shared by q and K gives the same dot products): at k-step
+  //    ks, lane t's k indices {2t, 2t+1} / {2t+8, 2t+9} are dims 32t + 4ks + {0, 1} / {2, 3}, so a
+  //    lane's K bytes for all of QK are one 32-byte run of its token's row (two 16-byte loads).
   load_q<Tile>(p, w, q_s);
   uint32_t qa[kQSteps][4];
 #pragma unroll
   for (int ks = 0; ks < kQSteps; ++ks) {
-    const float2 lo = *reinterpret_cast<const float2*>(q_s + q_index<Tile>(g, ks * 16 + 2 * t));
-    const float2 hi = *reinterpret_cast<const float2*>(q_s + q_index<Tile>(g, ks * 16 + 8 + 2 * t));
-    qa[ks][0] = pack2<TKV>(lo.x, lo.y);
+    const int d_lo = kF8 ? 32 * t + 4 * ks : ks * 16 + 2 * t;
+    const int d_hi = kF8 ? d_lo + 2 : d_lo + 8;
+    const float2 lo = *reinterpret_cast<const float2*>(q_s + q_index<Tile>(g, d_lo));
+    const float2 hi = *reinterpret_cast<const float2*>(q_s + q_index<Tile>(g, d_hi));
+    qa[ks][0] = pack2<TM>(lo.x, lo.y);
     qa[ks][1] = 0u;
-    qa[ks][2] = pack2<TKV>(hi.x, hi.y);
+    qa[ks][2] = pack2<TM>(hi.x, hi.y);
     qa[ks][3] = 0u;
   }
 
@@ -425,25 +466,11 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   const int v_row = (mi & 1) * 8 + r8;
   const int v_x = (mi >> 1) ^ r8;
 
-  // 2. This warp's tiles: w, w + kWarps, ... of the range.
-  const int64_t page_begin = __ldg(p.indptr + w.request);
-  const int64_t page_end = __ldg(p.indptr + w.request + 1);
-  const int num_tiles = (w.kv_end - w.kv_begin + T - 1) / T;
-  const int my_tiles = num_tiles > warp ? (num_tiles - warp + Tile::kWarps - 1) / Tile::kWarps : 0;
-  uint8_t* pipe = smem + warp * Tile::kStages * Tile::kStageBytes;
-  auto tile_base = [&](int k) { return w.kv_begin + (warp + k * Tile::kWarps) * T; };
-#pragma unroll
-  for (int s = 0; s < Tile::kStages - 1; ++s) {
-    if (s < my_tiles) {
-      load_tile<Tile>(p, pipe + s * Tile::kStageBytes, tile_base(s), w.kv_end, page_begin, page_end,
-                      w.kv_head, lane);
-    } else {
-      cp_async_commit();
-    }
-  }
-  for (int k = 0; k < my_tiles; ++k) {
-    cp_async_wait<Tile::kStages - 2>();
-    __syncwarp();
+  // 2. The pipeline. kDecodeEarlyPrefetch: tile k + 1 (into the stage tile k - 1 left, drained by
+  //    the __syncwarp that ended step k - 1) is issued before waiting for tile k, so two tiles are
+  //    in flight while the warp waits; otherwise the wait comes first.
+  if constexpr (!kDecodeEarlyPrefetch) prologue();
+  auto issue_next = [&](int k) {
     const int next = k + Tile::kStages - 1;
     if (next < my_tiles) {
       load_tile<Tile>(p, pipe + (next % Tile::kStages) * Tile::kStageBytes, tile_base(next),
@@ -451,6 +478,16 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
     } else {
       cp_async_commit();
     }
+  };
+  for (int k = 0; k < my_tiles; ++k) {
+    if constexpr (kDecodeEarlyPrefetch) {
+      issue_next(k);
+      cp_async_wait<Tile::kStages - 1>();
+    } else {
+      cp_async_wait<Tile::kStages - 2>();
+    }
+    __syncwarp();
+    if constexpr (!kDecodeEarlyPrefetch) issue_next(k);
     const uint8_t* ks_tile = pipe + (k % Tile::kStages) * Tile::kStageBytes;
     const uint8_t* vs_tile = ks_tile + Tile::kTileBytes;
 
@@ -461,17 +498,36 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
 #pragma unroll
       for (int e = 0; e < 4; ++e)
         s[j][e] = 0.f;
+    if constexpr (kF8) {
+      // n-tile j: lane (g, t) holds token 8j + g, dims 32t .. 32t + 31 = logical chunks 2t, 2t + 1
+      // (swizzled by token & 7 = g: the 8 lanes of a 16-byte phase hit 8 distinct chunks).
 #pragma unroll
-    for (int ks = 0; ks < kQSteps; ++ks) {
-      // Logical 16-byte chunk 2 ks + (mi & 1) of the row: part (2 ks) / 8, in-part (2 ks) % 8.
-      const int part = (2 * ks) / 8;
-      const int chunk = part * 8 + (((2 * ks) % 8) ^ k_x);
+      for (int j = 0; j < kSTiles; ++j) {
+        const uint8_t* krow = ks_tile + (8 * j + g) * Tile::kRowBytes;
+        const uint4 k0 = *reinterpret_cast<const uint4*>(krow + ((2 * t) ^ g) * 16);
+        const uint4 k1 = *reinterpret_cast<const uint4*>(krow + ((2 * t + 1) ^ g) * 16);
 #pragma unroll
-      for (int np = 0; np < kSTiles / 2; ++np) {
-        uint32_t b[4];
-        ldmatrix_x4(b, ks_tile + (np * 16 + k_row) * Tile::kRowBytes + chunk * 16);
-        mma_16816<TKV>(s[2 * np], qa[ks], b[0], b[1]);
-        mma_16816<TKV>(s[2 * np + 1], qa[ks], b[2], b[3]);
+        for (int ks = 0; ks < kQSteps; ++ks) {
+          const uint4& kw = ks < 4 ? k0 : k1;
+          const uint32_t word = uint4_word(kw, ks % 4);
+          uint32_t lo, hi;
+          fp8x4_to_half2x2<TKV>(word, lo, hi);
+          mma_16816<TM>(s[j], qa[ks], half2_to<TM>(lo), half2_to<TM>(hi));
+        }
+      }
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < kQSteps; ++ks) {
+        // Logical 16-byte chunk 2 ks + (mi & 1) of the row: part (2 ks) / 8, in-part (2 ks) % 8.
+        const int part = (2 * ks) / 8;
+        const int chunk = part * 8 + (((2 * ks) % 8) ^ k_x);
+#pragma unroll
+        for (int np = 0; np < kSTiles / 2; ++np) {
+          uint32_t b[4];
+          ldmatrix_x4(b, ks_tile + (np * 16 + k_row) * Tile::kRowBytes + chunk * 16);
+          mma_16816<TM>(s[2 * np], qa[ks], b[0], b[1]);
+          mma_16816<TM>(s[2 * np + 1], qa[ks], b[2], b[3]);
+        }
       }
     }
 
@@ -518,18 +574,47 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
     // O += P V.
 #pragma unroll
     for (int kk = 0; kk < kPSteps; ++kk) {
-      const uint32_t pa[4] = {pack2<TKV>(s[2 * kk][0], s[2 * kk][1]), 0u,
-                              pack2<TKV>(s[2 * kk + 1][0], s[2 * kk + 1][1]), 0u};
-      const uint8_t* vrow = vs_tile + (kk * 16 + v_row) * Tile::kRowBytes;
+      const uint32_t pa[4] = {pack2<TM>(s[2 * kk][0], s[2 * kk][1]), 0u,
+                              pack2<TM>(s[2 * kk + 1][0], s[2 * kk + 1][1]), 0u};
+      if constexpr (kF8) {
+        // fp8: O's n index is permuted instead: n-tile j, column n = dim 16n + j. Lane (g, t)
+        // reads logical chunk g (dims 16g .. 16g + 15) of tokens tb + {0, 1, 8, 9} (its B rows
+        // 2t, 2t+1, 2t+8, 2t+9; token & 7 = 2t + {0, 1}: conflict-free like K) and pairs the
+        // tokens' bytes of one dim with byte_perm before converting.
+        const int tb = kk * 16 + 2 * t;
+        const uint8_t* v0 = vs_tile + tb * Tile::kRowBytes;
+        const uint4 w0 = *reinterpret_cast<const uint4*>(v0 + (g ^ (2 * t)) * 16);
+        const uint4 w1 =
+            *reinterpret_cast<const uint4*>(v0 + Tile::kRowBytes + (g ^ (2 * t + 1)) * 16);
+        const uint4 w8 =
+            *reinterpret_cast<const uint4*>(v0 + 8 * Tile::kRowBytes + (g ^ (2 * t)) * 16);
+        const uint4 w9 =
+            *reinterpret_cast<const uint4*>(v0 + 9 * Tile::kRowBytes + (g ^ (2 * t + 1)) * 16);
 #pragma unroll
-      for (int dp = 0; dp < kOTiles / 2; ++dp) {
-        // Logical chunk 2 dp + (mi >> 1).
-        const int part = (2 * dp) / 8;
-        const int chunk = part * 8 + (((2 * dp) % 8) ^ v_x);
-        uint32_t b[4];
-        ldmatrix_x4_trans(b, vrow + chunk * 16);
-        mma_16816<TKV>(o[2 * dp], pa, b[0], b[1]);
-        mma_16816<TKV>(o[2 * dp + 1], pa, b[2], b[3]);
+        for (int i = 0; i < 4; ++i) {
+          const uint32_t a0 = uint4_word(w0, i), a1 = uint4_word(w1, i);
+          const uint32_t a8 = uint4_word(w8, i), a9 = uint4_word(w9, i);
+          uint32_t b0[4], b1[4];  // dims 16g + 4i + {0..3}: rows (tb, tb+1) and (tb+8, tb+9)
+          fp8x4_to_half2x2<TKV>(__byte_perm(a0, a1, 0x5140), b0[0], b0[1]);
+          fp8x4_to_half2x2<TKV>(__byte_perm(a0, a1, 0x7362), b0[2], b0[3]);
+          fp8x4_to_half2x2<TKV>(__byte_perm(a8, a9, 0x5140), b1[0], b1[1]);
+          fp8x4_to_half2x2<TKV>(__byte_perm(a8, a9, 0x7362), b1[2], b1[3]);
+#pragma unroll
+          for (int b = 0; b < 4; ++b)
+            mma_16816<TM>(o[4 * i + b], pa, half2_to<TM>(b0[b]), half2_to<TM>(b1[b]));
+        }
+      } else {
+        const uint8_t* vrow = vs_tile + (kk * 16 + v_row) * Tile::kRowBytes;
+#pragma unroll
+        for (int dp = 0; dp < kOTiles / 2; ++dp) {
+          // Logical chunk 2 dp + (mi >> 1).
+          const int part = (2 * dp) / 8;
+          const int chunk = part * 8 + (((2 * dp) % 8) ^ v_x);
+          uint32_t b[4];
+          ldmatrix_x4_trans(b, vrow + chunk * 16);
+          mma_16816<TM>(o[2 * dp], pa, b[0], b[1]);
+          mma_16816<TM>(o[2 * dp + 1], pa, b[2], b[3]);
+        }
       }
     }
     __syncwarp();  // the stage is rewritten next iteration
@@ -543,10 +628,21 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   float* c_acc = reinterpret_cast<float*>(smem);  // [warps][rows][D]
   float* c_m = c_acc + Tile::kWarps * kRows * D;  // [warps][rows]
   float* c_l = c_m + Tile::kWarps * kRows;        // [warps][rows]
-  float* my_acc = c_acc + (warp * kRows + g) * D + 2 * t;
+  if constexpr (kF8) {
+    // o[j][e] is dim 16 (2t + e) + j: the lane's 32 dims 32t .. 32t + 31 are contiguous.
+    float* my_acc = c_acc + (warp * kRows + g) * D + 32 * t;
 #pragma unroll
-  for (int j = 0; j < kOTiles; ++j)
-    *reinterpret_cast<float2*>(my_acc + 8 * j) = make_float2(o[j][0], o[j][1]);
+    for (int e = 0; e < 2; ++e)
+#pragma unroll
+      for (int j = 0; j < kOTiles; j += 4)
+        *reinterpret_cast<float4*>(my_acc + 16 * e + j) =
+            make_float4(o[j][e], o[j + 1][e], o[j + 2][e], o[j + 3][e]);
+  } else {
+    float* my_acc = c_acc + (warp * kRows + g) * D + 2 * t;
+#pragma unroll
+    for (int j = 0; j < kOTiles; ++j)
+      *reinterpret_cast<float2*>(my_acc + 8 * j) = make_float2(o[j][0], o[j][1]);
+  }
   if (t == 0) {
     c_m[warp * kRows + g] = m;
     c_l[warp * kRows + g] = l;
@@ -564,6 +660,10 @@ template <class Tile, class TQ, class TKV>
 __global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
     decode_kernel(const __grid_constant__ DecodeParams<TQ, TKV> p) {
   extern __shared__ __align__(128) uint8_t smem[];
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // The merge kernel may start launching (it waits for this grid's completion before reading).
+  if constexpr (kDecodeMergePdl) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+#endif
   const int num_work = p.counts->num_work;
   for (int i = blockIdx.x; i < num_work; i += gridDim.x) {
     const DecodeWorkItem w = p.work[i];

@@ -12,6 +12,7 @@
 #include <cstdint>
 
 #include "flashserve/attention/params.h"
+#include "flashserve/attention/tile_policy.h"
 #include "flashserve/attention/variants.cuh"
 #include "flashserve/core/types.cuh"
 
@@ -30,6 +31,11 @@ constexpr int kMergeWarps = kMergeThreads / 32;
 template <class TQ>
 __global__ void __launch_bounds__(kMergeThreads)
     decode_merge_kernel(const __grid_constant__ DecodeMergeParams<TQ> p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  // Launched as a programmatic dependent of the decode kernel (kDecodeMergePdl): wait for all of
+  // it and its partials. A no-op for a plain launch.
+  if constexpr (kDecodeMergePdl) asm volatile("griddepcontrol.wait;\n" ::: "memory");
+#endif
   const int num_merge = p.counts->num_merge;
   const int D = p.head_dim;
   const int lane = threadIdx.x & 31;
@@ -64,7 +70,7 @@ __global__ void __launch_bounds__(kMergeThreads)
       lt += wl;
       const int cn = min(32, n - c);
       const float* src = po + int64_t{c} * split_stride;
-#pragma unroll 8
+#pragma unroll 16
       for (int j = 0; j < cn; ++j) {
         const float f = __shfl_sync(0xffffffffu, wl, j);
         if (has0) {
@@ -118,7 +124,22 @@ inline int64_t decode_merge_grid(int64_t merge_capacity, int num_sms) {
 
 template <class TQ>
 cudaError_t launch_decode_merge(const DecodeMergeParams<TQ>& p, int grid, cudaStream_t stream) {
-  decode_merge_kernel<TQ><<<grid, kMergeThreads, 0, stream>>>(p);
+  if constexpr (kDecodeMergePdl) {
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(static_cast<unsigned>(grid));
+    cfg.blockDim = dim3(kMergeThreads);
+    cfg.dynamicSmemBytes = 0;
+    cfg.stream = stream;
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    const cudaError_t err = cudaLaunchKernelEx(&cfg, decode_merge_kernel<TQ>, p);
+    if (err != cudaSuccess) return err;
+  } else {
+    decode_merge_kernel<TQ><<<grid, kMergeThreads, 0, stream>>>(p);
+  }
   return cudaGetLastError();
 }
 

@@ -21,6 +21,24 @@ namespace flashserve::attention {
 // global switch, refined per tile below (DecodeTile::kUseMma).
 constexpr bool kDecodeUseMma = true;
 
+// fp8 (e4m3 / e5m2) K/V at head_dim 128 on the tensor-core body too (decode_item_mma,
+// DecodeTile::kFp8Mma): the fp8 tile stays in shared memory as loaded (no 16-bit staging, no extra
+// shared memory); lanes read it with 16-byte loads and convert pairs (cvt.rn.f16x2.e4m3x2 / e5m2x2,
+// then to bf16 when q is bf16) straight into B fragments. false: the CUDA-core body, as before.
+constexpr bool kDecodeFp8UseMma = true;
+
+// mma body: issue tile k + 1's copies before waiting for tile k (two tiles in flight while a warp
+// waits, not one; same shared memory), and start the first tile's copies before loading q.
+// false: the previous order (wait, then issue the next tile; q first).
+constexpr bool kDecodeEarlyPrefetch = true;
+
+// Split plans: the merge kernel is launched with programmatic dependent launch (sm_90): every
+// decode CTA allows it at its start (griddepcontrol.launch_dependents), and the merge kernel waits
+// for the whole decode grid and its memory (griddepcontrol.wait) before reading anything, so its
+// launch latency overlaps the decode kernel instead of following it (batch-1 latency). false: a
+// plain stream-ordered launch.
+constexpr bool kDecodeMergePdl = true;
+
 template <int kHeadDim_, int kKVBytes_>
 struct DecodeTile {
   static constexpr int kHeadDim = kHeadDim_;
@@ -40,17 +58,22 @@ struct DecodeTile {
   static constexpr int kStageBytes = 2 * kTileBytes;
   static constexpr int kPipeBytes = kWarps * kStages * kStageBytes;
   // mma path (decode_item_mma in decode_kernel.cuh), for every item of the tile:
-  //  - 16-bit K/V only (bf16 / fp16 are the mma inputs). fp8 keeps the CUDA-core path: ldmatrix
-  //    cannot convert, so it would need a dequantizing pass into a bf16 staging tile.
+  //  - 16-bit K/V (bf16 / fp16 are the mma inputs; K by ldmatrix, V by ldmatrix.trans), or fp8
+  //    at head_dim 128 (the last item below);
   //  - tiles of >= 16 tokens (the k of the PV mma): head_dim 64 (32 tokens) and 128 (16 tokens);
   //    head_dim 256 has 8-token tiles and its 16 x 256 fp32 output fragment would be 128
   //    registers per lane (on top of ~70 for the rest, at the 255 cap of 2 CTAs/SM): CUDA cores.
   //  - registers (ptxas, sm_90a, no spills): head_dim 128 bf16 201 (CUDA-core body: 216), 64: 168
-  //    (196).
+  //    (196); fp8 at 128: 190 with bf16 q, 187 with fp16 q.
   // With it V is XOR-swizzled like K, so that ldmatrix.trans over 8 token rows is conflict-free.
-  static constexpr bool kUseMma = kDecodeUseMma && kKVBytes == 2 && kTileTokens >= 16 &&
-                                  kTileTokens % 16 == 0 && kHeadDim <= 128 && kHeadDim % 16 == 0 &&
-                                  kPartBytes == 128;
+  //  - fp8 at head_dim 128 (kDecodeFp8UseMma): 32-token tiles of 128-byte rows, converted to the
+  //    q type while building the B fragments (decode_item_mma); head_dim 64 / 256 fp8: CUDA cores.
+  static constexpr bool kFp8Mma = kDecodeUseMma && kDecodeFp8UseMma && kKVBytes == 1 &&
+                                  kHeadDim == 128 && kTileTokens == 32 && kPartBytes == 128;
+  static constexpr bool kUseMma =
+      (kDecodeUseMma && kKVBytes == 2 && kTileTokens >= 16 && kTileTokens % 16 == 0 &&
+       kHeadDim <= 128 && kHeadDim % 16 == 0 && kPartBytes == 128) ||
+      kFp8Mma;
   static_assert(kRowBytes % 64 == 0, "head_dim * element size must be a multiple of 64 bytes");
   static_assert(kTileTokens * kRowChunks % 32 == 0, "a tile must be whole warp copies");
 };

@@ -10,8 +10,10 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cuda_fp8.h>
 
 #include <cstdint>
+#include <type_traits>
 
 #include "flashserve/core/cp_async.cuh"
 
@@ -47,6 +49,46 @@ template <>
 __device__ __forceinline__ uint32_t pack2<half>(float lo, float hi) {
   const __half2 v = __floats2half2_rn(lo, hi);
   return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// Four fp8 values (bytes 0..3 of w, TF = __nv_fp8_e4m3 or __nv_fp8_e5m2) as two packed 16-bit
+// pairs of T: lo = (byte 0, byte 1), hi = (byte 2, byte 3), low element first. Exact: every e4m3 /
+// e5m2 value is an fp16 value (cvt.rn.f16x2.e4m3x2 / e5m2x2, sm_89+), and every fp16 value from an
+// fp8 one (at most 3 mantissa bits) is a bf16 value.
+template <class TF>
+__device__ __forceinline__ void fp8x4_to_half2x2(uint32_t w, uint32_t& lo, uint32_t& hi) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+  if constexpr (std::is_same_v<TF, __nv_fp8_e4m3>) {
+    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e4m3x2 %0, l;\n"
+        " cvt.rn.f16x2.e4m3x2 %1, h;\n}\n"
+        : "=r"(lo), "=r"(hi)
+        : "r"(w));
+  } else {
+    asm("{\n .reg .b16 l, h;\n mov.b32 {l, h}, %2;\n cvt.rn.f16x2.e5m2x2 %0, l;\n"
+        " cvt.rn.f16x2.e5m2x2 %1, h;\n}\n"
+        : "=r"(lo), "=r"(hi)
+        : "r"(w));
+  }
+#else
+  constexpr __nv_fp8_interpretation_t kind =
+      std::is_same_v<TF, __nv_fp8_e4m3> ? __NV_E4M3 : __NV_E5M2;
+  const __half2_raw l = __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w), kind);
+  const __half2_raw h =
+      __nv_cvt_fp8x2_to_halfraw2(static_cast<__nv_fp8x2_storage_t>(w >> 16), kind);
+  lo = static_cast<uint32_t>(l.x) | (static_cast<uint32_t>(l.y) << 16);
+  hi = static_cast<uint32_t>(h.x) | (static_cast<uint32_t>(h.y) << 16);
+#endif
+}
+
+// A packed fp16 pair as a packed pair of T (identity for half; exact for values from fp8).
+template <class T>
+__device__ __forceinline__ uint32_t half2_to(uint32_t h) {
+  if constexpr (std::is_same_v<T, half>) {
+    return h;
+  } else {
+    const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&h));
+    return pack2<T>(f.x, f.y);
+  }
 }
 
 // c += A B, m16n8k16, 16-bit inputs of type T, fp32 accumulators.
