@@ -73,20 +73,14 @@ Status run(const char* op, const TensorView& out, const TensorView& input, Activ
              {log_arg("out", out), log_arg("input", input), log_arg("act", activation_name(act))});
   }
   Status st = validate(op, out, input, act);
-  if (!st.ok()) {
-    log_error(op, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(op, st);
   cudaError_t err = cudaSuccess;
   dispatch_float(input.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
     err = launch<T>(out, input, act, stream);
   });
   st = launch_status(op, err);
-  if (!st.ok()) {
-    log_error(op, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(op, st);
   if (log_level() >= 5) log_outputs(op, stream, {log_arg("out", out)});
   return st;
 }

@@ -374,10 +374,7 @@ Status decode_workspace_size(const DecodePlanRequest& req, size_t* device_bytes)
   if (st.ok() && device_bytes == nullptr) st = invalid(kSizeOp, "device_bytes: expected non-null");
   int sms = 0;
   if (st.ok()) st = resolve_sms(kSizeOp, req, &sms);
-  if (!st.ok()) {
-    log_error(kSizeOp, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(kSizeOp, st);
   const plan::DecodeScheduleInput in = schedule_input(req, sms);
   *device_bytes = plan::decode_workspace_layout(plan::decode_capacity(in), req.head_dim).total;
   return st;
@@ -405,10 +402,7 @@ Status decode_plan(const DecodePlanRequest& req, void* workspace, size_t workspa
   }
   if (st.ok() && reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
     st = invalid(kPlanOp, "workspace: expected a 16-byte aligned pointer");
-  if (!st.ok()) {
-    log_error(kPlanOp, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(kPlanOp, st);
   const std::vector<unsigned char> image = plan::decode_workspace_image(s);
   const cudaError_t err =
       cudaMemcpyAsync(workspace, image.data(), image.size(), cudaMemcpyHostToDevice, stream);
@@ -417,8 +411,7 @@ Status decode_plan(const DecodePlanRequest& req, void* workspace, size_t workspa
     st =
         Status(StatusCode::kCudaError,
                std::string(kPlanOp) + ": writing the work list failed: " + cudaGetErrorString(err));
-    log_error(kPlanOp, st);
-    return st;
+    return log_error(kPlanOp, st);
   }
   DecodePlan& p = *out;
   p = DecodePlan();
@@ -462,15 +455,9 @@ Status decode_run(const DecodePlan& plan, const DecodeArgs& args, void* workspac
   }
   Status st = validate_run(plan, args, workspace);
   if (st.ok() && debug_checks()) st = debug_check_table(plan, args, stream);
-  if (!st.ok()) {
-    log_error(kRunOp, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(kRunOp, st);
   st = launch_status(kRunOp, dispatch_run(plan, args, workspace, stream));
-  if (!st.ok()) {
-    log_error(kRunOp, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(kRunOp, st);
   if (log_level() >= 5) {
     log_outputs(kRunOp, stream, {log_arg("out", args.out), log_arg("lse", args.lse)});
   }

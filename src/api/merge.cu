@@ -128,8 +128,7 @@ Status merge_state(const TensorView& v_a, const TensorView& s_a, const TensorVie
       if (st.ok()) return run(c, false, stream);
     }
   }
-  log_error(op, check.status());
-  return check.status();
+  return log_error(op, check.status());
 }
 
 Status merge_states(const TensorView& v, const TensorView& s, const TensorView& v_out,
@@ -159,8 +158,7 @@ Status merge_states(const TensorView& v, const TensorView& s, const TensorView& 
     check.require(disjoint(v_out, v), "v_out: must not overlap v");
     if (check.ok()) return run(c, true, stream);
   }
-  log_error(op, check.status());
-  return check.status();
+  return log_error(op, check.status());
 }
 
 }  // namespace flashserve

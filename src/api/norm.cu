@@ -132,10 +132,7 @@ Status run(const NormCall& c, cudaStream_t stream) {
               log_arg("eps", c.options.eps), log_arg("out_scale", c.options.out_scale)});
   }
   Status st = validate(c);
-  if (!st.ok()) {
-    log_error(c.op, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(c.op, st);
   cudaError_t err = cudaSuccess;
   dispatch_float(c.input.dtype, [&](auto tag) {
     using T = typename decltype(tag)::type;
@@ -143,10 +140,7 @@ Status run(const NormCall& c, cudaStream_t stream) {
                                             : launch<T, T>(c, stream);
   });
   st = launch_status(c.op, err);
-  if (!st.ok()) {
-    log_error(c.op, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(c.op, st);
   if (log_level() >= 5) {
     log_outputs(
         c.op, stream,

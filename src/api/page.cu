@@ -279,16 +279,10 @@ Status append_paged_kv_cache(const PagedKVCache& cache, const PageTable& table, 
   }
   Status st = validate(c);
   if (st.ok() && debug_checks()) st = debug_check_table(c, stream);
-  if (!st.ok()) {
-    log_error(kAppendOp, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(kAppendOp, st);
   if (k.numel() == 0 || table.indptr.size(0) == 1) return st;  // nothing to append
   st = launch_status(kAppendOp, dispatch_append(c, stream));
-  if (!st.ok()) {
-    log_error(kAppendOp, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(kAppendOp, st);
   if (log_level() >= 5) {
     log_outputs(kAppendOp, stream,
                 {log_arg("cache.k_cache", cache.k_cache), log_arg("cache.v_cache", cache.v_cache)});

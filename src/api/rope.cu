@@ -278,10 +278,7 @@ Status run(const RopeCall& c, cudaStream_t stream) {
   }
   Status st = validate(c);
   if (st.ok() && c.cache && debug_checks()) st = check_positions(c, stream);
-  if (!st.ok()) {
-    log_error(c.op, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(c.op, st);
   // The tile policy sizes the grid by the SM count (a cached attribute query, no sync).
   int device = 0, num_sms = 0;
   cudaError_t err = cudaGetDevice(&device);
@@ -295,10 +292,7 @@ Status run(const RopeCall& c, cudaStream_t stream) {
     });
   }
   st = launch_status(c.op, err);
-  if (!st.ok()) {
-    log_error(c.op, st);
-    return st;
-  }
+  if (!st.ok()) return log_error(c.op, st);
   if (log_level() >= 5) {
     log_outputs(c.op, stream, {log_arg("q_out", c.q_out), log_arg("k_out", c.k_out)});
   }

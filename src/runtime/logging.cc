@@ -230,9 +230,11 @@ void log_outputs(const char* op, cudaStream_t stream, std::initializer_list<LogA
   write_line(text);
 }
 
-void log_error(const char* op, const Status& status) {
-  if (log_level() < 1 || status.ok()) return;
-  write_line(std::string("[flashserve] ") + op + " -> " + status.to_string() + "\n");
+Status log_error(const char* op, const Status& status) {
+  if (log_level() >= 1 && !status.ok()) {
+    write_line(std::string("[flashserve] ") + op + " -> " + status.to_string() + "\n");
+  }
+  return status;
 }
 
 }  // namespace flashserve

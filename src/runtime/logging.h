@@ -68,8 +68,9 @@ inline LogArg log_arg(const char* name, const char* v) {
 void log_call(const char* op, cudaStream_t stream, std::initializer_list<LogArg> args);
 // Level >= 5: statistics of the outputs after the launch (synchronizes `stream`).
 void log_outputs(const char* op, cudaStream_t stream, std::initializer_list<LogArg> outputs);
-// Level >= 1: an error returned by an entry point.
-void log_error(const char* op, const Status& status);
+// Level >= 1: an error returned by an entry point. Returns `status`, so that an entry point can
+// end with `if (!st.ok()) return log_error(op, st);`.
+Status log_error(const char* op, const Status& status);
 // Computes "min max mean nan inf" of a device tensor (synchronous copy). Exposed for tests.
 std::string tensor_stats(const TensorView& t, cudaStream_t stream);
 
