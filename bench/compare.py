@@ -29,9 +29,13 @@ def main():
         best = peer_rec.get("best_peer", "torch")
         peer = (f"{t:.2f}" + ("" if best == "torch" else f" ({best})")) if t else "-"
         speed = t / rec["median_us"] if t else None
+        rate = f'{rec["tbps"]:.3f}'
+        if "flops" in rec["params"]:  # compute-bound (prefill): TFLOP/s, ours / the peer's
+            flops = float(rec["params"]["flops"])
+            rate = f'{flops / rec["median_us"] / 1e6:.0f} TF' + (f" / {flops / t / 1e6:.0f}" if t else "")
         rows.append((rec["routine"], rec.get("model", ""), rec["shape"], f'{rec["median_us"]:.2f}',
                      peer, f"{speed:.2f}x" if speed else "-",
-                     f'{rec["tbps"]:.3f}', f'{100 * rec["ceiling_fraction"]:.1f}', rec["check"]))
+                     rate, f'{100 * rec["ceiling_fraction"]:.1f}', rec["check"]))
         rec["speedup"] = speed
     head = ("routine", "model", "shape", "ours us", "peer us", "speedup", "TB/s", "% ceil", "check")
     if args.markdown:

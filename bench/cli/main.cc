@@ -31,7 +31,7 @@ bench options:
   --list                    list the routines and exit
   shape flags (each takes a comma-separated list; the run covers every combination):
   --tokens N  --hidden N  --q-heads N  --kv-heads N  --head-dim N  --rotary-dim N
-  --page-size N  --batch N  --kv-len N  --q-tokens N  --prefix-len N
+  --page-size N  --batch N  --kv-len N  --q-tokens N  --prefix-len N  --q-len N  --causal 0|1
   --layout NHD|HND          paged KV layout (append)
   --dtype bf16|fp16|fp32    element type (default bf16)
   --cache-dtype same|fp8_e4m3|fp8_e5m2   KV cache type (append)
@@ -85,9 +85,9 @@ struct BenchCli {
 };
 
 const std::vector<std::string> kShapeFlags = {
-    "--tokens",     "--hidden",    "--q-heads",    "--kv-heads", "--head-dim",
-    "--rotary-dim", "--page-size", "--batch",      "--kv-len",   "--q-tokens",
-    "--prefix-len", "--layout",    "--cache-dtype"};
+    "--tokens",     "--hidden",    "--q-heads",     "--kv-heads", "--head-dim",
+    "--rotary-dim", "--page-size", "--batch",       "--kv-len",   "--q-tokens",
+    "--prefix-len", "--layout",    "--cache-dtype", "--q-len",    "--causal"};
 
 BenchCli parse_bench(int argc, char** argv) {
   BenchCli c;
@@ -162,6 +162,10 @@ void apply(Args& a, const std::string& flag, const std::string& v) {
     a.q_tokens = parse_int(flag, v);
   else if (flag == "--prefix-len")
     a.prefix_len = parse_int(flag, v);
+  else if (flag == "--q-len")
+    a.q_len = parse_int(flag, v);
+  else if (flag == "--causal")
+    a.causal = parse_int(flag, v) != 0;
   else if (flag == "--layout") {
     if (v != "NHD" && v != "HND") throw CliError("--layout: expected NHD or HND, got '" + v + "'");
     a.layout = v;

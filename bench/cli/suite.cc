@@ -75,6 +75,33 @@ std::vector<std::pair<std::string, Args>> default_suite(const std::vector<std::s
       suite.emplace_back("cascade_decode", a);
     }
   }
+  // METHOD.md's prefill sweep: batch x seqlen = 16384 tokens, hidden 2048 (heads = 2048 / d), bf16,
+  // MHA, causal and not; then GQA 32/8 x 128 at 4k.
+  if (wanted("prefill")) {
+    for (int64_t d : {64, 128, 256})
+      for (int64_t causal : {0, 1})
+        for (int64_t s : {512, 1024, 2048, 4096, 8192, 16384}) {
+          Args a;
+          a.model = "sweep";
+          a.batch = 16384 / s;
+          a.kv_len = s;
+          a.q_heads = a.kv_heads = 2048 / d;
+          a.head_dim = d;
+          a.causal = causal;
+          suite.emplace_back("prefill", a);
+        }
+    for (int64_t causal : {0, 1}) {
+      Args a;
+      a.model = "GQA 32/8";
+      a.batch = 4;
+      a.kv_len = 4096;
+      a.q_heads = 32;
+      a.kv_heads = 8;
+      a.head_dim = 128;
+      a.causal = causal;
+      suite.emplace_back("prefill", a);
+    }
+  }
   // METHOD.md's large point, 16384 tokens x hidden 8192, for every routine: activations with
   // d = 8192, rope with 48 q + 16 k heads of 128, append with 64 kv heads of 128.
   const Model sweep{"16384x8192", 8192, 8192, 48, 16, 128};

@@ -31,6 +31,8 @@ struct Args {
   int64_t kv_len = 1024;   // append: tokens already in each request's cache
   int64_t q_tokens = 1;    // decode: query tokens per request
   int64_t prefix_len = 0;  // cascade_decode: tokens of the prefix shared by every request
+  int64_t q_len = 0;       // prefill: query tokens per request (0: kv_len)
+  int64_t causal = 0;      // prefill: 1 = causal mask
   std::string layout = "NHD";
   DType dtype = DType::kBFloat16;
   std::string cache_dtype;  // append: "" = dtype, or fp8_e4m3 / fp8_e5m2
@@ -82,6 +84,7 @@ std::vector<Routine> activation_routines();
 std::vector<Routine> rope_routines();
 std::vector<Routine> page_routines();
 std::vector<Routine> attention_routines();
+std::vector<Routine> prefill_routines();
 
 }  // namespace fs_bench
 

@@ -150,6 +150,23 @@ def make_case(rec):
             return run
         return {"sdpa_flash": peer(SDPBackend.FLASH_ATTENTION),
                 "sdpa_cudnn": peer(SDPBackend.CUDNN_ATTENTION)}
+    if routine == "prefill":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+        b, ql, kl = geti("batch"), geti("q_len"), geti("kv_len")
+        qh, kh, hd = geti("q_heads"), geti("kv_heads"), geti("head_dim")
+        causal = geti("causal") == 1
+        q = torch.randn(b, qh, ql, hd, dtype=dt, device=dev)
+        k = torch.randn(b, kh, kl, hd, dtype=dt, device=dev)
+        v = torch.randn_like(k)
+
+        def peer(backend):
+            def run():
+                with sdpa_kernel(backend):
+                    return F.scaled_dot_product_attention(q, k, v, is_causal=causal,
+                                                          enable_gqa=qh != kh)
+            return run
+        return {"sdpa_flash": peer(SDPBackend.FLASH_ATTENTION),
+                "sdpa_cudnn": peer(SDPBackend.CUDNN_ATTENTION)}
     return None
 
 

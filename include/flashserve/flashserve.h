@@ -7,6 +7,7 @@
 #include "flashserve/logging.h"
 #include "flashserve/norm.h"
 #include "flashserve/page.h"
+#include "flashserve/prefill.h"
 #include "flashserve/rope.h"
 #include "flashserve/runtime.h"
 #include "flashserve/tensor.h"

@@ -1,0 +1,85 @@
+// Benchmark of prefill attention: `batch` requests of `q_len` queries over `kv_len` keys each
+// (ragged layout, equal lengths), MHA or GQA, causal or not. Reports TFLOP/s
+// (4 x visible q.k pairs x head_dim, METHOD.md) in params["tflops"] beside the bytes of q, k, v
+// and out. The peers (torch SDPA flash / cuDNN) run the dense [batch, heads, seq, dim] problem.
+#include <algorithm>
+#include <string>
+
+#include "device_tensor.h"
+#include "flashserve/prefill.h"
+#include "harness/fill.h"
+#include "harness/routine.h"
+
+namespace fs_bench {
+namespace {
+
+using fs_test::DeviceTensor;
+
+Result run_prefill(const Args& a, Context& ctx) {
+  Result r;
+  r.routine = "prefill";
+  r.model = a.model;
+  r.dtype = flashserve::dtype_name(a.dtype);
+  const int64_t batch = std::max<int64_t>(a.batch, 1);
+  const int64_t kv_len = a.kv_len, q_len = a.q_len > 0 ? a.q_len : a.kv_len;
+  r.shape = "b" + std::to_string(batch) + " s" + std::to_string(q_len) +
+            (q_len != kv_len ? "/" + std::to_string(kv_len) : "") + " " +
+            std::to_string(a.q_heads) + "/" + std::to_string(a.kv_heads) + " x " +
+            std::to_string(a.head_dim) + (a.causal ? " causal" : "");
+  r.params = {{"batch", fmt_int(batch)},
+              {"q_len", fmt_int(q_len)},
+              {"kv_len", fmt_int(kv_len)},
+              {"q_heads", fmt_int(a.q_heads)},
+              {"kv_heads", fmt_int(a.kv_heads)},
+              {"head_dim", fmt_int(a.head_dim)},
+              {"causal", fmt_int(a.causal ? 1 : 0)},
+              {"dtype", flashserve::dtype_name(a.dtype)}};
+  const int64_t tq = batch * q_len, tk = batch * kv_len;
+  DeviceTensor q(a.dtype, {tq, a.q_heads, a.head_dim}), out(a.dtype, {tq, a.q_heads, a.head_dim});
+  DeviceTensor k(a.dtype, {tk, a.kv_heads, a.head_dim}), v(a.dtype, {tk, a.kv_heads, a.head_dim});
+  const uint64_t seed = fs_test::fresh_seed();
+  fill_normal(q.view(), seed, 0.f, 1.f, ctx.stream);
+  fill_normal(k.view(), seed + 1, 0.f, 1.f, ctx.stream);
+  fill_normal(v.view(), seed + 2, 0.f, 1.f, ctx.stream);
+
+  flashserve::PrefillPlanRequest req;
+  req.batch_size = static_cast<int>(batch);
+  req.q_len = static_cast<int>(q_len);
+  req.kv_len = static_cast<int>(kv_len);
+  req.num_qo_heads = static_cast<int>(a.q_heads);
+  req.num_kv_heads = static_cast<int>(a.kv_heads);
+  req.head_dim = static_cast<int>(a.head_dim);
+  req.dtype = a.dtype;
+  req.causal = a.causal != 0;
+  size_t ws_bytes = 0;
+  expect_ok(flashserve::prefill_workspace_size(req, &ws_bytes));
+  DeviceTensor ws(DType::kUInt8, {static_cast<int64_t>(ws_bytes)});
+  flashserve::PrefillPlan plan;
+  expect_ok(flashserve::prefill_plan(req, ws.data(), ws_bytes, ctx.stream, &plan));
+  flashserve::PrefillArgs args;
+  args.q = q.view();
+  args.k = k.view();
+  args.v = v.view();
+  args.out = out.view();
+  auto launch = [&](cudaStream_t s) {
+    expect_ok(flashserve::prefill_run(plan, args, ws.data(), s));
+  };
+  const double es = flashserve::dtype_size(a.dtype);
+  const double bytes = es * a.head_dim * (2.0 * tq * a.q_heads + 2.0 * tk * a.kv_heads);
+  finish(r, ctx.timer->time(launch, ctx.time), bytes, ctx);
+  r.params["flops"] = std::to_string(plan.flops);
+  r.params["tflops"] = std::to_string(plan.flops / (r.timing.median_us * 1e-6) / 1e12);
+  return r;
+}
+
+}  // namespace
+
+std::vector<Routine> prefill_routines() {
+  return {{"prefill",
+           "attention",
+           "ragged prefill attention (plan once, time prefill_run), TFLOP/s in params",
+           {"batch", "q-len", "kv-len", "q-heads", "kv-heads", "head-dim", "causal", "dtype"},
+           run_prefill}};
+}
+
+}  // namespace fs_bench

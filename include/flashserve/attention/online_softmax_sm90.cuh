@@ -1,0 +1,116 @@
+// Online softmax over wgmma accumulator fragments, and the layout views it needs.
+//
+// A warpgroup's 64 x N fp32 accumulator gives each thread values ((2, 2, N / 8), M, N') laid out
+// as (column pair, row half, 8-column chunk): a thread holds 2 rows (lane / 4 and + 8 within its
+// warp's 16) and the 4 threads of a quad share those rows. Row statistics therefore reduce over
+// a quad with two shuffles. Maxima are kept in log2 units (logit x scale_log2) so that every
+// probability is one FFMA + EX2; a row that has seen only -inf keeps max -inf and uses 0 as its
+// base, so it never computes -inf - -inf.
+#pragma once
+
+#include <cute/tensor.hpp>
+
+namespace flashserve::attention::sm90 {
+
+// ((2, 2, V), M, N) -> ((2, M), (2, V, N)): rows x columns of one thread's fragment.
+template <class Layout>
+__device__ __forceinline__ constexpr auto acc_rowcol(Layout l) {
+  using namespace cute;
+  return make_layout(make_layout(get<0, 1>(l), get<1>(l)),
+                     make_layout(get<0, 0>(l), get<0, 2>(l), get<2>(l)));
+}
+
+// ((2, 2, V), M, N) -> ((2, 2, 2), M, (V / 2, N)): the S accumulator read as the register A
+// operand of the next wgmma (k = 16 columns per block: two 8-column chunks).
+template <class Layout>
+__device__ __forceinline__ constexpr auto acc_as_a_operand(Layout l) {
+  using namespace cute;
+  auto v = logical_divide(get<0>(l), Shape<Underscore, Underscore, _2>{});  // (2, 2, (2, V / 2))
+  return make_layout(make_layout(get<0>(v), get<1>(v), get<2, 0>(v)), get<1>(l),
+                     coalesce(make_layout(get<2, 1>(v), get<2>(l))));
+}
+
+__device__ __forceinline__ float quad_max(float x) {
+  x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 1));
+  return fmaxf(x, __shfl_xor_sync(0xffffffffu, x, 2));
+}
+__device__ __forceinline__ float quad_sum(float x) {
+  x += __shfl_xor_sync(0xffffffffu, x, 1);
+  return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+template <int kRows>
+struct OnlineSoftmax {
+  float row_max[kRows];  // log2 units
+  float row_sum[kRows];  // this thread's columns only until finalize()
+  float scale_log2;
+
+  __device__ explicit OnlineSoftmax(float scale_log2_) : scale_log2(scale_log2_) {
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      row_max[r] = -INFINITY;
+      row_sum[r] = 0.f;
+    }
+  }
+
+  // s (rows x cols, fp32) becomes exp2(s * scale - max); o (rows x cols) is rescaled for the new
+  // maxima unless this is the row's first block.
+  template <bool kFirst, class TS, class TO>
+  __device__ __forceinline__ void step(TS& s, TO& o) {
+    using namespace cute;
+    static_assert(decltype(size<0>(s))::value == kRows);
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float m = -INFINITY;
+#pragma unroll
+      for (int c = 0; c < size<1>(s); ++c)
+        m = fmaxf(m, s(r, c));
+      m = quad_max(m) * scale_log2;
+      const float m_new = fmaxf(row_max[r], m);
+      const float base = m_new == -INFINITY ? 0.f : m_new;
+      float sum = 0.f;
+#pragma unroll
+      for (int c = 0; c < size<1>(s); ++c) {
+        s(r, c) = exp2f(fmaf(s(r, c), scale_log2, -base));
+        sum += s(r, c);
+      }
+      if constexpr (kFirst) {
+        row_sum[r] = sum;
+      } else {
+        const float corr = exp2f(row_max[r] - base);
+        row_sum[r] = fmaf(row_sum[r], corr, sum);
+#pragma unroll
+        for (int c = 0; c < size<1>(o); ++c)
+          o(r, c) *= corr;
+      }
+      row_max[r] = m_new;
+    }
+  }
+
+  // Divides o by the row sums (a sink adds exp(sink) to them) and returns the natural-log LSE of
+  // each row in lse[]; a row that saw nothing gives 0 and -inf.
+  template <class TO>
+  __device__ __forceinline__ void finalize(TO& o, const float* sink_logit, float (&lse)[kRows]) {
+    using namespace cute;
+    constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+      float sum = quad_sum(row_sum[r]);
+      float m = row_max[r], corr = 1.f;
+      if (sink_logit != nullptr) {
+        const float sink = *sink_logit * kLog2e;
+        const float m_fin = fmaxf(m, sink);
+        corr = exp2f(m - m_fin);
+        sum = fmaf(sum, corr, exp2f(sink - m_fin));
+        m = m_fin;
+      }
+      const float scale = sum > 0.f ? corr / sum : 0.f;
+#pragma unroll
+      for (int c = 0; c < size<1>(o); ++c)
+        o(r, c) *= scale;
+      lse[r] = sum > 0.f ? (m + log2f(sum)) * kLn2 : -INFINITY;
+    }
+  }
+};
+
+}  // namespace flashserve::attention::sm90

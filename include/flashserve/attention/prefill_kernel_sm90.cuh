@@ -1,0 +1,114 @@
+// The Hopper prefill attention kernel (FlashAttention-3 class) and its launcher: a persistent,
+// warp-specialized kernel. Warpgroup 0 gives up registers (setmaxnreg) and one of its warps
+// streams Q, K and V in with TMA; the consumer warpgroups take the registers and run
+// mainloop + epilogue for each tile the scheduler hands them.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/reg_reconfig.h>
+#include <cutlass/cluster_launch.hpp>
+
+#include "flashserve/attention/prefill_epilogue_sm90.cuh"
+#include "flashserve/attention/prefill_mainloop_sm90.cuh"
+#include "flashserve/attention/prefill_traits_sm90.cuh"
+
+namespace flashserve::attention::sm90 {
+
+template <class Traits>
+struct PrefillKernelArgs {
+  PrefillParams p;
+  PrefillTma<Traits> tma;
+};
+
+template <class Traits, PrefillKind kKind>
+__global__ void __launch_bounds__(Traits::kNumThreads, 1)
+    prefill_kernel(const __grid_constant__ PrefillKernelArgs<Traits> args) {
+  using namespace cute;
+  using Mainloop = PrefillMainloop<Traits, kKind>;
+  using Pipeline = typename Traits::Pipeline;
+  extern __shared__ __align__(1024) unsigned char smem_raw[];
+  auto& shared = *reinterpret_cast<typename Traits::SharedStorage*>(smem_raw);
+  const PrefillParams& p = args.p;
+  const int warp = threadIdx.x / 32;
+  const bool producer = threadIdx.x < 128;
+
+  if (threadIdx.x == 0) {
+    prefetch_tma_descriptor(args.tma.q.get_tma_descriptor());
+    prefetch_tma_descriptor(args.tma.k.get_tma_descriptor());
+    prefetch_tma_descriptor(args.tma.v.get_tma_descriptor());
+    reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full)->init(1);
+  }
+  typename Pipeline::Params pp;
+  pp.transaction_bytes = Traits::kKVBytes;
+  pp.role = producer ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
+  pp.is_leader = threadIdx.x == 0;
+  pp.num_consumers = Traits::kNumMmaThreads;
+  Pipeline pipe_k(shared.pipeline_k, pp, Shape<_1, _1, _1>{});
+  Pipeline pipe_v(shared.pipeline_v, pp, Shape<_1, _1, _1>{});
+  cutlass::arch::fence_barrier_init();
+  __syncthreads();
+
+  if (producer) {
+    cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
+    if (warp == 0) Mainloop::load(p, args.tma, shared, pipe_k, pipe_v);
+    return;
+  }
+  cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+  PrefillScheduler sched(p);
+  typename Traits::PipelineState read;
+  int q_phase = 0;
+  typename Traits::MmaPV mma_pv;
+  Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDim>>{});
+  for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
+    const PrefillTileInfo t = sched.tile(w);
+    float lse[2];
+    Mainloop::compute(p, t, shared, pipe_k, pipe_v, read, q_phase, tOrO, lse);
+    PrefillEpilogue<Traits>::store(p, t, shared, tOrO, lse);
+    if (sched.valid(sched.next(w))) {
+      // Q's buffer (holding this tile's output) may be overwritten by the next tile's TMA:
+      // order the generic-proxy reads above before the async-proxy writes.
+      cutlass::arch::fence_view_async_shared();
+      named_barrier_arrive(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
+    }
+  }
+}
+
+template <class Traits>
+PrefillTma<Traits> make_prefill_tma(const PrefillParams& p) {
+  using namespace cute;
+  using Element = typename Traits::Element;
+  constexpr int D = Traits::kHeadDim;
+  auto view = [](const void* ptr, int rows, int heads, int64_t stride_row, int64_t stride_head) {
+    return make_tensor(
+        make_gmem_ptr(static_cast<const Element*>(ptr)),
+        make_layout(make_shape(rows, Int<D>{}, heads), make_stride(stride_row, _1{}, stride_head)));
+  };
+  PrefillTma<Traits> tma{
+      make_tma_copy(SM90_TMA_LOAD{},
+                    view(p.q, p.total_q, p.num_qo_heads, p.q_stride_token, p.q_stride_head),
+                    typename Traits::SmemLayoutQ{}, Shape<Int<Traits::kBlockM>, Int<D>>{}, _1{}),
+      make_tma_copy(
+          SM90_TMA_LOAD{}, view(p.k, p.total_kv, p.num_kv_heads, p.k_stride_token, p.k_stride_head),
+          take<0, 2>(typename Traits::SmemLayoutK{}), Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{}),
+      make_tma_copy(
+          SM90_TMA_LOAD{}, view(p.v, p.total_kv, p.num_kv_heads, p.v_stride_token, p.v_stride_head),
+          take<0, 2>(typename Traits::SmemLayoutV{}), Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{})};
+  return tma;
+}
+
+// Launches `grid` persistent CTAs over the plan's work list (p.work / p.counts in the workspace).
+template <class Element, int kHeadDim, PrefillKind kKind>
+cudaError_t launch_prefill_sm90(const PrefillParams& p, int grid, cudaStream_t stream) {
+  using Traits = PrefillTraits<Element, kHeadDim>;
+  PrefillKernelArgs<Traits> args{p, make_prefill_tma<Traits>(p)};
+  auto kernel = prefill_kernel<Traits, kKind>;
+  cudaError_t err =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes);
+  if (err != cudaSuccess) return err;
+  kernel<<<grid, Traits::kNumThreads, Traits::kSmemBytes, stream>>>(args);
+  return cudaGetLastError();
+}
+
+}  // namespace flashserve::attention::sm90

@@ -1,0 +1,223 @@
+// The prefill mainloop on Hopper: the producer's TMA loads (Q once per tile, K and V per kv block
+// through a kStages-deep mbarrier pipeline) and the consumers' loop over kv blocks
+// (S = Q K^T by wgmma from shared memory, mask and online softmax in registers, O += P V with P
+// from registers). Kv blocks are visited from the last to the first, so the tiles that need an
+// element mask (the kv edge, the causal diagonal) come first and the rest run unmasked.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/arch/barrier.h>
+#include <cutlass/pipeline/pipeline.hpp>
+
+#include "flashserve/attention/online_softmax_sm90.cuh"
+#include "flashserve/attention/prefill_mask.cuh"
+#include "flashserve/attention/prefill_scheduler.cuh"
+
+namespace flashserve::attention::sm90 {
+
+template <class Traits>
+struct PrefillTma {
+  typename Traits::TmaQ q;
+  typename Traits::TmaKV k, v;
+};
+
+// Issues one warpgroup GEMM over all k blocks of the operands; kZero starts from zero, kARegs:
+// A comes from registers (and is fenced like the accumulator).
+template <bool kZero, bool kARegs, class Mma, class TA, class TB, class TC>
+__device__ __forceinline__ void warpgroup_gemm(Mma& mma, const TA& a, const TB& b, TC& c) {
+  using namespace cute;
+  if constexpr (kARegs) warpgroup_fence_operand(const_cast<TA&>(a));
+  warpgroup_fence_operand(c);
+  warpgroup_arrive();
+  if constexpr (kZero) mma.accumulate_ = GMMA::ScaleOut::Zero;
+#pragma unroll
+  for (int kb = 0; kb < size<2>(a); ++kb) {
+    cute::gemm(mma, a(_, _, kb), b(_, _, kb), c);
+    mma.accumulate_ = GMMA::ScaleOut::One;
+  }
+  warpgroup_commit_batch();
+  warpgroup_fence_operand(c);
+  if constexpr (kARegs) warpgroup_fence_operand(const_cast<TA&>(a));
+}
+
+// Named barriers (id 0 is __syncthreads): Q's buffer is free again; one per consumer warpgroup
+// for its epilogue.
+enum : int { kBarrierQEmpty = 1, kBarrierEpilogue0 = 2 };
+
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+
+template <class Traits, PrefillKind kKind>
+struct PrefillMainloop {
+  using Element = typename Traits::Element;
+  static constexpr int kBlockM = Traits::kBlockM, kBlockN = Traits::kBlockN;
+  static constexpr int kHeadDim = Traits::kHeadDim;
+  using Pipeline = typename Traits::Pipeline;
+  using PipelineState = typename Traits::PipelineState;
+  using SharedStorage = typename Traits::SharedStorage;
+
+  // Producer: one warp; lane 0 issues the copies, the whole warp waits for Q's buffer.
+  __device__ static void load(const PrefillParams& p, const PrefillTma<Traits>& tma,
+                              SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v) {
+    using namespace cute;
+    const int lane = threadIdx.x % 32;
+    PrefillScheduler sched(p);
+    PipelineState write = cutlass::make_producer_start_state<Pipeline>();
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutK{});
+    Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutV{});
+    Tensor mQ = tma.q.get_tma_tensor(make_shape(p.total_q, Int<kHeadDim>{}, p.num_qo_heads));
+    Tensor mK = tma.k.get_tma_tensor(make_shape(p.total_kv, Int<kHeadDim>{}, p.num_kv_heads));
+    Tensor mV = tma.v.get_tma_tensor(make_shape(p.total_kv, Int<kHeadDim>{}, p.num_kv_heads));
+    auto& q_full = *reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full);
+    bool first = true;
+    for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
+      const PrefillTileInfo t = sched.tile(w);
+      const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
+      int n_min, n_max;
+      mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+
+      Tensor gQ = local_tile(domain_offset(make_coord(t.q_start, _0{}), mQ(_, _, t.qo_head)),
+                             Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(t.m_block, _0{}));
+      Tensor gK = local_tile(domain_offset(make_coord(t.kv_start, _0{}), mK(_, _, t.kv_head)),
+                             Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
+      Tensor gV = local_tile(domain_offset(make_coord(t.kv_start, _0{}), mV(_, _, t.kv_head)),
+                             Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
+      auto [tQg, tQs] =
+          tma_partition(tma.q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+      auto [tKg, tKs] =
+          tma_partition(tma.k, _0{}, Layout<_1>{}, group_modes<0, 2>(sK), group_modes<0, 2>(gK));
+      auto [tVg, tVs] =
+          tma_partition(tma.v, _0{}, Layout<_1>{}, group_modes<0, 2>(sV), group_modes<0, 2>(gV));
+
+      // The first K block does not depend on Q's buffer: start it before waiting for the
+      // consumers to release the previous tile's output.
+      int n = n_max - 1;
+      if (n >= n_min && lane == 0) {
+        pipe_k.producer_acquire(write);
+        copy(tma.k.with(*pipe_k.producer_get_barrier(write), 0), tKg(_, n), tKs(_, write.index()));
+      }
+      if (!first) named_barrier_sync(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
+      first = false;
+      if (lane == 0) {
+        q_full.arrive_and_expect_tx(Traits::kQBytes);
+        copy(tma.q.with(reinterpret_cast<uint64_t&>(shared.q_full), 0), tQg, tQs);
+        if (n >= n_min) {
+          pipe_v.producer_acquire(write);
+          copy(tma.v.with(*pipe_v.producer_get_barrier(write), 0), tVg(_, n),
+               tVs(_, write.index()));
+          ++write;
+        }
+        for (--n; n >= n_min; --n) {
+          pipe_k.producer_acquire(write);
+          copy(tma.k.with(*pipe_k.producer_get_barrier(write), 0), tKg(_, n),
+               tKs(_, write.index()));
+          pipe_v.producer_acquire(write);
+          copy(tma.v.with(*pipe_v.producer_get_barrier(write), 0), tVg(_, n),
+               tVs(_, write.index()));
+          ++write;
+        }
+      }
+      __syncwarp();
+    }
+  }
+
+  // Consumers: attention of one tile into the O accumulator tOrO and the per-row LSE. Returns
+  // false when no kv block is visible (tOrO is then 0 and the LSE -inf, or the sink's).
+  template <class TO>
+  __device__ static void compute(const PrefillParams& p, const PrefillTileInfo& t,
+                                 SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v,
+                                 PipelineState& read, int& q_phase, TO& tOrO, float (&lse)[2]) {
+    using namespace cute;
+    constexpr float kLog2e = 1.4426950408889634f;
+    const int tid = threadIdx.x - 128;
+    typename Traits::MmaQK mma_qk;
+    typename Traits::MmaPV mma_pv;
+    auto thr_qk = mma_qk.get_thread_slice(tid);
+    auto thr_pv = mma_pv.get_thread_slice(tid);
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutK{});
+    Tensor sVt = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutVt{});
+    Tensor tSrQ = thr_qk.partition_fragment_A(sQ);   // (MMA, MMA_M, MMA_K)
+    Tensor tSrK = thr_qk.partition_fragment_B(sK);   // (MMA, MMA_N, MMA_K, stages)
+    Tensor tOrV = thr_pv.partition_fragment_B(sVt);  // (MMA, MMA_N, MMA_K, stages)
+    // Coordinates (row in the tile, column in the kv block) of each S element this thread holds.
+    Tensor cS = make_identity_tensor(Shape<Int<kBlockM>, Int<kBlockN>>{});
+    Tensor tScS = thr_qk.partition_C(cS);
+    Tensor tScS_rc = make_tensor(tScS.data(), acc_rowcol(tScS.layout()));
+
+    const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
+    int n_min, n_max;
+    mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+
+    PrefillLogits logits;
+    float scale_log2 = p.sm_scale * kLog2e;
+    if constexpr (kKind == PrefillKind::kGeneral) {
+      logits.sm_scale = p.sm_scale;
+      logits.soft_cap = p.variant.logits_soft_cap;
+      logits.alibi_slope =
+          p.variant.alibi_slopes != nullptr ? __ldg(p.variant.alibi_slopes + t.qo_head) : 0.f;
+      logits.active = logits.soft_cap > 0.f || p.variant.alibi_slopes != nullptr;
+      if (logits.active) scale_log2 = kLog2e;
+    }
+    OnlineSoftmax<2> softmax(scale_log2);
+    Tensor tOrO_rc = make_tensor(tOrO.data(), acc_rowcol(tOrO.layout()));
+    clear(tOrO);
+
+    auto& q_full = *reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full);
+    q_full.wait(q_phase);
+    q_phase ^= 1;
+
+    const int row0 = t.m_block * kBlockM;
+    for (int n = n_max - 1; n >= n_min; --n) {
+      Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+      pipe_k.consumer_wait(read);
+      warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
+      warpgroup_wait<0>();
+      pipe_k.consumer_release(read);
+
+      Tensor s = make_tensor(tSrS.data(), acc_rowcol(tSrS.layout()));
+      const int col0 = n * kBlockN;
+      if constexpr (kKind == PrefillKind::kGeneral) {
+        if (logits.active) {
+#pragma unroll
+          for (int i = 0; i < size(s); ++i)
+            s(i) = logits(s(i), row0 + get<0>(tScS_rc(i)), col0 + get<1>(tScS_rc(i)), mask.offset);
+        }
+      }
+      if (mask.template tile_needs_mask<kBlockM, kBlockN>(t.m_block, n)) {
+#pragma unroll
+        for (int i = 0; i < size(s); ++i) {
+          if (!mask.visible(row0 + get<0>(tScS_rc(i)), col0 + get<1>(tScS_rc(i)))) s(i) = -INFINITY;
+        }
+      }
+      if (n == n_max - 1)
+        softmax.template step<true>(s, tOrO_rc);
+      else
+        softmax.template step<false>(s, tOrO_rc);
+
+      // P in 16 bits, read in place as the A operand of O += P V.
+      Tensor tOrP = make_tensor_like<Element>(tSrS);
+#pragma unroll
+      for (int i = 0; i < size(tSrS); ++i)
+        tOrP(i) = static_cast<Element>(tSrS(i));
+      Tensor tOrP_a = make_tensor(tOrP.data(), acc_as_a_operand(tOrP.layout()));
+      pipe_v.consumer_wait(read);
+      warpgroup_gemm<false, true>(mma_pv, tOrP_a, tOrV(_, _, _, read.index()), tOrO);
+      warpgroup_wait<0>();
+      pipe_v.consumer_release(read);
+      ++read;
+    }
+    const float* sink = nullptr;
+    if constexpr (kKind == PrefillKind::kGeneral) {
+      if (p.variant.sinks != nullptr) sink = p.variant.sinks + t.qo_head;
+    }
+    softmax.finalize(tOrO_rc, sink, lse);
+  }
+};
+
+}  // namespace flashserve::attention::sm90

@@ -1,0 +1,67 @@
+// Parameters of the Hopper prefill attention kernel and the work list its host plan writes.
+// Plain data, host and device safe. The kernel reads the work list and its length from the
+// workspace, so a CUDA graph captured around a run replays correctly after a re-plan.
+#pragma once
+
+#include <cstdint>
+
+namespace flashserve::attention {
+
+// One CTA tile: query rows [m_block * kBlockM, ...) of one (request, q head), over the kv blocks
+// the masks leave visible. The plan orders items longest first (causal tiles near the end of a
+// long request first) so the persistent CTAs finish together.
+struct PrefillWorkItem {
+  int32_t request = 0;
+  int32_t m_block = 0;
+  int32_t qo_head = 0;
+  int32_t pad_ = 0;
+};
+
+// The first bytes of the workspace.
+struct PrefillCounts {
+  int32_t num_work = 0;
+  int32_t pad_[3] = {0, 0, 0};
+};
+
+// Runtime switches of the general variant kernel (the plain and causal kernels ignore all but
+// `causal`). Logit transform order: scale, soft-cap, ALiBi bias, then masks.
+struct PrefillVariant {
+  bool causal = false;        // bottom-right aligned: query i sees kv j <= i + kv_len - q_len
+  int32_t window_left = -1;   // >= 0: query at position p sees kv >= p - window_left
+  int32_t window_right = -1;  // >= 0 (non-causal): query at position p sees kv <= p + window_right
+  float logits_soft_cap = 0.f;          // > 0: logit = cap * tanh(logit / cap)
+  const float* alibi_slopes = nullptr;  // [num_qo_heads]: logit += slope * (kv_pos - q_pos)
+  const float* sinks = nullptr;         // [num_qo_heads] natural-log sink logits
+  // Bit-packed boolean mask (1 = visible): request b's bit (i, j) is bit
+  // mask_offsets[b] + i * kv_len + j of the array, least significant bit first in each byte.
+  const uint8_t* custom_mask = nullptr;
+  const int64_t* mask_offsets = nullptr;  // device [batch]
+};
+
+struct PrefillParams {
+  const void* q = nullptr;  // [total_q, num_qo_heads, head_dim], last dim contiguous
+  int64_t q_stride_token = 0, q_stride_head = 0;
+  const void* k = nullptr;  // ragged: [total_kv, num_kv_heads, head_dim]
+  int64_t k_stride_token = 0, k_stride_head = 0;
+  const void* v = nullptr;
+  int64_t v_stride_token = 0, v_stride_head = 0;
+  void* out = nullptr;  // like q
+  int64_t out_stride_token = 0, out_stride_head = 0;
+  float* lse = nullptr;  // optional [total_q, num_qo_heads], natural log
+  int64_t lse_stride_token = 0, lse_stride_head = 0;
+
+  // Request b's queries are rows qo_indptr[b] .. qo_indptr[b + 1] - 1 of q; its keys rows
+  // kv_indptr[b] .. of k and v (device arrays, batch + 1 entries).
+  const int32_t* qo_indptr = nullptr;
+  const int32_t* kv_indptr = nullptr;
+  int32_t total_q = 0, total_kv = 0;
+  int32_t batch_size = 0, num_qo_heads = 0, num_kv_heads = 0, group = 1;
+
+  float sm_scale = 0.f;
+  PrefillVariant variant;
+
+  const PrefillWorkItem* work = nullptr;  // in the workspace
+  const PrefillCounts* counts = nullptr;
+};
+
+}  // namespace flashserve::attention

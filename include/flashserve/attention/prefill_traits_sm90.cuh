@@ -1,0 +1,94 @@
+// Compile-time shape of the Hopper prefill kernel: tile sizes (from prefill_tile_policy.h),
+// shared-memory layouts, the two warpgroup MMAs and the TMA copy types.
+//
+// Layout of a CTA: warpgroup 0 is the producer (one warp issues every TMA load), warpgroups
+// 1..kNumMmaWG are consumers, each owning 64 query rows of the kBlockM-row tile. S = Q K^T takes
+// both operands from shared memory; O += P V takes P from registers (the S accumulator converted
+// to 16 bits in place) and V from shared memory read as MN-major (V^T), so V needs no transpose.
+#pragma once
+
+#include <cute/tensor.hpp>
+#include <cutlass/gemm/collective/builders/sm90_common.inl>
+#include <cutlass/pipeline/pipeline.hpp>
+
+#include "flashserve/attention/prefill_tile_policy.h"
+
+namespace flashserve::attention::sm90 {
+
+template <class Element_, int kHeadDim_>
+struct PrefillTraits {
+  using Element = Element_;  // cutlass::bfloat16_t or cutlass::half_t
+  static constexpr PrefillTile kTile = prefill_tile(kHeadDim_);
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = kTile.block_m;
+  static constexpr int kBlockN = kTile.block_n;
+  static constexpr int kStages = kTile.stages;
+  static constexpr int kNumMmaWG = kBlockM / 64;
+  static constexpr int kNumMmaThreads = 128 * kNumMmaWG;
+  static constexpr int kNumThreads = kNumMmaThreads + 128;
+  // Register split after setmaxnreg: the producer needs few, the consumers hold S, P and O.
+  static constexpr int kProducerRegs = kNumMmaWG == 2 ? 24 : 32;
+  static constexpr int kConsumerRegs = kNumMmaWG == 2 ? 240 : 160;
+
+  using TileQK = cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>, cute::Int<kHeadDim>>;
+  using TilePV = cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>, cute::Int<kBlockN>>;
+  using WGLayout = cute::Layout<cute::Shape<cute::Int<kNumMmaWG>, cute::_1, cute::_1>>;
+  using MmaQK = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<Element, Element, float, TileQK>(), WGLayout{}));
+  using MmaPV = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<Element, Element, float, TilePV, cute::GMMA::Major::K,
+                                 cute::GMMA::Major::MN>(),
+      WGLayout{}));
+
+  using SmemAtomQ =
+      decltype(cutlass::gemm::collective::detail::ss_smem_selector<
+               cute::GMMA::Major::K, Element, cute::Int<kBlockM>, cute::Int<kHeadDim>>());
+  using SmemLayoutQ = decltype(cute::tile_to_shape(
+      SmemAtomQ{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
+  using SmemAtomKV =
+      decltype(cutlass::gemm::collective::detail::ss_smem_selector<
+               cute::GMMA::Major::K, Element, cute::Int<kBlockN>, cute::Int<kHeadDim>>());
+  // (kBlockN, kHeadDim, kStages)
+  using SmemLayoutK = decltype(cute::tile_to_shape(
+      SmemAtomKV{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
+  using SmemLayoutV = SmemLayoutK;
+  // V^T (kHeadDim, kBlockN, kStages): the same bytes seen with head_dim as the MN mode.
+  using SmemLayoutVt = decltype(cute::composition(
+      SmemLayoutV{}, cute::make_ordered_layout(
+                         cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{},
+                         cute::Step<cute::_2, cute::_1, cute::_3>{})));
+
+  // Global views the TMA descriptors are built over: (tokens, head_dim, heads).
+  using GmemShape = cute::Shape<int32_t, int32_t, int32_t>;
+  using GmemStride = cute::Stride<int64_t, cute::_1, int64_t>;
+  using GmemLayout = cute::Layout<GmemShape, GmemStride>;
+  using TmaQ = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_LOAD{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<const Element*>(nullptr)), GmemLayout{}),
+      SmemLayoutQ{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}, cute::_1{}));
+  using TmaKV = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_LOAD{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<const Element*>(nullptr)), GmemLayout{}),
+      cute::take<0, 2>(SmemLayoutK{}), cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{},
+      cute::_1{}));
+
+  using Pipeline = cutlass::PipelineTmaAsync<kStages>;
+  using PipelineState = typename cutlass::PipelineState<kStages>;
+
+  struct SharedStorage {
+    // The output tile is staged in Q's buffer: each consumer warpgroup writes its own 64 rows
+    // after its last S = Q K^T, so no other warpgroup still reads them.
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>> v;
+    typename Pipeline::SharedStorage pipeline_k;
+    typename Pipeline::SharedStorage pipeline_v;
+    alignas(8) uint64_t q_full;
+  };
+  static constexpr int kSmemBytes = sizeof(SharedStorage);
+  static_assert(kSmemBytes <= 227 * 1024, "prefill tile does not fit in shared memory");
+  static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kKVBytes = kBlockN * kHeadDim * sizeof(Element);
+};
+
+}  // namespace flashserve::attention::sm90

@@ -1,0 +1,86 @@
+// Prefill attention (Hopper, FlashAttention-3 class) over ragged (varlen) batches, with a host
+// plan and a device run like decode.h. Dense (batch, seqlen, heads, dim) inputs are the ragged
+// case with equal lengths: flatten them to [batch * seqlen, heads, dim] and give q_len / kv_len.
+//
+//   PrefillPlanRequest req;  ... host indptr copies (or uniform lengths), heads, head_dim, mask
+//   size_t bytes;  prefill_workspace_size(req, &bytes);    // allocate once, for the capacity
+//   PrefillPlan plan;  prefill_plan(req, workspace, bytes, stream, &plan);  // per batch
+//   prefill_run(plan, args, workspace, stream);            // capturable, no sync, no allocation
+//
+// A query row i of a request with q_len queries and kv_len keys sits at kv position
+// i + kv_len - q_len (bottom-right alignment: q_len < kv_len is chunked prefill / append).
+// CUDA graphs: prefill_run reads the work list from the workspace; a captured run replays
+// correctly after a re-plan with the same capacity, heads, tensors and total token counts.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "flashserve/core/status.h"
+#include "flashserve/tensor.h"
+
+namespace flashserve {
+
+struct PrefillPlanRequest {  // host data; prefill_plan runs outside graph capture
+  int batch_size = 0;
+  // host [batch + 1]: request b's queries are rows qo_indptr[b] .. qo_indptr[b + 1] - 1 of q,
+  // its keys and values rows kv_indptr[b] .. of k and v. Null: every request has q_len (kv_len).
+  const int32_t* qo_indptr = nullptr;
+  const int32_t* kv_indptr = nullptr;
+  int q_len = 0, kv_len = 0;
+  int num_qo_heads = 0, num_kv_heads = 0, head_dim = 0;
+  DType dtype = DType::kBFloat16;  // q, k, v and out: float16 or bfloat16
+  bool causal = false;
+  int window_left = -1;   // >= 0: query at position p sees kv positions >= p - window_left
+  int window_right = -1;  // >= 0, non-causal only: and <= p + window_right
+  int num_sms = 0;        // 0 = the current device's
+  // Capacity for graph replay after a re-plan (0 = this batch's): requests and query tokens.
+  int max_batch_size = 0;
+  int64_t max_q_tokens = 0;
+};
+
+struct PrefillPlan {
+  int batch_size = 0, total_q = 0, total_kv = 0;
+  int num_qo_heads = 0, num_kv_heads = 0, head_dim = 0;
+  DType dtype = DType::kBFloat16;
+  bool causal = false;
+  int window_left = -1, window_right = -1;
+  int block_m = 0, block_n = 0;  // the kernel's tile
+  int num_work = 0;
+  int64_t work_capacity = 0, batch_capacity = 0;
+  int num_sms = 0, grid = 0;
+  double flops = 0;  // 4 * q.k pairs visible * head_dim (attention forward, masks applied)
+  size_t workspace_bytes = 0;
+  size_t qo_indptr_offset = 0, kv_indptr_offset = 0, work_offset = 0;
+};
+
+Status prefill_workspace_size(const PrefillPlanRequest& req, size_t* device_bytes);
+
+// Builds the tile schedule on the host (longest tiles first) and copies it, with the indptr
+// arrays, into `workspace` (device, 16-byte aligned) on `stream`. Not capturable.
+Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t workspace_bytes,
+                    cudaStream_t stream, PrefillPlan* plan);
+
+struct PrefillArgs {
+  TensorView q;    // [>= total_q, num_qo_heads, head_dim], last dim contiguous
+  TensorView k;    // [>= total_kv, num_kv_heads, head_dim]
+  TensorView v;    // like k
+  TensorView out;  // like q
+  TensorView lse;  // optional fp32 [>= total_q, num_qo_heads], natural log, -inf if nothing seen
+  float sm_scale = 0.f;         // 0 = 1 / sqrt(head_dim)
+  float logits_soft_cap = 0.f;  // > 0: logit = cap * tanh(logit / cap) (after sm_scale)
+  TensorView alibi_slopes;      // optional fp32 [num_qo_heads]: logit += slope * (kv_pos - q_pos)
+  TensorView sinks;             // optional fp32 [num_qo_heads]: gpt-oss sink logits
+  // Optional custom mask, 1 = visible: request b's bit (i, j) is bit mask_offsets[b] + i * kv_len
+  // + j of `custom_mask` (uint8, least significant bit first); mask_offsets int64 [batch].
+  TensorView custom_mask;
+  TensorView mask_offsets;
+};
+
+// Output (and LSE) of every query row. Asynchronous; no host synchronization, no allocation.
+Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* workspace,
+                   cudaStream_t stream = nullptr);
+
+}  // namespace flashserve

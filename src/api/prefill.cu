@@ -1,0 +1,356 @@
+// Public entry points of prefill attention: plan (host tile schedule -> workspace), run
+// (validate, log, dispatch on dtype x head_dim x variant kind, launch the persistent kernel).
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "api/arg_check.h"
+#include "api/common.h"
+#include "api/prefill_launch.h"
+#include "flashserve/attention/prefill_tile_policy.h"
+#include "flashserve/prefill.h"
+#include "flashserve/runtime.h"
+#include "plan/prefill_plan.h"
+#include "runtime/logging.h"
+
+namespace flashserve {
+namespace {
+
+constexpr const char* kSizeOp = "prefill_workspace_size";
+constexpr const char* kPlanOp = "prefill_plan";
+constexpr const char* kRunOp = "prefill_run";
+
+std::string str(int64_t v) {
+  return std::to_string(v);
+}
+
+Status invalid(const char* op, const std::string& what) {
+  return Status(StatusCode::kInvalidArgument, std::string(op) + ": " + what);
+}
+
+bool supported_head_dim(int d) {
+  return d == 64 || d == 128 || d == 256;
+}
+
+Status validate_request(const char* op, const PrefillPlanRequest& r) {
+  if (r.batch_size < 0)
+    return invalid(op, "req.batch_size: expected >= 0, got " + str(r.batch_size));
+  if (r.num_kv_heads < 1)
+    return invalid(op, "req.num_kv_heads: expected >= 1, got " + str(r.num_kv_heads));
+  if (r.num_qo_heads < 1 || r.num_qo_heads % r.num_kv_heads != 0) {
+    return invalid(op, "req.num_qo_heads: expected a positive multiple of num_kv_heads = " +
+                           str(r.num_kv_heads) + ", got " + str(r.num_qo_heads));
+  }
+  if (!supported_head_dim(r.head_dim))
+    return invalid(op, "req.head_dim: expected 64, 128 or 256, got " + str(r.head_dim));
+  if (r.dtype != DType::kFloat16 && r.dtype != DType::kBFloat16) {
+    return invalid(
+        op, std::string("req.dtype: expected float16 or bfloat16, got ") + dtype_name(r.dtype));
+  }
+  if (r.window_left < -1)
+    return invalid(op, "req.window_left: expected -1 (none) or >= 0, got " + str(r.window_left));
+  if (r.window_right < -1) {
+    return invalid(op, "req.window_right: expected -1 (none) or >= 0, got " + str(r.window_right));
+  }
+  if (r.causal && r.window_right >= 0) {
+    return invalid(op,
+                   "req.window_right: expected -1 with causal = true (causal already bounds "
+                   "the right side), got " +
+                       str(r.window_right));
+  }
+  if (r.num_sms < 0) return invalid(op, "req.num_sms: expected >= 0, got " + str(r.num_sms));
+  if (r.max_batch_size < 0 || r.max_q_tokens < 0)
+    return invalid(op, "req.max_batch_size: capacities must be >= 0");
+  if (r.qo_indptr == nullptr && r.q_len < 0)
+    return invalid(op, "req.q_len: expected >= 0 (used without qo_indptr), got " + str(r.q_len));
+  if (r.kv_indptr == nullptr && r.kv_len < 0) {
+    return invalid(op, "req.kv_len: expected >= 0 (used without kv_indptr), got " + str(r.kv_len));
+  }
+  return Status();
+}
+
+Status resolve_sms(const char* op, const PrefillPlanRequest& r, int* sms) {
+  if (r.num_sms > 0) {
+    *sms = r.num_sms;
+    return Status();
+  }
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return Status(StatusCode::kNoDevice,
+                  std::string(op) + ": no CUDA device (set req.num_sms to plan without one)");
+  }
+  DeviceInfo info;
+  Status st = get_device_info(device, &info);
+  if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
+  *sms = info.sm_count;
+  return Status();
+}
+
+plan::PrefillScheduleInput schedule_input(const PrefillPlanRequest& r) {
+  const attention::PrefillTile tile = attention::prefill_tile(r.head_dim);
+  plan::PrefillScheduleInput in;
+  in.qo_indptr = r.qo_indptr;
+  in.kv_indptr = r.kv_indptr;
+  in.batch = r.batch_size;
+  in.q_len = r.q_len;
+  in.kv_len = r.kv_len;
+  in.num_qo_heads = r.num_qo_heads;
+  in.head_dim = r.head_dim;
+  in.block_m = tile.block_m;
+  in.block_n = tile.block_n;
+  in.causal = r.causal;
+  in.window_left = r.window_left;
+  in.window_right = r.window_right;
+  in.max_batch_size = r.max_batch_size;
+  in.max_q_tokens = r.max_q_tokens;
+  return in;
+}
+
+// --- run -------------------------------------------------------------------------------------
+
+Status check_heads_tensor(ArgCheck& check, const TensorView& t, const char* name, int heads) {
+  if (!t.defined()) return Status();
+  check.arg(t, name)
+      .ndim(1)
+      .dtype(DType::kFloat32)
+      .size(0, heads, "plan.num_qo_heads")
+      .contiguous();
+  return check.status();
+}
+
+Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* workspace) {
+  ArgCheck check(kRunOp);
+  check.require(plan.workspace_bytes > 0 && plan.num_kv_heads > 0,
+                "plan: expected a plan made by prefill_plan");
+  check.require(workspace != nullptr,
+                "workspace: expected the device workspace given to prefill_plan");
+  if (!check.ok()) return check.status();
+  const int D = plan.head_dim;
+  struct Operand {
+    const TensorView* t;
+    const char* name;
+    int heads;
+    int64_t rows;
+  };
+  const Operand ops[] = {{&a.q, "q", plan.num_qo_heads, plan.total_q},
+                         {&a.k, "k", plan.num_kv_heads, plan.total_kv},
+                         {&a.v, "v", plan.num_kv_heads, plan.total_kv},
+                         {&a.out, "out", plan.num_qo_heads, plan.total_q}};
+  for (const Operand& o : ops) {
+    check.arg(*o.t, o.name)
+        .defined()
+        .ndim(3)
+        .dtype(plan.dtype)
+        .size(1, o.heads, o.heads == plan.num_qo_heads ? "plan.num_qo_heads" : "plan.num_kv_heads")
+        .size(2, D, "plan.head_dim")
+        .inner_contiguous()
+        .nonnegative_strides();
+    if (!check.ok()) return check.status();
+    check.require(o.t->size(0) >= o.rows, std::string(o.name) + ": expected at least " +
+                                              str(o.rows) + " rows (the plan's tokens), got " +
+                                              str(o.t->size(0)));
+    // TMA: a 16-byte aligned base and 16-byte multiples for the token and head strides.
+    const int64_t es = dtype_size(o.t->dtype);
+    const bool aligned = reinterpret_cast<uintptr_t>(o.t->data) % 16 == 0 &&
+                         (o.t->strides[0] * es) % 16 == 0 && (o.t->strides[1] * es) % 16 == 0;
+    check.require(aligned, std::string(o.name) +
+                               ": expected a 16-byte aligned pointer and token / head strides "
+                               "that are multiples of 16 bytes");
+  }
+  if (!check.ok()) return check.status();
+  check.arg(a.out, "out").writable();
+  check.require(disjoint(a.out, a.q) && disjoint(a.out, a.k) && disjoint(a.out, a.v),
+                "out: must not overlap q, k or v");
+  if (a.lse.defined()) {
+    check.arg(a.lse, "lse")
+        .ndim(2)
+        .dtype(DType::kFloat32)
+        .size(1, plan.num_qo_heads, "plan.num_qo_heads")
+        .nonnegative_strides()
+        .writable();
+    if (check.ok()) {
+      check.require(a.lse.size(0) >= plan.total_q, "lse: expected at least " + str(plan.total_q) +
+                                                       " rows, got " + str(a.lse.size(0)));
+    }
+    check.require(disjoint(a.lse, a.out), "lse: must not overlap out");
+  }
+  check.require(std::isfinite(a.sm_scale) && a.sm_scale >= 0.f,
+                "sm_scale: expected a finite value >= 0 (0 = 1 / sqrt(head_dim)), got " +
+                    format_float(a.sm_scale));
+  check.require(std::isfinite(a.logits_soft_cap) && a.logits_soft_cap >= 0.f,
+                "logits_soft_cap: expected a finite value >= 0 (0 = off), got " +
+                    format_float(a.logits_soft_cap));
+  if (!check.ok()) return check.status();
+  check_heads_tensor(check, a.alibi_slopes, "alibi_slopes", plan.num_qo_heads);
+  check_heads_tensor(check, a.sinks, "sinks", plan.num_qo_heads);
+  if (!check.ok()) return check.status();
+  check.require(a.custom_mask.defined() == a.mask_offsets.defined(),
+                "custom_mask: expected custom_mask and mask_offsets together");
+  if (a.custom_mask.defined()) {
+    check.arg(a.custom_mask, "custom_mask").ndim(1).dtype(DType::kUInt8).contiguous();
+    check.arg(a.mask_offsets, "mask_offsets")
+        .ndim(1)
+        .dtype(DType::kInt64)
+        .size(0, plan.batch_size, "plan.batch_size")
+        .contiguous();
+  }
+  return check.status();
+}
+
+}  // namespace
+
+Status prefill_workspace_size(const PrefillPlanRequest& req, size_t* device_bytes) {
+  Status st = validate_request(kSizeOp, req);
+  if (st.ok() && device_bytes == nullptr) st = invalid(kSizeOp, "device_bytes: expected non-null");
+  plan::PrefillSchedule s;
+  if (st.ok()) st = plan::make_prefill_schedule(kSizeOp, schedule_input(req), &s);
+  if (!st.ok()) return log_error(kSizeOp, st);
+  *device_bytes = s.layout.total;
+  return st;
+}
+
+Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t workspace_bytes,
+                    cudaStream_t stream, PrefillPlan* out) {
+  if (log_level() > 0) {
+    log_call(kPlanOp, stream,
+             {log_arg("batch_size", req.batch_size), log_arg("num_qo_heads", req.num_qo_heads),
+              log_arg("num_kv_heads", req.num_kv_heads), log_arg("head_dim", req.head_dim),
+              log_arg("causal", req.causal), log_arg("window_left", req.window_left),
+              log_arg("window_right", req.window_right)});
+  }
+  Status st = validate_request(kPlanOp, req);
+  if (st.ok() && out == nullptr) st = invalid(kPlanOp, "plan: expected non-null");
+  int sms = 0;
+  if (st.ok()) st = resolve_sms(kPlanOp, req, &sms);
+  plan::PrefillSchedule s;
+  if (st.ok()) st = plan::make_prefill_schedule(kPlanOp, schedule_input(req), &s);
+  if (st.ok() && (workspace == nullptr || workspace_bytes < s.layout.total)) {
+    st =
+        invalid(kPlanOp, "workspace: too small: " + str(static_cast<int64_t>(s.layout.total)) +
+                             " bytes needed (prefill_workspace_size), got " +
+                             str(static_cast<int64_t>(workspace == nullptr ? 0 : workspace_bytes)));
+  }
+  if (st.ok() && reinterpret_cast<uintptr_t>(workspace) % 16 != 0)
+    st = invalid(kPlanOp, "workspace: expected a 16-byte aligned pointer");
+  if (!st.ok()) return log_error(kPlanOp, st);
+  const std::vector<unsigned char> image = plan::prefill_workspace_image(s);
+  const cudaError_t err =
+      cudaMemcpyAsync(workspace, image.data(), image.size(), cudaMemcpyHostToDevice, stream);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return log_error(kPlanOp, Status(StatusCode::kCudaError,
+                                     std::string(kPlanOp) + ": writing the work list failed: " +
+                                         cudaGetErrorString(err)));
+  }
+  const attention::PrefillTile tile = attention::prefill_tile(req.head_dim);
+  PrefillPlan& p = *out;
+  p = PrefillPlan();
+  p.batch_size = req.batch_size;
+  p.total_q = static_cast<int>(s.total_q);
+  p.total_kv = static_cast<int>(s.total_kv);
+  p.num_qo_heads = req.num_qo_heads;
+  p.num_kv_heads = req.num_kv_heads;
+  p.head_dim = req.head_dim;
+  p.dtype = req.dtype;
+  p.causal = req.causal;
+  p.window_left = req.window_left;
+  p.window_right = req.window_right;
+  p.block_m = tile.block_m;
+  p.block_n = tile.block_n;
+  p.num_work = static_cast<int>(s.work.size());
+  p.work_capacity = s.work_capacity;
+  p.batch_capacity = s.batch_capacity;
+  p.num_sms = sms;
+  // One CTA per SM (the tile uses most of shared memory); never more CTAs than the capacity.
+  p.grid = static_cast<int>(std::min<int64_t>(sms, std::max<int64_t>(1, s.work_capacity)));
+  p.flops = s.flops;
+  p.workspace_bytes = s.layout.total;
+  p.qo_indptr_offset = s.layout.qo_indptr;
+  p.kv_indptr_offset = s.layout.kv_indptr;
+  p.work_offset = s.layout.work;
+  return st;
+}
+
+Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* workspace,
+                   cudaStream_t stream) {
+  if (log_level() > 0) {
+    log_call(kRunOp, stream,
+             {log_arg("q", args.q), log_arg("k", args.k), log_arg("v", args.v),
+              log_arg("out", args.out), log_arg("lse", args.lse),
+              log_arg("sm_scale", args.sm_scale), log_arg("logits_soft_cap", args.logits_soft_cap),
+              log_arg("alibi_slopes", args.alibi_slopes), log_arg("sinks", args.sinks),
+              log_arg("custom_mask", args.custom_mask)});
+  }
+  Status st = validate_run(plan, args, workspace);
+  if (!st.ok()) return log_error(kRunOp, st);
+  if (plan.total_q == 0 || plan.num_work == 0) return st;  // nothing to write
+
+  attention::PrefillParams p;
+  p.q = args.q.data;
+  p.q_stride_token = args.q.strides[0];
+  p.q_stride_head = args.q.strides[1];
+  p.k = args.k.data;
+  p.k_stride_token = args.k.strides[0];
+  p.k_stride_head = args.k.strides[1];
+  p.v = args.v.data;
+  p.v_stride_token = args.v.strides[0];
+  p.v_stride_head = args.v.strides[1];
+  p.out = args.out.data;
+  p.out_stride_token = args.out.strides[0];
+  p.out_stride_head = args.out.strides[1];
+  if (args.lse.defined()) {
+    p.lse = static_cast<float*>(args.lse.data);
+    p.lse_stride_token = args.lse.strides[0];
+    p.lse_stride_head = args.lse.strides[1];
+  }
+  char* ws = static_cast<char*>(workspace);
+  p.qo_indptr = reinterpret_cast<const int32_t*>(ws + plan.qo_indptr_offset);
+  p.kv_indptr = reinterpret_cast<const int32_t*>(ws + plan.kv_indptr_offset);
+  p.work = reinterpret_cast<const attention::PrefillWorkItem*>(ws + plan.work_offset);
+  p.counts = reinterpret_cast<const attention::PrefillCounts*>(ws);
+  // TMA boxes past the last token read zeros; an empty K/V still needs a 1-row descriptor.
+  p.total_q = plan.total_q;
+  p.total_kv = std::max(plan.total_kv, 1);
+  p.batch_size = plan.batch_size;
+  p.num_qo_heads = plan.num_qo_heads;
+  p.num_kv_heads = plan.num_kv_heads;
+  p.group = plan.num_qo_heads / plan.num_kv_heads;
+  p.sm_scale = args.sm_scale > 0.f ? args.sm_scale : 1.f / std::sqrt(float(plan.head_dim));
+  attention::PrefillVariant& v = p.variant;
+  v.causal = plan.causal;
+  v.window_left = plan.window_left;
+  v.window_right = plan.window_right;
+  v.logits_soft_cap = args.logits_soft_cap;
+  v.alibi_slopes = static_cast<const float*>(args.alibi_slopes.data);
+  v.sinks = static_cast<const float*>(args.sinks.data);
+  v.custom_mask = static_cast<const uint8_t*>(args.custom_mask.data);
+  v.mask_offsets = static_cast<const int64_t*>(args.mask_offsets.data);
+  const bool general = plan.window_left >= 0 || plan.window_right >= 0 ||
+                       args.logits_soft_cap > 0.f || args.alibi_slopes.defined() ||
+                       args.sinks.defined() || args.custom_mask.defined();
+  const attention::PrefillKind kind = general       ? attention::PrefillKind::kGeneral
+                                      : plan.causal ? attention::PrefillKind::kCausal
+                                                    : attention::PrefillKind::kPlain;
+  cudaError_t err = cudaSuccess;
+  switch (plan.head_dim) {
+    case 64:
+      err = detail::launch_prefill_hd64(plan.dtype, kind, p, plan.grid, stream);
+      break;
+    case 128:
+      err = detail::launch_prefill_hd128(plan.dtype, kind, p, plan.grid, stream);
+      break;
+    default:
+      err = detail::launch_prefill_hd256(plan.dtype, kind, p, plan.grid, stream);
+      break;
+  }
+  st = launch_status(kRunOp, err);
+  if (!st.ok()) return log_error(kRunOp, st);
+  if (log_level() >= 5) {
+    log_outputs(kRunOp, stream, {log_arg("out", args.out), log_arg("lse", args.lse)});
+  }
+  return st;
+}
+
+}  // namespace flashserve

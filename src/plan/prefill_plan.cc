@@ -1,0 +1,142 @@
+#include "plan/prefill_plan.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+namespace flashserve::plan {
+namespace {
+
+Status invalid(const char* op, const std::string& what) {
+  return Status(StatusCode::kInvalidArgument, std::string(op) + ": " + what);
+}
+
+size_t align256(size_t x) {
+  return (x + 255) / 256 * 256;
+}
+
+Status fill_indptr(const char* op, const char* name, const int32_t* indptr, int64_t batch,
+                   int uniform, std::vector<int32_t>* out) {
+  out->assign(batch + 1, 0);
+  if (indptr == nullptr) {
+    if (uniform < 0) return invalid(op, std::string("req.") + name + ": expected >= 0");
+    for (int64_t b = 0; b < batch; ++b) {
+      const int64_t next = (*out)[b] + static_cast<int64_t>(uniform);
+      if (next > INT32_MAX) return invalid(op, std::string("req.") + name + ": total over 2^31");
+      (*out)[b + 1] = static_cast<int32_t>(next);
+    }
+    return Status();
+  }
+  const std::string arr = std::string("req.") + name + "_indptr";
+  if (indptr[0] != 0) return invalid(op, arr + "[0]: expected 0, got " + std::to_string(indptr[0]));
+  for (int64_t b = 0; b < batch; ++b) {
+    if (indptr[b + 1] < indptr[b]) {
+      return invalid(op, arr + ": expected non-decreasing values, got [" + std::to_string(b) +
+                             "] = " + std::to_string(indptr[b]) + " > [" + std::to_string(b + 1) +
+                             "] = " + std::to_string(indptr[b + 1]));
+    }
+    (*out)[b + 1] = indptr[b + 1];
+  }
+  return Status();
+}
+
+}  // namespace
+
+int64_t prefill_visible_keys(int row, int q_len, int kv_len, bool causal, int window_left,
+                             int window_right) {
+  const int64_t pos = static_cast<int64_t>(row) + kv_len - q_len;
+  int64_t hi = kv_len - 1;
+  if (causal) hi = std::min(hi, pos);
+  if (!causal && window_right >= 0) hi = std::min(hi, pos + window_right);
+  int64_t lo = 0;
+  if (window_left >= 0) lo = std::max<int64_t>(0, pos - window_left);
+  return std::max<int64_t>(0, hi - lo + 1);
+}
+
+Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, PrefillSchedule* s) {
+  *s = PrefillSchedule();
+  if (in.batch < 0) return invalid(op, "req.batch_size: expected >= 0");
+  Status st = fill_indptr(op, "qo", in.qo_indptr, in.batch, in.q_len, &s->qo_indptr);
+  if (st.ok()) st = fill_indptr(op, "kv", in.kv_indptr, in.batch, in.kv_len, &s->kv_indptr);
+  if (!st.ok()) return st;
+  s->total_q = s->qo_indptr.back();
+  s->total_kv = s->kv_indptr.back();
+
+  struct Keyed {
+    int64_t cost;
+    attention::PrefillWorkItem item;
+  };
+  std::vector<Keyed> items;
+  for (int64_t b = 0; b < in.batch; ++b) {
+    const int q_len = s->qo_indptr[b + 1] - s->qo_indptr[b];
+    const int kv_len = s->kv_indptr[b + 1] - s->kv_indptr[b];
+    if (q_len == 0) continue;
+    for (int m = 0; m * in.block_m < q_len; ++m) {
+      // kv blocks the kernel will visit for this tile (the same bounds as PrefillMask), plus one
+      // for the fixed cost of a tile (Q load, epilogue).
+      const int row_first = m * in.block_m;
+      const int row_last = std::min(row_first + in.block_m, q_len) - 1;
+      const int64_t off = static_cast<int64_t>(kv_len) - q_len;
+      int64_t col_end = kv_len;
+      if (in.causal) col_end = std::min<int64_t>(col_end, row_last + off + 1);
+      if (!in.causal && in.window_right >= 0)
+        col_end = std::min<int64_t>(col_end, row_last + off + in.window_right + 1);
+      int64_t col_begin = 0;
+      if (in.window_left >= 0) col_begin = std::max<int64_t>(0, row_first + off - in.window_left);
+      const int64_t n_min = col_begin / in.block_n;
+      const int64_t n_max = col_end <= 0 ? 0 : (col_end + in.block_n - 1) / in.block_n;
+      const int64_t cost = std::max<int64_t>(0, n_max - n_min) + 1;
+      for (int h = 0; h < in.num_qo_heads; ++h) {
+        attention::PrefillWorkItem it;
+        it.request = static_cast<int32_t>(b);
+        it.m_block = m;
+        it.qo_head = h;
+        items.push_back({cost, it});
+      }
+    }
+    for (int r = 0; r < q_len; ++r) {
+      s->flops += 4.0 * in.head_dim * in.num_qo_heads *
+                  static_cast<double>(prefill_visible_keys(r, q_len, kv_len, in.causal,
+                                                           in.window_left, in.window_right));
+    }
+  }
+  // Longest first; ties keep (request, m_block, head) order so neighbours share K/V in L2.
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Keyed& a, const Keyed& b) { return a.cost > b.cost; });
+  s->work.reserve(items.size());
+  for (const Keyed& k : items)
+    s->work.push_back(k.item);
+
+  s->batch_capacity = std::max<int64_t>(in.max_batch_size, in.batch);
+  const int64_t q_cap = std::max<int64_t>(in.max_q_tokens, s->total_q);
+  // Tiles per head: each request adds at most one partial tile beyond total / block_m.
+  const int64_t tiles = q_cap / in.block_m + s->batch_capacity;
+  s->work_capacity =
+      std::max<int64_t>(static_cast<int64_t>(s->work.size()), tiles * in.num_qo_heads);
+  PrefillWorkspaceLayout& l = s->layout;
+  l.counts = 0;
+  l.qo_indptr = align256(sizeof(attention::PrefillCounts));
+  l.kv_indptr = l.qo_indptr + align256((s->batch_capacity + 1) * sizeof(int32_t));
+  l.work = l.kv_indptr + align256((s->batch_capacity + 1) * sizeof(int32_t));
+  l.total = l.work + align256(s->work_capacity * sizeof(attention::PrefillWorkItem));
+  return Status();
+}
+
+std::vector<unsigned char> prefill_workspace_image(const PrefillSchedule& s) {
+  const size_t used = s.layout.work + s.work.size() * sizeof(attention::PrefillWorkItem);
+  std::vector<unsigned char> image(used, 0);
+  attention::PrefillCounts counts;
+  counts.num_work = static_cast<int32_t>(s.work.size());
+  std::memcpy(image.data() + s.layout.counts, &counts, sizeof(counts));
+  std::memcpy(image.data() + s.layout.qo_indptr, s.qo_indptr.data(),
+              s.qo_indptr.size() * sizeof(int32_t));
+  std::memcpy(image.data() + s.layout.kv_indptr, s.kv_indptr.data(),
+              s.kv_indptr.size() * sizeof(int32_t));
+  if (!s.work.empty()) {
+    std::memcpy(image.data() + s.layout.work, s.work.data(),
+                s.work.size() * sizeof(attention::PrefillWorkItem));
+  }
+  return image;
+}
+
+}  // namespace flashserve::plan

@@ -1,0 +1,56 @@
+// The tile schedule of prefill attention: pure host C++, no CUDA. Every (request, q tile, q head)
+// with at least one query row becomes a work item; items are ordered by their kv work (the number
+// of kv blocks the masks leave visible), longest first, so that the persistent CTAs taking items
+// round robin finish together on causal and ragged batches. Unit-tested on the CPU
+// (tests/cpu/test_prefill_plan.cc).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "flashserve/attention/prefill_params.h"
+#include "flashserve/core/status.h"
+
+namespace flashserve::plan {
+
+struct PrefillScheduleInput {
+  const int32_t* qo_indptr = nullptr;  // host [batch + 1], or null: uniform q_len
+  const int32_t* kv_indptr = nullptr;  // host [batch + 1], or null: uniform kv_len
+  int64_t batch = 0;
+  int q_len = 0, kv_len = 0;
+  int num_qo_heads = 1;
+  int head_dim = 128;
+  int block_m = 128, block_n = 128;
+  bool causal = false;
+  int window_left = -1, window_right = -1;
+  int64_t max_batch_size = 0;  // capacity; 0 = this batch
+  int64_t max_q_tokens = 0;    // capacity; 0 = this batch's
+};
+
+// Byte offsets in the workspace, each 256-byte aligned.
+struct PrefillWorkspaceLayout {
+  size_t counts = 0, qo_indptr = 0, kv_indptr = 0, work = 0, total = 0;
+};
+
+struct PrefillSchedule {
+  std::vector<int32_t> qo_indptr, kv_indptr;  // [batch + 1]
+  std::vector<attention::PrefillWorkItem> work;
+  int64_t total_q = 0, total_kv = 0;
+  int64_t batch_capacity = 0, work_capacity = 0;
+  double flops = 0;  // 4 x visible (query, key) pairs x head_dim
+  PrefillWorkspaceLayout layout;
+};
+
+// Validates the lengths (non-decreasing indptr starting at 0, or non-negative uniform lengths)
+// and builds the schedule. Errors name `op`.
+Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, PrefillSchedule* out);
+
+// The workspace bytes the schedule occupies (counts, indptr arrays, work list).
+std::vector<unsigned char> prefill_workspace_image(const PrefillSchedule& s);
+
+// Keys visible to query row `row` of a request (0-based), for the flops count and the tests.
+int64_t prefill_visible_keys(int row, int q_len, int kv_len, bool causal, int window_left,
+                             int window_right);
+
+}  // namespace flashserve::plan

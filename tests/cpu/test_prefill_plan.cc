@@ -1,0 +1,207 @@
+// Prefill planning (src/plan/prefill_plan) and prefill_workspace_size / prefill_plan /
+// prefill_run argument validation without a GPU (TensorViews over fake pointers; every run case
+// here fails a host check, so nothing is launched even where a GPU is present).
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "arg_test.h"
+#include "flashserve/prefill.h"
+#include "plan/prefill_plan.h"
+
+namespace {
+
+using flashserve::DType;
+using flashserve::TensorView;
+using fs_test::fake;
+using fs_test::invalid;
+namespace plan = flashserve::plan;
+
+plan::PrefillScheduleInput input(const std::vector<int32_t>& q, const std::vector<int32_t>& k) {
+  plan::PrefillScheduleInput in;
+  in.qo_indptr = q.data();
+  in.kv_indptr = k.data();
+  in.batch = static_cast<int64_t>(q.size()) - 1;
+  in.num_qo_heads = 2;
+  in.block_m = 128;
+  in.block_n = 128;
+  return in;
+}
+
+TEST(PrefillPlan, OneItemPerTileAndHeadLongestFirst) {
+  const std::vector<int32_t> q{0, 300, 300, 301}, k{0, 300, 310, 1310};
+  plan::PrefillScheduleInput in = input(q, k);
+  in.causal = true;
+  plan::PrefillSchedule s;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  // Request 0: 3 tiles; request 1: no queries; request 2: 1 tile. Two heads each.
+  ASSERT_EQ(s.work.size(), 8u);
+  // Request 2's single query sees all 1000 keys (8 blocks): the longest item comes first.
+  EXPECT_EQ(s.work[0].request, 2);
+  EXPECT_EQ(s.work[1].request, 2);
+  // Then request 0's last tile (rows 256..299 see 3 blocks), its middle, its first.
+  EXPECT_EQ(s.work[2].m_block, 2);
+  EXPECT_EQ(s.work[4].m_block, 1);
+  EXPECT_EQ(s.work[6].m_block, 0);
+  EXPECT_EQ(s.total_q, 301);
+  EXPECT_EQ(s.total_kv, 1310);
+  // Flops: causal 300 x 300 = 45150 pairs, plus 1000 for the single query; x 4 x d x heads.
+  EXPECT_DOUBLE_EQ(s.flops, 4.0 * 128 * 2 * (45150 + 1000));
+}
+
+TEST(PrefillPlan, VisibleKeysFollowTheMasks) {
+  // Bottom-right causal: q_len 4 over kv 10, row 0 sits at position 6.
+  EXPECT_EQ(plan::prefill_visible_keys(0, 4, 10, true, -1, -1), 7);
+  EXPECT_EQ(plan::prefill_visible_keys(3, 4, 10, true, -1, -1), 10);
+  EXPECT_EQ(plan::prefill_visible_keys(0, 4, 10, true, 2, -1), 3);
+  EXPECT_EQ(plan::prefill_visible_keys(0, 4, 10, false, 1, 1), 3);
+  EXPECT_EQ(plan::prefill_visible_keys(0, 20, 10, true, -1, -1), 0);  // fully masked row
+}
+
+TEST(PrefillPlan, UniformLengthsAndCapacity) {
+  plan::PrefillScheduleInput in;
+  in.batch = 4;
+  in.q_len = 200;
+  in.kv_len = 500;
+  in.num_qo_heads = 3;
+  in.max_batch_size = 8;
+  in.max_q_tokens = 4096;
+  plan::PrefillSchedule s;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_EQ(s.qo_indptr, (std::vector<int32_t>{0, 200, 400, 600, 800}));
+  EXPECT_EQ(s.kv_indptr.back(), 2000);
+  EXPECT_EQ(s.work.size(), 4u * 2 * 3);
+  EXPECT_EQ(s.batch_capacity, 8);
+  EXPECT_GE(s.work_capacity, (4096 / 128 + 8) * 3);
+  // The image holds the counts, both indptr arrays and the list at the layout's offsets.
+  const std::vector<unsigned char> image = plan::prefill_workspace_image(s);
+  ASSERT_GE(image.size(), s.layout.work + s.work.size() * 16);
+  EXPECT_EQ(*reinterpret_cast<const int32_t*>(image.data()), 24);
+  EXPECT_EQ(reinterpret_cast<const int32_t*>(image.data() + s.layout.kv_indptr)[4], 2000);
+  EXPECT_LE(image.size(), s.layout.total);
+}
+
+TEST(PrefillPlan, RejectsBadIndptr) {
+  const std::vector<int32_t> q{0, 5, 3}, k{0, 5, 10};
+  plan::PrefillSchedule s;
+  EXPECT_TRUE(invalid(plan::make_prefill_schedule("op", input(q, k), &s), "op", "req.qo_indptr",
+                      "non-decreasing"));
+  const std::vector<int32_t> q2{1, 5, 7};
+  EXPECT_TRUE(
+      invalid(plan::make_prefill_schedule("op", input(q2, k), &s), "op", "req.qo_indptr[0]"));
+}
+
+flashserve::PrefillPlanRequest request() {
+  flashserve::PrefillPlanRequest r;
+  r.batch_size = 2;
+  r.q_len = 100;
+  r.kv_len = 100;
+  r.num_qo_heads = 8;
+  r.num_kv_heads = 2;
+  r.head_dim = 128;
+  r.num_sms = 132;
+  return r;
+}
+
+TEST(PrefillArgs, RequestChecksNameTheField) {
+  size_t bytes = 0;
+  auto r = request();
+  r.head_dim = 96;
+  EXPECT_TRUE(invalid(flashserve::prefill_workspace_size(r, &bytes), "prefill_workspace_size",
+                      "req.head_dim", "64, 128 or 256"));
+  r = request();
+  r.num_qo_heads = 7;
+  EXPECT_TRUE(invalid(flashserve::prefill_workspace_size(r, &bytes), "prefill_workspace_size",
+                      "req.num_qo_heads", "multiple of num_kv_heads = 2"));
+  r = request();
+  r.dtype = DType::kFloat32;
+  EXPECT_TRUE(invalid(flashserve::prefill_workspace_size(r, &bytes), "prefill_workspace_size",
+                      "req.dtype", "float16 or bfloat16"));
+  r = request();
+  r.causal = true;
+  r.window_right = 3;
+  EXPECT_TRUE(invalid(flashserve::prefill_workspace_size(r, &bytes), "prefill_workspace_size",
+                      "req.window_right", "causal"));
+  r = request();
+  r.window_left = -5;
+  EXPECT_TRUE(invalid(flashserve::prefill_workspace_size(r, &bytes), "prefill_workspace_size",
+                      "req.window_left"));
+  r = request();
+  ASSERT_TRUE(flashserve::prefill_workspace_size(r, &bytes).ok());
+  EXPECT_GT(bytes, 0u);
+  flashserve::PrefillPlan p;
+  EXPECT_TRUE(invalid(flashserve::prefill_plan(r, fake(9), bytes - 1, nullptr, &p), "prefill_plan",
+                      "workspace", std::to_string(bytes) + " bytes needed"));
+}
+
+struct RunCase {
+  flashserve::PrefillPlan plan;
+  flashserve::PrefillArgs a;
+  RunCase() {
+    plan.batch_size = 2;
+    plan.total_q = 200;
+    plan.total_kv = 200;
+    plan.num_qo_heads = 8;
+    plan.num_kv_heads = 2;
+    plan.head_dim = 128;
+    plan.num_work = 16;
+    plan.grid = 16;
+    plan.workspace_bytes = 4096;
+    a.q = TensorView::contiguous(fake(1), DType::kBFloat16, {200, 8, 128});
+    a.k = TensorView::contiguous(fake(2), DType::kBFloat16, {200, 2, 128});
+    a.v = TensorView::contiguous(fake(3), DType::kBFloat16, {200, 2, 128});
+    a.out = TensorView::contiguous(fake(4), DType::kBFloat16, {200, 8, 128});
+  }
+  flashserve::Status run() const { return flashserve::prefill_run(plan, a, fake(9)); }
+};
+
+TEST(PrefillArgs, RunChecksNameTheArgument) {
+  {
+    RunCase r;
+    r.a.k = TensorView::contiguous(fake(2), DType::kBFloat16, {200, 4, 128});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "k", "plan.num_kv_heads"));
+  }
+  {
+    RunCase r;
+    r.a.q = TensorView::contiguous(fake(1), DType::kFloat16, {200, 8, 128});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "q", "bfloat16"));
+  }
+  {
+    RunCase r;
+    r.a.v = TensorView::contiguous(fake(3), DType::kBFloat16, {199, 2, 128});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "v", "at least 200 rows"));
+  }
+  {
+    RunCase r;
+    r.a.q = TensorView::contiguous(fake(1, 2), DType::kBFloat16, {200, 8, 128});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "q", "16-byte aligned"));
+  }
+  {
+    RunCase r;
+    r.a.out = r.a.q;
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "out", "overlap"));
+  }
+  {
+    RunCase r;
+    r.a.sinks = TensorView::contiguous(fake(5), DType::kFloat32, {4});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "sinks", "plan.num_qo_heads"));
+  }
+  {
+    RunCase r;
+    r.a.custom_mask = TensorView::contiguous(fake(5), DType::kUInt8, {100});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "custom_mask", "mask_offsets"));
+  }
+  {
+    RunCase r;
+    r.a.logits_soft_cap = -1.f;
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "logits_soft_cap"));
+  }
+  {
+    RunCase r;
+    r.plan.workspace_bytes = 0;
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "plan"));
+  }
+}
+
+}  // namespace
