@@ -39,6 +39,13 @@ __device__ __forceinline__ float quad_sum(float x) {
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
 }
 
+// 2^x on the SFU without the denormal fix-ups of exp2f (x = -inf gives +0, as needed).
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 template <int kRows>
 struct OnlineSoftmax {
   float row_max[kRows];  // log2 units
@@ -53,10 +60,10 @@ struct OnlineSoftmax {
     }
   }
 
-  // s (rows x cols, fp32) becomes exp2(s * scale - max); o (rows x cols) is rescaled for the new
-  // maxima unless this is the row's first block.
-  template <bool kFirst, class TS, class TO>
-  __device__ __forceinline__ void step(TS& s, TO& o) {
+  // s (rows x cols, fp32) becomes exp2(s * scale - max); corr[r] is the factor by which what
+  // was accumulated for row r before this block must be rescaled (see rescale()).
+  template <bool kFirst, class TS>
+  __device__ __forceinline__ void step(TS& s, float (&corr)[kRows]) {
     using namespace cute;
     static_assert(decltype(size<0>(s))::value == kRows);
 #pragma unroll
@@ -71,19 +78,28 @@ struct OnlineSoftmax {
       float sum = 0.f;
 #pragma unroll
       for (int c = 0; c < size<1>(s); ++c) {
-        s(r, c) = exp2f(fmaf(s(r, c), scale_log2, -base));
+        s(r, c) = fast_exp2(fmaf(s(r, c), scale_log2, -base));
         sum += s(r, c);
       }
       if constexpr (kFirst) {
+        corr[r] = 1.f;
         row_sum[r] = sum;
       } else {
-        const float corr = exp2f(row_max[r] - base);
-        row_sum[r] = fmaf(row_sum[r], corr, sum);
-#pragma unroll
-        for (int c = 0; c < size<1>(o); ++c)
-          o(r, c) *= corr;
+        corr[r] = fast_exp2(row_max[r] - base);
+        row_sum[r] = fmaf(row_sum[r], corr[r], sum);
       }
       row_max[r] = m_new;
+    }
+  }
+
+  template <class TO>
+  __device__ __forceinline__ void rescale(TO& o, const float (&corr)[kRows]) {
+    using namespace cute;
+#pragma unroll
+    for (int r = 0; r < kRows; ++r) {
+#pragma unroll
+      for (int c = 0; c < size<1>(o); ++c)
+        o(r, c) *= corr[r];
     }
   }
 

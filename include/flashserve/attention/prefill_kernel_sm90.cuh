@@ -101,7 +101,7 @@ PrefillTma<Traits> make_prefill_tma(const PrefillParams& p) {
 // Launches `grid` persistent CTAs over the plan's work list (p.work / p.counts in the workspace).
 template <class Element, int kHeadDim, PrefillKind kKind>
 cudaError_t launch_prefill_sm90(const PrefillParams& p, int grid, cudaStream_t stream) {
-  using Traits = PrefillTraits<Element, kHeadDim>;
+  using Traits = PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain>;
   PrefillKernelArgs<Traits> args{p, make_prefill_tma<Traits>(p)};
   auto kernel = prefill_kernel<Traits, kKind>;
   cudaError_t err =

@@ -5,7 +5,11 @@
 // element mask (the kv edge, the causal diagonal) come first and the rest run unmasked.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cute/tensor.hpp>
+#include <type_traits>
 #include <cutlass/arch/barrier.h>
 #include <cutlass/pipeline/pipeline.hpp>
 
@@ -173,13 +177,8 @@ struct PrefillMainloop {
     q_phase ^= 1;
 
     const int row0 = t.m_block * kBlockM;
-    for (int n = n_max - 1; n >= n_min; --n) {
-      Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-      pipe_k.consumer_wait(read);
-      warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
-      warpgroup_wait<0>();
-      pipe_k.consumer_release(read);
-
+    // S of block n: Q K^T, then the logit transform and the element mask where needed.
+    auto scores = [&](int n, auto& tSrS) {
       Tensor s = make_tensor(tSrS.data(), acc_rowcol(tSrS.layout()));
       const int col0 = n * kBlockN;
       if constexpr (kKind == PrefillKind::kGeneral) {
@@ -195,22 +194,66 @@ struct PrefillMainloop {
           if (!mask.visible(row0 + get<0>(tScS_rc(i)), col0 + get<1>(tScS_rc(i)))) s(i) = -INFINITY;
         }
       }
-      if (n == n_max - 1)
-        softmax.template step<true>(s, tOrO_rc);
-      else
-        softmax.template step<false>(s, tOrO_rc);
-
-      // P in 16 bits, read in place as the A operand of O += P V.
-      Tensor tOrP = make_tensor_like<Element>(tSrS);
+      return s;
+    };
+    // P in 16 bits, kept in registers as the A operand of O += P V.
+    Tensor tOrP = make_tensor<Element>(
+        partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{}).layout());
+    // Two values per conversion instruction (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32).
+    auto to_p = [&](const auto& tSrS) {
+      using Pair =
+          std::conditional_t<std::is_same_v<Element, cutlass::bfloat16_t>, __nv_bfloat162, __half2>;
+      Pair* out = reinterpret_cast<Pair*>(tOrP.data());
 #pragma unroll
-      for (int i = 0; i < size(tSrS); ++i)
-        tOrP(i) = static_cast<Element>(tSrS(i));
-      Tensor tOrP_a = make_tensor(tOrP.data(), acc_as_a_operand(tOrP.layout()));
-      pipe_v.consumer_wait(read);
-      warpgroup_gemm<false, true>(mma_pv, tOrP_a, tOrV(_, _, _, read.index()), tOrO);
-      warpgroup_wait<0>();
-      pipe_v.consumer_release(read);
+      for (int i = 0; i < size(tSrS) / 2; ++i) {
+        if constexpr (std::is_same_v<Pair, __nv_bfloat162>)
+          out[i] = __floats2bfloat162_rn(tSrS(2 * i), tSrS(2 * i + 1));
+        else
+          out[i] = __floats2half2_rn(tSrS(2 * i), tSrS(2 * i + 1));
+      }
+    };
+    Tensor tOrP_a = make_tensor(tOrP.data(), acc_as_a_operand(tOrP.layout()));
+
+    if (n_max > n_min) {
+      // First (last-in-order) block: nothing to overlap with yet.
+      {
+        Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        pipe_k.consumer_wait(read);
+        warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
+        warpgroup_wait<0>();
+        pipe_k.consumer_release(read);
+        auto s = scores(n_max - 1, tSrS);
+        float corr[2];
+        softmax.template step<true>(s, corr);
+        to_p(tSrS);
+      }
+      // Steady state: S of block n is issued, then P V of the previous block, and the softmax
+      // of S runs on the CUDA cores while the tensor cores still do P V; O is rescaled once both
+      // are done (the rescale factor of block n applies to everything up to block n + 1).
+      PipelineState prev = read;
       ++read;
+      for (int n = n_max - 2; n >= n_min; --n) {
+        Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
+        pipe_k.consumer_wait(read);
+        warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
+        pipe_v.consumer_wait(prev);
+        warpgroup_gemm<false, true>(mma_pv, tOrP_a, tOrV(_, _, _, prev.index()), tOrO);
+        warpgroup_wait<1>();
+        pipe_k.consumer_release(read);
+        auto s = scores(n, tSrS);
+        float corr[2];
+        softmax.template step<false>(s, corr);
+        warpgroup_wait<0>();
+        pipe_v.consumer_release(prev);
+        softmax.rescale(tOrO_rc, corr);
+        to_p(tSrS);
+        prev = read;
+        ++read;
+      }
+      pipe_v.consumer_wait(prev);
+      warpgroup_gemm<false, true>(mma_pv, tOrP_a, tOrV(_, _, _, prev.index()), tOrO);
+      warpgroup_wait<0>();
+      pipe_v.consumer_release(prev);
     }
     const float* sink = nullptr;
     if constexpr (kKind == PrefillKind::kGeneral) {

@@ -1,10 +1,16 @@
 // Tile sizes of the Hopper prefill kernel, one place for all of them (bench/NOTES.md holds the
 // measurements behind them). Host and device safe.
 //
-// Shared memory bounds the choice: Q (block_m x d) + stages x (K + V) (block_n x d each), 16-bit.
-//   d = 64:  128 x 128, 2 stages =  80 KB
+// Shared memory bounds the choice: Q (block_m x d) + stages x (K + V) (block_n x d each), 16-bit,
+// and so do the consumer registers (S, P and O of 64 rows per warpgroup). Measured on H200
+// (bench/NOTES.md, prefill v2): hd 64 gained 8-15% from 192-row tiles; hd 128 with 176-wide kv
+// blocks lost 18% (O + S + P no longer fit 240 registers: 40 spill accesses); hd 256 with 80-wide
+// blocks spilled 320 accesses.
+//   d = 64:  192 x 128, 2 stages = 120 KB; three consumer warpgroups (64 rows each)
 //   d = 128: 128 x 128, 2 stages = 160 KB
-//   d = 256: 128 x  80, 2 stages = 224 KB (of 227 KB): a wider kv tile would not fit twice
+//   d = 256: 128 x  64, 2 stages = 192 KB: O alone is 128 registers per thread
+// block_m depends on the head dim only (the plan cuts query tiles with it); block_n may depend on
+// the kernel kind (`unmasked`: the plain kernel), kept for tuning.
 #pragma once
 
 namespace flashserve::attention {
@@ -13,8 +19,10 @@ struct PrefillTile {
   int block_m = 128, block_n = 128, stages = 2;
 };
 
-constexpr PrefillTile prefill_tile(int head_dim) {
-  return head_dim <= 128 ? PrefillTile{128, 128, 2} : PrefillTile{128, 80, 2};
+constexpr PrefillTile prefill_tile(int head_dim, bool unmasked = false) {
+  return head_dim <= 64    ? PrefillTile{192, 128, 2}
+         : head_dim <= 128 ? PrefillTile{128, unmasked ? 128 : 128, 2}
+                           : PrefillTile{128, 64, 2};
 }
 
 }  // namespace flashserve::attention

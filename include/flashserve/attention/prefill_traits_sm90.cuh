@@ -15,10 +15,10 @@
 
 namespace flashserve::attention::sm90 {
 
-template <class Element_, int kHeadDim_>
+template <class Element_, int kHeadDim_, bool kUnmasked = false>
 struct PrefillTraits {
   using Element = Element_;  // cutlass::bfloat16_t or cutlass::half_t
-  static constexpr PrefillTile kTile = prefill_tile(kHeadDim_);
+  static constexpr PrefillTile kTile = prefill_tile(kHeadDim_, kUnmasked);
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
