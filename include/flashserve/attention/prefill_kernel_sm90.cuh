@@ -56,6 +56,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     return;
   }
   cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
+  // The first GEMM turn goes to consumer warpgroup 0 (see the ping-pong in the mainloop).
+  if (Traits::kNumMmaWG == 2 && threadIdx.x >= 256) named_barrier_arrive(kBarrierTurn0, 256);
   PrefillScheduler sched(p);
   typename Traits::PipelineState read;
   int q_phase = 0;

@@ -46,7 +46,8 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, const TA& a, const TB& 
 
 // Named barriers (id 0 is __syncthreads): Q's buffer is free again; one per consumer warpgroup
 // for its epilogue.
-enum : int { kBarrierQEmpty = 1, kBarrierEpilogue0 = 2 };
+// kBarrierTurn0 + w: warpgroup w may issue its GEMMs (ping-pong between two consumer warpgroups).
+enum : int { kBarrierQEmpty = 1, kBarrierEpilogue0 = 2, kBarrierTurn0 = 5 };
 
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
@@ -214,12 +215,26 @@ struct PrefillMainloop {
     };
     Tensor tOrP_a = make_tensor(tOrP.data(), acc_as_a_operand(tOrP.layout()));
 
+    // Ping-pong: with two consumer warpgroups, each issues its GEMMs only in its turn and then
+    // hands the turn over, so one warpgroup's softmax runs while the other's GEMMs keep the
+    // tensor cores busy. Both warpgroups of a CTA take the same number of turns per tile.
+    constexpr bool kPingPong = Traits::kNumMmaWG == 2;
+    const int wg = tid / 128;
+    auto turn_begin = [&] {
+      if constexpr (kPingPong) named_barrier_sync(kBarrierTurn0 + wg, 256);
+    };
+    auto turn_end = [&] {
+      if constexpr (kPingPong) named_barrier_arrive(kBarrierTurn0 + (1 - wg), 256);
+    };
+
     if (n_max > n_min) {
       // First (last-in-order) block: nothing to overlap with yet.
       {
         Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
         pipe_k.consumer_wait(read);
+        turn_begin();
         warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
+        turn_end();
         warpgroup_wait<0>();
         pipe_k.consumer_release(read);
         auto s = scores(n_max - 1, tSrS);
@@ -235,9 +250,11 @@ struct PrefillMainloop {
       for (int n = n_max - 2; n >= n_min; --n) {
         Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
         pipe_k.consumer_wait(read);
-        warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
         pipe_v.consumer_wait(prev);
+        turn_begin();
+        warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
         warpgroup_gemm<false, true>(mma_pv, tOrP_a, tOrV(_, _, _, prev.index()), tOrO);
+        turn_end();
         warpgroup_wait<1>();
         pipe_k.consumer_release(read);
         auto s = scores(n, tSrS);
@@ -251,7 +268,9 @@ struct PrefillMainloop {
         ++read;
       }
       pipe_v.consumer_wait(prev);
+      turn_begin();
       warpgroup_gemm<false, true>(mma_pv, tOrP_a, tOrV(_, _, _, prev.index()), tOrO);
+      turn_end();
       warpgroup_wait<0>();
       pipe_v.consumer_release(prev);
     }
