@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "cli/kernel_cache_cmd.h"
 #include "cli/suite.h"
 #include "flashserve/flashserve.h"
 #include "harness/output.h"
@@ -322,8 +323,10 @@ int main(int argc, char** argv) {
   try {
     if (cmd == "bench") return fs_bench::run_bench(argc, argv);
     if (cmd == "info") return fs_bench::run_info();
+    if (cmd == "compile") return fs_bench::run_compile(argc, argv);
+    if (cmd == "cache") return fs_bench::run_cache(argc, argv);
     if (cmd == "-h" || cmd == "--help" || cmd == "help") {
-      std::cout << fs_bench::kUsage;
+      std::cout << fs_bench::kUsage << "\n" << fs_bench::kKernelCacheUsage;
       return 0;
     }
     std::fprintf(stderr, "%s%s", cmd.empty() ? "" : ("unknown command '" + cmd + "'\n").c_str(),

@@ -61,6 +61,9 @@ struct DecodePlan {
   int num_sms = 0;
   size_t workspace_bytes = 0;
   size_t work_offset = 0, merge_offset = 0, partial_out_offset = 0, partial_lse_offset = 0;
+  // The kernel specialization decode_plan resolved (prebuilt, or compiled at first use and kept
+  // for the life of the process; docs/kernel_cache.md). Opaque; null makes decode_run look it up.
+  const void* kernel = nullptr;
 };
 
 // Bytes of device workspace decode_plan / decode_run need for `req` (its capacity).

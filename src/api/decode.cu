@@ -8,6 +8,7 @@
 
 #include "api/arg_check.h"
 #include "api/common.h"
+#include "api/decode_kernels.h"
 #include "flashserve/attention/decode_kernel.cuh"
 #include "flashserve/attention/merge_kernel.cuh"
 #include "flashserve/core/dispatch.h"
@@ -15,6 +16,8 @@
 #include "flashserve/runtime.h"
 #include "plan/decode_plan.h"
 #include "plan/page_table_check.h"
+#include "runtime/kernel_loader.h"
+#include "runtime/kernel_registry.h"
 #include "runtime/logging.h"
 
 namespace flashserve {
@@ -267,9 +270,9 @@ Status debug_check_table(const DecodePlan& plan, const DecodeArgs& a, cudaStream
   return plan::check_page_table(kRunOp, t);
 }
 
-template <int kHeadDim, class TQ, class TKV>
-cudaError_t launch(const DecodePlan& plan, const DecodeArgs& a, void* workspace,
-                   cudaStream_t stream) {
+template <class TQ, class TKV>
+attention::DecodeParams<TQ, TKV> make_params(const DecodePlan& plan, const DecodeArgs& a,
+                                             void* workspace) {
   using namespace attention;
   auto* ws = static_cast<uint8_t*>(workspace);
   DecodeParams<TQ, TKV> p;
@@ -308,20 +311,25 @@ cudaError_t launch(const DecodePlan& plan, const DecodeArgs& a, void* workspace,
   p.work = reinterpret_cast<const DecodeWorkItem*>(ws + plan.work_offset);
   p.partial_out = reinterpret_cast<float*>(ws + plan.partial_out_offset);
   p.partial_lse = reinterpret_cast<float*>(ws + plan.partial_lse_offset);
+  return p;
+}
 
-  int blocks_per_sm = 0;
-  cudaError_t err = decode_blocks_per_sm<kHeadDim, TQ, TKV>(&blocks_per_sm);
-  if (err != cudaSuccess) return err;
-  // The grid depends only on the capacity and the device: a captured graph stays valid.
-  const int64_t grid = std::max<int64_t>(
-      1, std::min<int64_t>(plan.work_capacity, int64_t{plan.num_sms} * std::max(blocks_per_sm, 1)));
-  err = launch_decode<kHeadDim>(p, static_cast<int>(grid), stream);
-  if (err != cudaSuccess) return err;
+// The grid depends only on the capacity and the device: a captured graph stays valid.
+int decode_grid(const DecodePlan& plan, int blocks_per_sm) {
+  return static_cast<int>(std::max<int64_t>(
+      1,
+      std::min<int64_t>(plan.work_capacity, int64_t{plan.num_sms} * std::max(blocks_per_sm, 1))));
+}
 
+template <class TQ, class TKV>
+cudaError_t launch_merge(const DecodePlan& plan, const attention::DecodeParams<TQ, TKV>& p,
+                         void* workspace, cudaStream_t stream) {
+  using namespace attention;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
   if (plan.merge_capacity == 0 || (plan.num_merge == 0 && capture == cudaStreamCaptureStatusNone))
     return cudaSuccess;
+  auto* ws = static_cast<uint8_t*>(workspace);
   DecodeMergeParams<TQ> mp;
   mp.out = p.out;
   mp.out_stride_token = p.out_stride_token;
@@ -330,7 +338,7 @@ cudaError_t launch(const DecodePlan& plan, const DecodeArgs& a, void* workspace,
   mp.lse_stride_token = p.lse_stride_token;
   mp.lse_stride_head = p.lse_stride_head;
   mp.group = p.group;
-  mp.head_dim = kHeadDim;
+  mp.head_dim = plan.head_dim;
   mp.sinks = p.variant.sinks;
   mp.counts = p.counts;
   mp.merge = reinterpret_cast<const DecodeMergeItem*>(ws + plan.merge_offset);
@@ -340,31 +348,90 @@ cudaError_t launch(const DecodePlan& plan, const DecodeArgs& a, void* workspace,
   return launch_decode_merge(mp, static_cast<int>(merge_grid), stream);
 }
 
-cudaError_t dispatch_run(const DecodePlan& plan, const DecodeArgs& a, void* ws,
-                         cudaStream_t stream) {
-  cudaError_t err = cudaErrorInvalidValue;
-  dispatch_int<64, 128, 256>(plan.head_dim, [&](auto hd) {
-    constexpr int D = decltype(hd)::value;
-    auto with_q = [&](auto qtag) {
-      using TQ = typename decltype(qtag)::type;
-      switch (plan.kv_dtype) {
-        case DType::kFloat8E4M3:
-          err = launch<D, TQ, __nv_fp8_e4m3>(plan, a, ws, stream);
-          break;
-        case DType::kFloat8E5M2:
-          err = launch<D, TQ, __nv_fp8_e5m2>(plan, a, ws, stream);
-          break;
-        default:
-          err = launch<D, TQ, TQ>(plan, a, ws, stream);
-      }
-    };
-    if (plan.q_dtype == DType::kFloat16) {
-      with_q(TypeTag<half>{});
-    } else {
-      with_q(TypeTag<nv_bfloat16>{});
-    }
+// Threads and dynamic shared memory of the decode kernel (the same tile for a prebuilt and a
+// run-time-compiled specialization); plain constants, no kernel is instantiated here.
+void kernel_shape(int head_dim, int kv_bytes, int* threads, int* smem) {
+  dispatch_int<64, 128, 256>(head_dim, [&](auto hd) {
+    dispatch_int<1, 2>(kv_bytes, [&](auto kb) {
+      using Tile = attention::DecodeTile<decltype(hd)::value, decltype(kb)::value>;
+      *threads = Tile::kThreads;
+      *smem = attention::decode_smem_bytes<Tile>();
+    });
   });
-  return err;
+}
+
+template <class TQ, class TKV>
+Status run_typed(const DecodePlan& plan, const DecodeArgs& a, void* ws, cudaStream_t stream,
+                 const runtime::ResolvedKernel& k) {
+  attention::DecodeParams<TQ, TKV> p = make_params<TQ, TKV>(plan, a, ws);
+  if (k.prebuilt != nullptr) {
+    const auto& fns = *static_cast<const detail::DecodeKernelFns*>(k.prebuilt);
+    int blocks_per_sm = 0;
+    cudaError_t err = fns.blocks_per_sm(&blocks_per_sm);
+    if (err == cudaSuccess) err = fns.launch(&p, decode_grid(plan, blocks_per_sm), stream);
+    if (err != cudaSuccess) return launch_status(kRunOp, err);
+  } else {
+    int threads = 0, smem = 0, blocks_per_sm = 0;
+    kernel_shape(plan.head_dim, static_cast<int>(sizeof(TKV)), &threads, &smem);
+    runtime::LoadedKernel& kernel = k.module->kernel(0);
+    Status st = runtime::prepare_kernel(kernel, threads, smem, &blocks_per_sm);
+    runtime::KernelLaunch launch;
+    launch.grid = dim3(static_cast<unsigned>(decode_grid(plan, blocks_per_sm)));
+    launch.block = dim3(static_cast<unsigned>(threads));
+    launch.smem_bytes = smem;
+    launch.stream = stream;
+    void* args[] = {&p};
+    if (st.ok()) st = runtime::launch_kernel(kernel, launch, args);
+    if (!st.ok())
+      return Status(st.code(), std::string(kRunOp) + ": " + k.name + ": " + st.message());
+  }
+  return launch_status(kRunOp, launch_merge(plan, p, ws, stream));
+}
+
+Status dispatch_run(const DecodePlan& plan, const DecodeArgs& a, void* ws, cudaStream_t stream,
+                    const runtime::ResolvedKernel& k) {
+  auto with_q = [&](auto qtag) {
+    using TQ = typename decltype(qtag)::type;
+    switch (plan.kv_dtype) {
+      case DType::kFloat8E4M3:
+        return run_typed<TQ, __nv_fp8_e4m3>(plan, a, ws, stream, k);
+      case DType::kFloat8E5M2:
+        return run_typed<TQ, __nv_fp8_e5m2>(plan, a, ws, stream, k);
+      default:
+        return run_typed<TQ, TQ>(plan, a, ws, stream, k);
+    }
+  };
+  return plan.q_dtype == DType::kFloat16 ? with_q(TypeTag<half>{}) : with_q(TypeTag<nv_bfloat16>{});
+}
+
+// The decode kernel specialization of (q dtype, kv dtype, head_dim) for the current device:
+// prebuilt, from the kernel cache, or compiled now (docs/kernel_cache.md). `may_compile` false:
+// only one already resolved in this process (decode_run during graph capture).
+Status resolve_kernel(const char* op, DType q, DType kv, int head_dim, bool may_compile,
+                      const runtime::ResolvedKernel** out) {
+  int cc = 0;
+  Status st = runtime::KernelRegistry::current_device_cc(&cc);
+  if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
+  runtime::KernelSpec spec = detail::decode_kernel_spec(q, kv, head_dim);
+  spec.cc = static_cast<int16_t>(cc);
+  runtime::KernelRegistry& registry = runtime::KernelRegistry::global();
+  if (!may_compile) {
+    *out = registry.find(spec);
+    if (*out != nullptr) return Status();
+    return Status(StatusCode::kInvalidArgument,
+                  std::string(op) + ": plan: kernel " + registry.describe(spec) +
+                      " is not loaded, and it cannot be loaded during graph capture: expected a "
+                      "plan made by decode_plan");
+  }
+  st = registry.resolve(spec, out);
+  if (st.ok() && (*out)->module) {
+    // Prepared here, outside capture: decode_run then only launches.
+    int threads = 0, smem = 0, blocks = 0;
+    kernel_shape(head_dim, dtype_size(kv), &threads, &smem);
+    st = runtime::prepare_kernel((*out)->module->kernel(0), threads, smem, &blocks);
+  }
+  if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
+  return Status();
 }
 
 }  // namespace
@@ -413,6 +480,9 @@ Status decode_plan(const DecodePlanRequest& req, void* workspace, size_t workspa
                std::string(kPlanOp) + ": writing the work list failed: " + cudaGetErrorString(err));
     return log_error(kPlanOp, st);
   }
+  const runtime::ResolvedKernel* kernel = nullptr;
+  st = resolve_kernel(kPlanOp, req.q_dtype, req.kv_dtype, req.head_dim, true, &kernel);
+  if (!st.ok()) return log_error(kPlanOp, st);
   DecodePlan& p = *out;
   p = DecodePlan();
   p.batch_size = req.batch_size;
@@ -438,6 +508,7 @@ Status decode_plan(const DecodePlanRequest& req, void* workspace, size_t workspa
   p.merge_offset = s.layout.merge;
   p.partial_out_offset = s.layout.partial_out;
   p.partial_lse_offset = s.layout.partial_lse;
+  p.kernel = kernel;
   return st;
 }
 
@@ -456,7 +527,16 @@ Status decode_run(const DecodePlan& plan, const DecodeArgs& args, void* workspac
   Status st = validate_run(plan, args, workspace);
   if (st.ok() && debug_checks()) st = debug_check_table(plan, args, stream);
   if (!st.ok()) return log_error(kRunOp, st);
-  st = launch_status(kRunOp, dispatch_run(plan, args, workspace, stream));
+  // A plan rebuilt field by field (the Python layer's) has no kernel pointer: a registry lookup,
+  // or a resolution outside capture.
+  const auto* kernel = static_cast<const runtime::ResolvedKernel*>(plan.kernel);
+  if (kernel == nullptr) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
+    st = resolve_kernel(kRunOp, plan.q_dtype, plan.kv_dtype, plan.head_dim,
+                        capture == cudaStreamCaptureStatusNone, &kernel);
+  }
+  if (st.ok()) st = dispatch_run(plan, args, workspace, stream, *kernel);
   if (!st.ok()) return log_error(kRunOp, st);
   if (log_level() >= 5) {
     log_outputs(kRunOp, stream, {log_arg("out", args.out), log_arg("lse", args.lse)});

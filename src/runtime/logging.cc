@@ -230,6 +230,10 @@ void log_outputs(const char* op, cudaStream_t stream, std::initializer_list<LogA
   write_line(text);
 }
 
+void log_line(int min_level, const std::string& text) {
+  if (log_level() >= min_level) write_line(text);
+}
+
 Status log_error(const char* op, const Status& status) {
   if (log_level() >= 1 && !status.ok()) {
     write_line(std::string("[flashserve] ") + op + " -> " + status.to_string() + "\n");

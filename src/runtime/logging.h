@@ -71,6 +71,9 @@ void log_outputs(const char* op, cudaStream_t stream, std::initializer_list<LogA
 // Level >= 1: an error returned by an entry point. Returns `status`, so that an entry point can
 // end with `if (!st.ok()) return log_error(op, st);`.
 Status log_error(const char* op, const Status& status);
+// Level >= min_level: `text` (one or more whole lines) to the log destination. The kernel
+// registry logs each kernel specialization a process uses this way (runtime/kernel_registry.h).
+void log_line(int min_level, const std::string& text);
 // Computes "min max mean nan inf" of a device tensor (synchronous copy). Exposed for tests.
 std::string tensor_stats(const TensorView& t, cudaStream_t stream);
 

@@ -1,0 +1,11 @@
+#include "api/kernel_families.h"
+
+#include "api/decode_kernels.h"
+
+namespace flashserve::detail {
+
+void register_kernel_families() {
+  decode_kernel_family();
+}
+
+}  // namespace flashserve::detail

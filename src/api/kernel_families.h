@@ -1,0 +1,10 @@
+// Registers every kernel family of the library with the kernel registry. Entry points register
+// their own family on first use; tools that parse kernel specs (the CLI's compile and cache
+// commands) call this first. A new family (prefill, ...) adds its registration call here.
+#pragma once
+
+namespace flashserve::detail {
+
+void register_kernel_families();
+
+}  // namespace flashserve::detail

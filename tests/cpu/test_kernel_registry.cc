@@ -1,0 +1,282 @@
+// The kernel registry without a GPU: spec text form, presets, reading specs back from a log, the
+// kernel log, the hot-path lookup time, FLASHSERVE_DISABLE_JIT through the decode family, and one
+// real decode specialization compiled from its generated source (timed).
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <vector>
+
+#include "api/decode_kernels.h"
+#include "api/kernel_families.h"
+#include "flashserve/logging.h"
+#include "jit_test_util.h"
+#include "runtime/file_util.h"
+#include "runtime/kernel_presets.h"
+#include "runtime/kernel_registry.h"
+
+namespace fs_test {
+namespace {
+
+namespace rt = flashserve::runtime;
+using flashserve::DType;
+
+rt::KernelRegistry& registry() {
+  flashserve::detail::register_kernel_families();
+  return rt::KernelRegistry::global();
+}
+
+rt::KernelSpec parse_ok(const std::string& text) {
+  rt::KernelSpec s;
+  const flashserve::Status st = registry().parse(text, &s);
+  EXPECT_TRUE(st.ok()) << st.to_string();
+  return s;
+}
+
+std::string parse_error(const std::string& text) {
+  rt::KernelSpec s;
+  const flashserve::Status st = registry().parse(text, &s);
+  EXPECT_FALSE(st.ok()) << text;
+  return st.message();
+}
+
+TEST(KernelRegistry, DecodeSpecTextRoundTrip) {
+  const rt::KernelSpec s =
+      flashserve::detail::decode_kernel_spec(DType::kBFloat16, DType::kFloat8E4M3, 64);
+  EXPECT_EQ(registry().describe(s), "decode q=bf16 kv=fp8_e4m3 hd=64");
+  EXPECT_TRUE(parse_ok("  decode   hd=64 q=bf16 kv=fp8_e4m3 ") == s) << "field order is free";
+  const rt::KernelFamily& f = registry().family(flashserve::detail::decode_kernel_family());
+  const std::vector<rt::KernelSpec> all = f.enumerate();
+  EXPECT_EQ(all.size(), 18u);  // 2 q dtypes x (same, e4m3, e5m2) x 3 head dims
+  for (const rt::KernelSpec& x : all)
+    EXPECT_TRUE(parse_ok(registry().describe(x)) == x) << registry().describe(x);
+}
+
+TEST(KernelRegistry, SpecErrorsNameTheProblem) {
+  EXPECT_NE(parse_error("prefil q=bf16").find("unknown op 'prefil' (known: decode"),
+            std::string::npos);
+  EXPECT_NE(parse_error("decode q=bf16 kv=bf16").find("missing field 'hd'"), std::string::npos);
+  EXPECT_NE(
+      parse_error("decode q=bf17 kv=bf16 hd=128").find("q: expected one of fp16, bf16, got 'bf17'"),
+      std::string::npos);
+  EXPECT_NE(parse_error("decode q=bf16 kv=fp16 hd=128").find("kv: expected the q dtype"),
+            std::string::npos);
+  EXPECT_NE(parse_error("decode q=bf16 kv=bf16 hd=96").find("hd: expected 64, 128 or 256, got 96"),
+            std::string::npos);
+  EXPECT_NE(parse_error("decode q=bf16 kv=bf16 hd=1x").find("hd: expected an integer"),
+            std::string::npos);
+  EXPECT_NE(parse_error("decode q=bf16 kv=bf16 hd=128 tile=3").find("unknown field 'tile'"),
+            std::string::npos);
+}
+
+TEST(KernelRegistry, PresetsParseAndAllIsEverything) {
+  std::vector<std::string> names;
+  for (const rt::KernelPreset& p : rt::kernel_presets()) {
+    names.push_back(p.name);
+    EXPECT_FALSE(p.description.empty()) << p.name;
+    std::vector<rt::KernelSpec> specs;
+    const flashserve::Status st = rt::preset_specs(registry(), p.name, &specs);
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    EXPECT_EQ(specs.size(), p.specs.size()) << p.name << ": no duplicates";
+  }
+  for (const char* want : {"default", "llama3", "qwen2.5", "qwen3", "mistral", "deepseek"})
+    EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want;
+  std::vector<rt::KernelSpec> def, all;
+  ASSERT_TRUE(rt::preset_specs(registry(), "default", &def).ok());
+  EXPECT_EQ(def.size(), 2u);
+  ASSERT_TRUE(rt::preset_specs(registry(), "all", &all).ok());
+  EXPECT_EQ(all.size(), 18u);
+  std::vector<rt::KernelSpec> none;
+  const flashserve::Status st = rt::preset_specs(registry(), "llama2", &none);
+  EXPECT_EQ(st.code(), flashserve::StatusCode::kInvalidArgument);
+  EXPECT_NE(st.message().find("unknown kernel preset 'llama2' (known: all, default"),
+            std::string::npos)
+      << st.message();
+  // The presets parse from the file format.
+  const auto p = rt::parse_presets(
+      "# comment\npreset a: first\ndecode q=bf16 kv=bf16 hd=64\n\npreset b:second\nx y\n");
+  ASSERT_EQ(p.size(), 2u);
+  EXPECT_EQ(p[0].description, "first");
+  EXPECT_EQ(p[1].name, "b");
+  EXPECT_EQ(p[1].specs, std::vector<std::string>{"x y"});
+}
+
+TEST(KernelRegistry, PrebuiltSetMatchesTheBuildPreset) {
+  // The default build compiles the "default" preset in; an "all" build everything.
+  const std::string preset = rt::prebuilt_preset();
+  const rt::KernelFamily& f = registry().family(flashserve::detail::decode_kernel_family());
+  std::vector<rt::KernelSpec> want;
+  if (preset.find("all") != std::string::npos) {
+    want = f.enumerate();
+  } else if (preset.find("default") != std::string::npos) {
+    ASSERT_TRUE(rt::preset_specs(registry(), "default", &want).ok());
+  }
+  for (const rt::KernelSpec& s : want)
+    EXPECT_NE(f.prebuilt(s), nullptr) << registry().describe(s) << " in preset " << preset;
+  EXPECT_TRUE(rt::KernelRegistry::prebuilt_runs_on(90));
+  EXPECT_FALSE(rt::KernelRegistry::prebuilt_runs_on(100));
+  EXPECT_FALSE(rt::KernelRegistry::prebuilt_runs_on(80));
+}
+
+TEST(KernelRegistry, SpecsReadBackFromLogs) {
+  const std::string log =
+      "[flashserve] decode_plan\n"
+      "[flashserve] kernel decode q=bf16 kv=fp8_e4m3 hd=128 sm_90a (compiled)\n"
+      "  q: bfloat16 [1, 32, 128]\n"
+      "decode q=fp16 kv=fp16 hd=64\n"
+      "# decode q=fp16 kv=fp16 hd=256 (commented out)\n"
+      "[flashserve] kernel decode q=bf16 kv=fp8_e4m3 hd=128 sm_90a (cached)\n"
+      "[flashserve] kernel decode q=bf16 kv=bogus hd=128 sm_90a (cached)\n"
+      "decode_run\n";
+  const std::vector<rt::KernelSpec> specs = registry().specs_in_log(log);
+  ASSERT_EQ(specs.size(), 2u);
+  EXPECT_EQ(registry().describe(specs[0]), "decode q=bf16 kv=fp8_e4m3 hd=128");
+  EXPECT_EQ(registry().describe(specs[1]), "decode q=fp16 kv=fp16 hd=64");
+}
+
+// A family whose every spec is "prebuilt" (a dummy pointer): resolve() then needs no device.
+int bench_family() {
+  static int marker = 0;
+  static const int id = [] {
+    rt::KernelFamily f;
+    f.op = "test_bench";
+    f.fields = {{"a", {}}, {"b", {"x", "y"}}};
+    f.check = [](const rt::KernelSpec&) { return flashserve::Status(); };
+    f.generate = [](const rt::KernelSpec&) { return rt::KernelSource{}; };
+    f.prebuilt = [](const rt::KernelSpec&) -> const void* { return &marker; };
+    return rt::KernelRegistry::global().add_family(std::move(f));
+  }();
+  return id;
+}
+
+TEST(KernelRegistry, HotPathLookupUnderOneMicrosecond) {
+  rt::KernelRegistry& r = registry();
+  std::vector<rt::KernelSpec> specs;
+  for (int i = 0; i < 64; ++i) {
+    rt::KernelSpec s;
+    s.family = static_cast<int16_t>(bench_family());
+    s.cc = 90;
+    s.fields[0] = 1000 + i;
+    s.fields[1] = i % 2;
+    const rt::ResolvedKernel* k = nullptr;
+    ASSERT_TRUE(r.resolve(s, &k).ok());
+    ASSERT_EQ(k->origin, rt::KernelOrigin::kPrebuilt);
+    specs.push_back(s);
+  }
+  constexpr int kIters = 2000000;
+  const auto t0 = std::chrono::steady_clock::now();
+  size_t found = 0;
+  for (int i = 0; i < kIters; ++i)
+    found += r.find(specs[i & 63]) != nullptr;
+  const double ns =
+      std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count() /
+      kIters;
+  EXPECT_EQ(found, size_t{kIters});
+  std::printf("  registry lookup: %.1f ns per find (64 resolved specs)\n", ns);
+  EXPECT_LT(ns, 1000.0);
+  rt::KernelSpec missing = specs[0];
+  missing.fields[0] = -5;
+  EXPECT_EQ(r.find(missing), nullptr);
+}
+
+TEST(KernelRegistry, FirstUseIsLogged) {
+  ScratchCache scratch;
+  const std::string kernel_log = scratch.root + "/kernels.txt";
+  const std::string api_log = scratch.root + "/api.log";
+  setenv("FLASHSERVE_KERNEL_LOG", kernel_log.c_str(), 1);
+  flashserve::set_log_level(1);
+  ASSERT_TRUE(flashserve::set_log_destination(api_log));
+  rt::KernelSpec s;
+  s.family = static_cast<int16_t>(bench_family());
+  s.cc = 90;
+  s.fields[0] = 7;
+  s.fields[1] = 1;
+  const rt::ResolvedKernel* k = nullptr;
+  ASSERT_TRUE(registry().resolve(s, &k).ok());
+  ASSERT_TRUE(registry().resolve(s, &k).ok());  // logged once
+  flashserve::set_log_level(0);
+  flashserve::set_log_destination("stderr");
+  unsetenv("FLASHSERVE_KERNEL_LOG");
+  std::string kl, al;
+  ASSERT_TRUE(rt::read_file(kernel_log, &kl));
+  ASSERT_TRUE(rt::read_file(api_log, &al));
+  EXPECT_EQ(kl, "test_bench a=7 b=y\n");
+  EXPECT_NE(al.find("[flashserve] kernel test_bench a=7 b=y sm_90a (prebuilt)\n"),
+            std::string::npos)
+      << al;
+  for (const std::string& text : {kl, al}) {
+    const std::vector<rt::KernelSpec> back = registry().specs_in_log(text);
+    ASSERT_EQ(back.size(), 1u);
+    EXPECT_TRUE(back[0] == (rt::KernelSpec{s.family, 0, 0, 0, {7, 1}}));
+  }
+  scratch.remove();
+}
+
+class DecodeJitTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (rt::JitConfig::from_environment().nvcc.empty()) GTEST_SKIP() << "skipped: no nvcc";
+  }
+  void TearDown() override {
+    registry().set_config(rt::JitConfig::from_environment());
+    scratch_.remove();
+  }
+  ScratchCache scratch_;
+};
+
+TEST_F(DecodeJitTest, DisabledJitErrorNamesTheKernelAndTheCommand) {
+  rt::JitConfig cfg = rt::JitConfig::from_environment();
+  cfg.cache_root = scratch_.cache_dir();
+  cfg.archs.clear();
+  cfg.disabled = true;
+  registry().set_config(cfg);
+  rt::KernelSpec s =
+      flashserve::detail::decode_kernel_spec(DType::kBFloat16, DType::kFloat8E5M2, 64);
+  s.cc = 90;
+  s.force_jit = 1;  // not prebuilt, even in an "all" build
+  const rt::ResolvedKernel* k = nullptr;
+  const flashserve::Status st = registry().resolve(s, &k);
+  EXPECT_EQ(st.code(), flashserve::StatusCode::kUnsupported);
+  const std::string& m = st.message();
+  EXPECT_NE(m.find("kernel decode q=bf16 kv=fp8_e5m2 hd=64 sm_90a is not prebuilt"),
+            std::string::npos)
+      << m;
+  EXPECT_NE(m.find("FLASHSERVE_DISABLE_JIT"), std::string::npos) << m;
+  EXPECT_NE(m.find("flashserve compile --spec 'decode q=bf16 kv=fp8_e5m2 hd=64' --arch '90a'"),
+            std::string::npos)
+      << m;
+  EXPECT_EQ(registry().find(s), nullptr);
+}
+
+TEST_F(DecodeJitTest, GeneratedDecodeSourceCompiles) {
+  rt::JitConfig cfg = rt::JitConfig::from_environment();
+  cfg.cache_root = scratch_.cache_dir();
+  registry().set_config(cfg);
+  // The fp8 tensor-core body at head_dim 128 (the largest decode kernel).
+  const rt::KernelSpec s =
+      flashserve::detail::decode_kernel_spec(DType::kFloat16, DType::kFloat8E4M3, 128);
+  rt::CompileReport first, second;
+  const flashserve::Status st = registry().compile(s, {"90a"}, false, &first);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  EXPECT_TRUE(first.compiled);
+  std::printf("  decode q=fp16 kv=fp8_e4m3 hd=128 compiled for sm_90a in %.1f s\n", first.seconds);
+  ASSERT_TRUE(registry().compile(s, {"90a"}, true, &second).ok());
+  EXPECT_FALSE(second.compiled);
+  rt::ArtifactInfo info;
+  std::string image;
+  ASSERT_EQ(rt::read_artifact(first.path, &info, &image), rt::ArtifactState::kOk);
+  EXPECT_EQ(info.name, "decode q=fp16 kv=fp8_e4m3 hd=128");
+  EXPECT_EQ(info.entries, std::vector<std::string>{"decode_kernel"});
+  // The image holds the instantiation of the prebuilt template (Itanium-mangled name).
+  EXPECT_NE(image.find("13decode_kernelINS0_10DecodeTileILi128ELi1EEE6__half13__nv_fp8_e4m3"),
+            std::string::npos);
+  bool dep = false;
+  for (const std::string& d : info.deps)
+    dep |= d == "flashserve/attention/decode_kernel.cuh";
+  EXPECT_TRUE(dep);
+}
+
+}  // namespace
+}  // namespace fs_test
