@@ -76,6 +76,17 @@ def main():
             ratios = " ".join(f"{name} {us / r['median_us']:.2f}x" for name, us in peers_us.items())
             print(f"  {r.get('model', ''):<12} {r['shape']:<34} {r['tbps']:.3f} TB/s "
                   f"{r['median_us']:8.2f} us  {ratios}")
+    samp = [(r, pr) for r, pr in zip(ours["results"], peers)
+             if r.get("params", {}).get("vocab") and not r.get("error")]
+    if samp:
+        print("sampling (issue 5: top-p and top-k + top-p from logits >= 10x torch; within 2x of one "
+              "read of the inputs at batch >= 64, i.e. >= ~50% of the copy ceiling):")
+        for r, pr in samp:
+            t = pr.get("torch_us")
+            speed = f"{t / r['median_us']:6.1f}x torch" if t else "no peer"
+            print(f"  {r['routine']:<34} {r.get('model', ''):<14} {r['shape']:<22} "
+                  f"{r['median_us']:9.2f} us {r['tbps']:6.3f} TB/s "
+                  f"{100 * r['ceiling_fraction']:5.1f}% ceil  {speed}")
     bad = [r for r in ours["results"] if r.get("error") or r["check"].startswith("FAIL")]
     print(f"{len(ok)} cases measured, {len(bad)} failed")
 

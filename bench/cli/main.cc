@@ -33,6 +33,7 @@ bench options:
   shape flags (each takes a comma-separated list; the run covers every combination):
   --tokens N  --hidden N  --q-heads N  --kv-heads N  --head-dim N  --rotary-dim N
   --page-size N  --batch N  --kv-len N  --q-tokens N  --prefix-len N  --q-len N  --causal 0|1
+  --vocab N  --draft-tokens N   sampling: row length; drafts per request (chain_speculative)
   --layout NHD|HND          paged KV layout (append)
   --dtype bf16|fp16|fp32    element type (default bf16)
   --cache-dtype same|fp8_e4m3|fp8_e5m2   KV cache type (append)
@@ -83,12 +84,13 @@ struct BenchCli {
   std::string output;
   bool list = false;
   bool ceiling = true;
+  bool dtype_given = false;  // --dtype overrides the default suite's per-routine dtypes
 };
 
 const std::vector<std::string> kShapeFlags = {
-    "--tokens",     "--hidden",    "--q-heads",     "--kv-heads", "--head-dim",
-    "--rotary-dim", "--page-size", "--batch",       "--kv-len",   "--q-tokens",
-    "--prefix-len", "--layout",    "--cache-dtype", "--q-len",    "--causal"};
+    "--tokens",      "--hidden", "--q-heads", "--kv-heads", "--head-dim",    "--rotary-dim",
+    "--page-size",   "--batch",  "--kv-len",  "--q-tokens", "--prefix-len",  "--layout",
+    "--cache-dtype", "--q-len",  "--causal",  "--vocab",    "--draft-tokens"};
 
 BenchCli parse_bench(int argc, char** argv) {
   BenchCli c;
@@ -110,6 +112,7 @@ BenchCli parse_bench(int argc, char** argv) {
       }
     } else if (flag == "--dtype") {
       c.base.dtype = parse_dtype(value());
+      c.dtype_given = true;
     } else if (flag == "--iters") {
       c.ctx.time.iters = static_cast<int>(parse_int(flag, value()));
     } else if (flag == "--samples") {
@@ -167,6 +170,10 @@ void apply(Args& a, const std::string& flag, const std::string& v) {
     a.q_len = parse_int(flag, v);
   else if (flag == "--causal")
     a.causal = parse_int(flag, v) != 0;
+  else if (flag == "--vocab")
+    a.vocab = parse_int(flag, v);
+  else if (flag == "--draft-tokens")
+    a.draft_tokens = parse_int(flag, v);
   else if (flag == "--layout") {
     if (v != "NHD" && v != "HND") throw CliError("--layout: expected NHD or HND, got '" + v + "'");
     a.layout = v;
@@ -230,7 +237,7 @@ int run_bench(int argc, char** argv) {
     return 1;
   }
   auto cases = cli.shape.empty() ? default_suite(cli.routines) : expand(cli);
-  if (cli.shape.empty()) {
+  if (cli.shape.empty() && cli.dtype_given) {
     for (auto& [name, a] : cases)
       a.dtype = cli.base.dtype;
   }
@@ -311,7 +318,11 @@ int run_info() {
       "      int32/int64 positions, in place or out of place\n"
       "  append_paged_kv_cache   NHD/HND, any page size, fp16/bf16/fp32 or fp8 e4m3/e5m2 cache\n"
       "  decode_plan/decode_run, merge_state(s)   paged decode attention, any GQA ratio,\n"
-      "      head_dim 64/128/256, fp16/bf16 q, same or fp8 KV, 1..8 query tokens\n");
+      "      head_dim 64/128/256, fp16/bf16 q, same or fp8 KV, 1..8 query tokens\n"
+      "  sample_from_logits/_probs   top-k/top-p/min-p (either order), per-row or scalar\n"
+      "      parameters, Philox seed/offset on the device; fp32/fp16/bf16 logits, fp32 probs\n"
+      "  top_k_renorm_probs, top_p_renorm_probs, top_k_mask_logits, top_k (values + indices),\n"
+      "      chain_speculative_sampling   vocabularies of any size (on chip up to ~800k)\n");
   return 0;
 }
 

@@ -102,11 +102,28 @@ std::vector<std::pair<std::string, Args>> default_suite(const std::vector<std::s
       suite.emplace_back("prefill", a);
     }
   }
+  // Sampling (issue 5): Llama-3 and Qwen2.5 vocabularies at decode batches, float32 logits (the
+  // lm_head output engines sample from) and float32 probabilities.
+  for (const auto& [label, vocab] : {std::pair<const char*, int64_t>{"Llama-3 vocab", 128256},
+                                     std::pair<const char*, int64_t>{"Qwen2.5 vocab", 151936}}) {
+    for (int64_t b : {1, 16, 64, 256}) {
+      for (const char* r : {"sampling_top_p_from_logits", "sampling_top_k_top_p_from_logits",
+                            "sampling_top_p", "top_k", "chain_speculative"}) {
+        if (!wanted(r) || (std::string(r) == "chain_speculative" && b > 64)) continue;
+        Args a;
+        a.model = label;
+        a.batch = b;
+        a.vocab = vocab;
+        a.dtype = DType::kFloat32;
+        suite.emplace_back(r, a);
+      }
+    }
+  }
   // METHOD.md's large point, 16384 tokens x hidden 8192, for every routine: activations with
   // d = 8192, rope with 48 q + 16 k heads of 128, append with 64 kv heads of 128.
   const Model sweep{"16384x8192", 8192, 8192, 48, 16, 128};
   for (const Routine& r : all_routines()) {
-    if (!wanted(r.name) || r.family == "attention") continue;
+    if (!wanted(r.name) || r.family == "attention" || r.family == "sampling") continue;
     add(r.name, sweep, 16384);
     if (r.name == "append_paged_kv") suite.back().second.kv_heads = 64;
   }

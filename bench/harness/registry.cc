@@ -8,7 +8,7 @@ const std::vector<Routine>& all_routines() {
   static const std::vector<Routine> routines = [] {
     std::vector<Routine> all;
     for (auto family : {norm_routines, activation_routines, rope_routines, page_routines,
-                        attention_routines, prefill_routines}) {
+                        attention_routines, prefill_routines, sampling_routines}) {
       for (Routine& r : family())
         all.push_back(std::move(r));
     }

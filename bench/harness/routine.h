@@ -27,12 +27,14 @@ struct Args {
   int64_t head_dim = 128;
   int64_t rotary_dim = 0;  // 0: head_dim
   int64_t page_size = 16;
-  int64_t batch = 0;       // append: requests (0: one request per token, decode style)
-  int64_t kv_len = 1024;   // append: tokens already in each request's cache
-  int64_t q_tokens = 1;    // decode: query tokens per request
-  int64_t prefix_len = 0;  // cascade_decode: tokens of the prefix shared by every request
-  int64_t q_len = 0;       // prefill: query tokens per request (0: kv_len)
-  int64_t causal = 0;      // prefill: 1 = causal mask
+  int64_t batch = 0;         // append: requests (0: one request per token, decode style)
+  int64_t kv_len = 1024;     // append: tokens already in each request's cache
+  int64_t q_tokens = 1;      // decode: query tokens per request
+  int64_t prefix_len = 0;    // cascade_decode: tokens of the prefix shared by every request
+  int64_t q_len = 0;         // prefill: query tokens per request (0: kv_len)
+  int64_t causal = 0;        // prefill: 1 = causal mask
+  int64_t vocab = 128256;    // sampling: vocabulary (row length)
+  int64_t draft_tokens = 4;  // chain_speculative: draft tokens per request
   std::string layout = "NHD";
   DType dtype = DType::kBFloat16;
   std::string cache_dtype;  // append: "" = dtype, or fp8_e4m3 / fp8_e5m2
@@ -85,6 +87,7 @@ std::vector<Routine> rope_routines();
 std::vector<Routine> page_routines();
 std::vector<Routine> attention_routines();
 std::vector<Routine> prefill_routines();
+std::vector<Routine> sampling_routines();
 
 }  // namespace fs_bench
 

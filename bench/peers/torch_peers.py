@@ -167,7 +167,90 @@ def make_case(rec):
             return run
         return {"sdpa_flash": peer(SDPBackend.FLASH_ATTENTION),
                 "sdpa_cudnn": peer(SDPBackend.CUDNN_ATTENTION)}
+    if rec["routine"] in SAMPLING_ROUTINES:
+        return sampling_case(rec)
     return None
+
+
+# ---- sampling (issue 5): what engines run today, sort-based -------------------------------------
+SAMPLING_ROUTINES = ("sampling_from_logits", "sampling_top_p_from_logits",
+                     "sampling_top_k_top_p_from_logits", "sampling_top_p", "sampling_top_k",
+                     "sampling_min_p", "top_k", "top_k_mask_logits", "top_p_renorm_probs",
+                     "top_k_renorm_probs", "chain_speculative")
+
+
+def sort_filter(probs, top_k, top_p, min_p):
+    """Sorted probabilities with the filtered ones zeroed (top-k, then top-p of the rest, then
+    min-p), and the sort's indices: the vLLM / SGLang torch path."""
+    sorted_p, idx = probs.sort(dim=-1, descending=True)
+    if 0 < top_k < probs.shape[-1]:
+        sorted_p[:, top_k:] = 0
+    if top_p < 1.0:
+        cum = sorted_p.cumsum(dim=-1)
+        sorted_p = sorted_p.masked_fill(cum - sorted_p > top_p * cum[:, -1:], 0)
+    if min_p > 0:
+        sorted_p = sorted_p.masked_fill(sorted_p < min_p * sorted_p[:, :1], 0)
+    return sorted_p, idx
+
+
+def sampling_case(rec):
+    p = rec["params"]
+    routine = rec["routine"]
+    dev = "cuda"
+    b, v = int(p["batch"]), int(p["vocab"])
+    if routine == "chain_speculative":
+        n = int(p["draft_tokens"])
+        draft = torch.softmax(torch.randn(b, n, v, device=dev), -1)
+        target = torch.softmax(torch.randn(b, n + 1, v, device=dev), -1)
+        ids = torch.randint(0, v, (b, n), device=dev)
+        ar = torch.arange(n + 1, device=dev)
+
+        def spec():
+            # Accept draft i with probability min(1, p/q) until the first rejection; sample the
+            # residual there (or the bonus row): all positions computed, one row picked per request.
+            p_at = target[:, :n].gather(2, ids[..., None]).squeeze(-1)
+            q_at = draft.gather(2, ids[..., None]).squeeze(-1)
+            accept = torch.rand(b, n, device=dev) * q_at < p_at
+            rejected = torch.cat((~accept, torch.ones(b, 1, dtype=torch.bool, device=dev)), 1)
+            first = rejected.int().argmax(1)
+            residual = torch.cat(((target[:, :n] - draft).clamp_min(0), target[:, n:]), 1)
+            rows = residual[torch.arange(b, device=dev), first]
+            token = torch.multinomial(rows, 1).squeeze(1)
+            out = torch.cat((ids, ids[:, :1]), 1).masked_fill(ar > first[:, None], -1)
+            return out.scatter(1, first[:, None], token[:, None]), first
+        return spec
+    logits_in = p.get("logits", "1") == "1"
+    dt = DTYPES[p.get("dtype", "float32")]
+    top_k, top_p, min_p = int(p["top_k"]), float(p["top_p"]), float(p["min_p"])
+    x = torch.randn(b, v, device=dev, dtype=dt if logits_in else torch.float32)
+    probs_in = torch.softmax(x, -1)
+    if routine == "top_k":
+        return lambda: torch.topk(x, top_k, dim=-1)
+    if routine == "top_k_mask_logits":
+        return lambda: x.masked_fill(x < torch.topk(x, top_k, dim=-1).values[:, -1:], float("-inf"))
+    if routine in ("top_p_renorm_probs", "top_k_renorm_probs"):
+        def renorm():
+            sorted_p, idx = sort_filter(probs_in, top_k, top_p, 0.0)
+            sorted_p = sorted_p / sorted_p.sum(-1, keepdim=True)
+            return torch.empty_like(probs_in).scatter_(1, idx, sorted_p)
+        return renorm
+
+    def probs():
+        return torch.softmax(x.float(), -1) if logits_in else probs_in
+
+    if top_k <= 0 and top_p >= 1.0 and min_p <= 0:
+        return {"torch": lambda: torch.multinomial(probs(), 1)}
+
+    def multinomial():
+        sorted_p, idx = sort_filter(probs(), top_k, top_p, min_p)
+        return idx.gather(1, torch.multinomial(sorted_p, 1))
+
+    def exponential_race():
+        # vLLM's sync-free draw: argmax of p / Exp(1) noise (the same distribution).
+        sorted_p, idx = sort_filter(probs(), top_k, top_p, min_p)
+        noise = torch.empty_like(sorted_p).exponential_()
+        return idx.gather(1, (sorted_p / noise).argmax(-1, keepdim=True))
+    return {"torch": multinomial, "torch_exp": exponential_race}
 
 
 def time_case(fn, mode, iters, samples, flush):

@@ -10,4 +10,5 @@
 #include "flashserve/prefill.h"
 #include "flashserve/rope.h"
 #include "flashserve/runtime.h"
+#include "flashserve/sampling.h"
 #include "flashserve/tensor.h"
