@@ -8,6 +8,7 @@
 
 #include "flashserve/core/row_index.h"
 #include "flashserve/core/status.h"
+#include "flashserve/runtime.h"
 #include "flashserve/tensor.h"
 
 namespace flashserve {
@@ -35,6 +36,30 @@ inline std::string format_float(double v) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%g", v);
   return buf;
+}
+
+// kInvalidArgument "<op>: <what>" (what starts with the argument's name).
+inline Status invalid(const char* op, const std::string& what) {
+  return Status(StatusCode::kInvalidArgument, std::string(op) + ": " + what);
+}
+
+// The SM count a plan sizes its grid for: `requested` when > 0, else the current device's.
+inline Status resolve_num_sms(const char* op, int requested, int* sms) {
+  if (requested > 0) {
+    *sms = requested;
+    return Status();
+  }
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) {
+    cudaGetLastError();
+    return Status(StatusCode::kNoDevice,
+                  std::string(op) + ": no CUDA device (set req.num_sms to plan without one)");
+  }
+  DeviceInfo info;
+  Status st = get_device_info(device, &info);
+  if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
+  *sms = info.sm_count;
+  return Status();
 }
 
 // Converts a launcher's cudaError_t into a Status naming the op.

@@ -31,10 +31,6 @@ std::string str(int64_t v) {
   return std::to_string(v);
 }
 
-Status invalid(const char* op, const std::string& what) {
-  return Status(StatusCode::kInvalidArgument, std::string(op) + ": " + what);
-}
-
 bool supported_head_dim(int d) {
   return d == 64 || d == 128 || d == 256;
 }
@@ -69,25 +65,6 @@ Status validate_request(const char* op, const DecodePlanRequest& r) {
     return invalid(op, "req.max_batch_size: capacities must be >= 0");
   if (r.batch_size > 0 && (r.indptr == nullptr || r.last_page_len == nullptr))
     return invalid(op, "req.indptr: expected host copies of indptr and last_page_len");
-  return Status();
-}
-
-Status resolve_sms(const char* op, const DecodePlanRequest& r, int* sms) {
-  if (r.num_sms > 0) {
-    *sms = r.num_sms;
-    return Status();
-  }
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    cudaGetLastError();
-    return Status(StatusCode::kNoDevice, std::string(op) +
-                                             ": no CUDA device (set req.num_sms to "
-                                             "plan without one)");
-  }
-  DeviceInfo info;
-  Status st = get_device_info(device, &info);
-  if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
-  *sms = info.sm_count;
   return Status();
 }
 
@@ -440,7 +417,7 @@ Status decode_workspace_size(const DecodePlanRequest& req, size_t* device_bytes)
   Status st = validate_request(kSizeOp, req);
   if (st.ok() && device_bytes == nullptr) st = invalid(kSizeOp, "device_bytes: expected non-null");
   int sms = 0;
-  if (st.ok()) st = resolve_sms(kSizeOp, req, &sms);
+  if (st.ok()) st = resolve_num_sms(kSizeOp, req.num_sms, &sms);
   if (!st.ok()) return log_error(kSizeOp, st);
   const plan::DecodeScheduleInput in = schedule_input(req, sms);
   *device_bytes = plan::decode_workspace_layout(plan::decode_capacity(in), req.head_dim).total;
@@ -458,7 +435,7 @@ Status decode_plan(const DecodePlanRequest& req, void* workspace, size_t workspa
   Status st = validate_request(kPlanOp, req);
   if (st.ok() && out == nullptr) st = invalid(kPlanOp, "plan: expected non-null");
   int sms = 0;
-  if (st.ok()) st = resolve_sms(kPlanOp, req, &sms);
+  if (st.ok()) st = resolve_num_sms(kPlanOp, req.num_sms, &sms);
   plan::DecodeSchedule s;
   if (st.ok()) st = plan::make_decode_schedule(kPlanOp, schedule_input(req, sms), &s);
   if (st.ok() && (workspace == nullptr || workspace_bytes < s.layout.total)) {

@@ -25,10 +25,6 @@ std::string str(int64_t v) {
   return std::to_string(v);
 }
 
-Status invalid(const char* op, const std::string& what) {
-  return Status(StatusCode::kInvalidArgument, std::string(op) + ": " + what);
-}
-
 bool supported_head_dim(int d) {
   return d == 64 || d == 128 || d == 256;
 }
@@ -67,24 +63,6 @@ Status validate_request(const char* op, const PrefillPlanRequest& r) {
   if (r.kv_indptr == nullptr && r.kv_len < 0) {
     return invalid(op, "req.kv_len: expected >= 0 (used without kv_indptr), got " + str(r.kv_len));
   }
-  return Status();
-}
-
-Status resolve_sms(const char* op, const PrefillPlanRequest& r, int* sms) {
-  if (r.num_sms > 0) {
-    *sms = r.num_sms;
-    return Status();
-  }
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess) {
-    cudaGetLastError();
-    return Status(StatusCode::kNoDevice,
-                  std::string(op) + ": no CUDA device (set req.num_sms to plan without one)");
-  }
-  DeviceInfo info;
-  Status st = get_device_info(device, &info);
-  if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
-  *sms = info.sm_count;
   return Status();
 }
 
@@ -223,7 +201,7 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
   Status st = validate_request(kPlanOp, req);
   if (st.ok() && out == nullptr) st = invalid(kPlanOp, "plan: expected non-null");
   int sms = 0;
-  if (st.ok()) st = resolve_sms(kPlanOp, req, &sms);
+  if (st.ok()) st = resolve_num_sms(kPlanOp, req.num_sms, &sms);
   plan::PrefillSchedule s;
   if (st.ok()) st = plan::make_prefill_schedule(kPlanOp, schedule_input(req), &s);
   if (st.ok() && (workspace == nullptr || workspace_bytes < s.layout.total)) {
