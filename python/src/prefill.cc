@@ -1,0 +1,228 @@
+// Bindings of ragged prefill attention (flashserve/prefill.h). Same shape as decode.cc: the plan
+// crosses into Python as a flat int64 array led by a magic number.
+#include <nanobind/stl/vector.h>
+
+#include <array>
+#include <cstdint>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "binding.h"
+#include "flashserve/prefill.h"
+
+namespace flashserve::python {
+namespace {
+
+constexpr int64_t kPlanMagic = 0x46535050'00000001;  // "FSPP", format 1
+
+constexpr std::array<const char*, 24> kPlanFieldNames = {"magic",
+                                                         "batch_size",
+                                                         "total_q",
+                                                         "total_kv",
+                                                         "num_qo_heads",
+                                                         "num_kv_heads",
+                                                         "head_dim",
+                                                         "dtype",
+                                                         "causal",
+                                                         "window_left",
+                                                         "window_right",
+                                                         "block_m",
+                                                         "block_n",
+                                                         "num_work",
+                                                         "work_capacity",
+                                                         "batch_capacity",
+                                                         "num_sms",
+                                                         "grid",
+                                                         "flops",
+                                                         "workspace_bytes",
+                                                         "qo_indptr_offset",
+                                                         "kv_indptr_offset",
+                                                         "work_offset",
+                                                         "reserved"};
+constexpr size_t kPlanFields = kPlanFieldNames.size();
+
+std::vector<int64_t> encode(const PrefillPlan& p) {
+  return {kPlanMagic,
+          p.batch_size,
+          p.total_q,
+          p.total_kv,
+          p.num_qo_heads,
+          p.num_kv_heads,
+          p.head_dim,
+          static_cast<int64_t>(p.dtype),
+          p.causal ? 1 : 0,
+          p.window_left,
+          p.window_right,
+          p.block_m,
+          p.block_n,
+          p.num_work,
+          p.work_capacity,
+          p.batch_capacity,
+          p.num_sms,
+          p.grid,
+          static_cast<int64_t>(p.flops),
+          static_cast<int64_t>(p.workspace_bytes),
+          static_cast<int64_t>(p.qo_indptr_offset),
+          static_cast<int64_t>(p.kv_indptr_offset),
+          static_cast<int64_t>(p.work_offset),
+          0};
+}
+
+PrefillPlan decode(const char* op, const Array& a) {
+  const bool host = a.is_valid() && a.device_type() == 1;  // kDLCPU
+  const bool shape_ok = host && a.ndim() == 1 && a.shape(0) == kPlanFields &&
+                        a.dtype() == nb::dtype<int64_t>() && a.stride(0) == 1;
+  const int64_t* f = shape_ok ? static_cast<const int64_t*>(a.data()) : nullptr;
+  if (f == nullptr || f[0] != kPlanMagic) {
+    throw_invalid(op, "plan: expected the int64[" + std::to_string(kPlanFields) +
+                          "] host array returned by prefill_plan");
+  }
+  PrefillPlan p;
+  p.batch_size = static_cast<int>(f[1]);
+  p.total_q = static_cast<int>(f[2]);
+  p.total_kv = static_cast<int>(f[3]);
+  p.num_qo_heads = static_cast<int>(f[4]);
+  p.num_kv_heads = static_cast<int>(f[5]);
+  p.head_dim = static_cast<int>(f[6]);
+  p.dtype = static_cast<DType>(f[7]);
+  p.causal = f[8] != 0;
+  p.window_left = static_cast<int>(f[9]);
+  p.window_right = static_cast<int>(f[10]);
+  p.block_m = static_cast<int>(f[11]);
+  p.block_n = static_cast<int>(f[12]);
+  p.num_work = static_cast<int>(f[13]);
+  p.work_capacity = f[14];
+  p.batch_capacity = f[15];
+  p.num_sms = static_cast<int>(f[16]);
+  p.grid = static_cast<int>(f[17]);
+  p.flops = static_cast<double>(f[18]);
+  p.workspace_bytes = static_cast<size_t>(f[19]);
+  p.qo_indptr_offset = static_cast<size_t>(f[20]);
+  p.kv_indptr_offset = static_cast<size_t>(f[21]);
+  p.work_offset = static_cast<size_t>(f[22]);
+  return p;
+}
+
+// batch_size follows from qo_indptr; kv_indptr must have the same length (the C++ plan reads both
+// through raw pointers).
+PrefillPlanRequest with_indptr(const char* op, PrefillPlanRequest req, const Array& qo_indptr,
+                               const Array& kv_indptr) {
+  int64_t n_qo = 0, n_kv = 0;
+  req.qo_indptr = host_int32(op, "qo_indptr", qo_indptr, &n_qo);
+  req.kv_indptr = host_int32(op, "kv_indptr", kv_indptr, &n_kv);
+  if (n_qo < 1) throw_invalid(op, "qo_indptr: expected batch_size + 1 >= 1 elements, got 0");
+  if (n_kv != n_qo) {
+    throw_invalid(op, "kv_indptr: expected " + std::to_string(n_qo) +
+                          " elements (as qo_indptr), got " + std::to_string(n_kv));
+  }
+  req.batch_size = static_cast<int>(n_qo - 1);
+  return req;
+}
+
+void bind_prefill(nb::module_& m) {
+  nb::class_<PrefillPlanRequest>(m, "PrefillPlanRequest",
+                                 "The scalar part of a prefill plan request; the host indptr "
+                                 "arrays are passed to prefill_plan / prefill_workspace_size.")
+      .def(
+          "__init__",
+          [](PrefillPlanRequest* self, int num_qo_heads, int num_kv_heads, int head_dim,
+             DType dtype, bool causal, int window_left, int window_right, int num_sms,
+             int max_batch_size, int64_t max_q_tokens) {
+            PrefillPlanRequest* r = new (self) PrefillPlanRequest();
+            r->num_qo_heads = num_qo_heads;
+            r->num_kv_heads = num_kv_heads;
+            r->head_dim = head_dim;
+            r->dtype = dtype;
+            r->causal = causal;
+            r->window_left = window_left;
+            r->window_right = window_right;
+            r->num_sms = num_sms;
+            r->max_batch_size = max_batch_size;
+            r->max_q_tokens = max_q_tokens;
+          },
+          nb::kw_only(), nb::arg("num_qo_heads"), nb::arg("num_kv_heads"), nb::arg("head_dim"),
+          nb::arg("dtype") = DType::kBFloat16, nb::arg("causal") = false,
+          nb::arg("window_left") = -1, nb::arg("window_right") = -1, nb::arg("num_sms") = 0,
+          nb::arg("max_batch_size") = 0, nb::arg("max_q_tokens") = 0)
+      .def_rw("num_qo_heads", &PrefillPlanRequest::num_qo_heads)
+      .def_rw("num_kv_heads", &PrefillPlanRequest::num_kv_heads)
+      .def_rw("head_dim", &PrefillPlanRequest::head_dim)
+      .def_rw("dtype", &PrefillPlanRequest::dtype)
+      .def_rw("causal", &PrefillPlanRequest::causal)
+      .def_rw("window_left", &PrefillPlanRequest::window_left)
+      .def_rw("window_right", &PrefillPlanRequest::window_right)
+      .def_rw("num_sms", &PrefillPlanRequest::num_sms)
+      .def_rw("max_batch_size", &PrefillPlanRequest::max_batch_size)
+      .def_rw("max_q_tokens", &PrefillPlanRequest::max_q_tokens);
+
+  nb::list names;
+  for (const char* n : kPlanFieldNames)
+    names.append(n);
+  m.attr("PREFILL_PLAN_FIELDS") = nb::steal(PySequence_Tuple(names.ptr()));
+
+  m.def(
+      "prefill_workspace_size",
+      [](const PrefillPlanRequest& request, const Array& qo_indptr, const Array& kv_indptr) {
+        constexpr const char* op = "prefill_workspace_size";
+        const PrefillPlanRequest req = with_indptr(op, request, qo_indptr, kv_indptr);
+        size_t bytes = 0;
+        throw_if_error(prefill_workspace_size(req, &bytes));
+        return bytes;
+      },
+      nb::arg("request"), nb::arg("qo_indptr").noconvert(), nb::arg("kv_indptr").noconvert(),
+      "Bytes of device workspace the request's capacity needs.");
+  m.def(
+      "prefill_plan",
+      [](const PrefillPlanRequest& request, const Array& qo_indptr, const Array& kv_indptr,
+         const Array& workspace, uintptr_t stream) {
+        constexpr const char* op = "prefill_plan";
+        const PrefillPlanRequest req = with_indptr(op, request, qo_indptr, kv_indptr);
+        const TensorView ws = device_view(op, "workspace", workspace);
+        if (ws.ndim != 1 || (ws.shape[0] > 1 && ws.strides[0] != 1)) {
+          throw_invalid(op, "workspace: expected a contiguous 1-D tensor, got " + ws.describe());
+        }
+        const size_t bytes = static_cast<size_t>(ws.numel()) * dtype_size(ws.dtype);
+        PrefillPlan plan;
+        throw_if_error(prefill_plan(req, ws.data, bytes, to_stream(stream), &plan));
+        return encode(plan);
+      },
+      nb::arg("request"), nb::arg("qo_indptr").noconvert(), nb::arg("kv_indptr").noconvert(),
+      nb::arg("workspace").noconvert(), nb::arg("stream"),
+      "Schedules the batch on the host, copies the schedule into the workspace on the stream and "
+      "returns the plan as a list of int64 (see PREFILL_PLAN_FIELDS). Not capturable.");
+  m.def(
+      "prefill_run",
+      [](const Array& plan, const Array& workspace, const Array& q, const Array& k, const Array& v,
+         const Array& out, const Array& lse, float sm_scale, float logits_soft_cap,
+         const Array& alibi_slopes, const Array& sinks, const Array& custom_mask,
+         const Array& mask_offsets, uintptr_t stream) {
+        constexpr const char* op = "prefill_run";
+        const PrefillPlan p = decode(op, plan);
+        void* ws = device_view(op, "workspace", workspace).data;
+        PrefillArgs a;
+        a.q = device_view(op, "q", q);
+        a.k = device_view(op, "k", k);
+        a.v = device_view(op, "v", v);
+        a.out = device_view(op, "out", out);
+        a.lse = optional_device_view(op, "lse", lse);
+        a.sm_scale = sm_scale;
+        a.logits_soft_cap = logits_soft_cap;
+        a.alibi_slopes = optional_device_view(op, "alibi_slopes", alibi_slopes);
+        a.sinks = optional_device_view(op, "sinks", sinks);
+        a.custom_mask = optional_device_view(op, "custom_mask", custom_mask);
+        a.mask_offsets = optional_device_view(op, "mask_offsets", mask_offsets);
+        throw_if_error(prefill_run(p, a, ws, to_stream(stream)));
+      },
+      nb::arg("plan").noconvert(), nb::arg("workspace").noconvert(), nb::arg("q").noconvert(),
+      nb::arg("k").noconvert(), nb::arg("v").noconvert(), nb::arg("out").noconvert(),
+      nb::arg("lse").noconvert().none(), nb::arg("sm_scale"), nb::arg("logits_soft_cap"),
+      nb::arg("alibi_slopes").noconvert().none(), nb::arg("sinks").noconvert().none(),
+      nb::arg("custom_mask").noconvert().none(), nb::arg("mask_offsets").noconvert().none(),
+      nb::arg("stream"), "Prefill attention of every planned query row; capturable.");
+}
+
+const Registration kPrefill("prefill", &bind_prefill);
+
+}  // namespace
+}  // namespace flashserve::python

@@ -1,0 +1,493 @@
+"""Argument validation through flashserve._C on DLPack producers, without torch or a GPU.
+
+Each bad call must raise InvalidArgumentError whose message starts with "<op>: <argument>:" and
+says what was expected. A call that passes validation stops at the device check on a machine
+without a GPU (NoDeviceError naming the op); with a GPU it would launch on fake pointers, so those
+cases skip there (the GPU tests cover them with real tensors).
+"""
+
+import pytest
+from conftest import gpu_present
+from dlpack_fake import FakeArray, host_int32, host_int64
+
+import flashserve
+from flashserve import _C
+
+
+def invalid(fn, op, arg, detail=""):
+    with pytest.raises(flashserve.InvalidArgumentError) as e:
+        fn()
+    msg = str(e.value)
+    assert msg.startswith(f"{op}: {arg}:"), msg
+    assert detail in msg, msg
+    return msg
+
+
+def accepted(fn, op):
+    if gpu_present():
+        pytest.skip("a device is present: a valid call on fake pointers would launch")
+    with pytest.raises(flashserve.NoDeviceError) as e:
+        fn()
+    assert str(e.value).startswith(f"{op}: "), str(e.value)
+
+
+def arr(shape, dtype="bfloat16", slot=0, **kw):
+    return FakeArray(shape, dtype, slot=slot, **kw)
+
+
+# ---- the binding's own checks: device type, element type, rank ---------------------------------
+
+
+def test_host_tensor_is_rejected_naming_the_argument():
+    x = arr((4, 128), slot=0)
+    w = FakeArray((128,), "bfloat16", device="cpu")
+    msg = invalid(lambda: _C.rmsnorm(x, x, w, 1e-6, None, 0), "rmsnorm", "weight", "CUDA tensor")
+    assert "cpu" in msg and "never copied" in msg
+
+
+def test_pinned_host_tensor_is_rejected():
+    x = FakeArray((4, 128), "bfloat16", device="cuda_host")
+    invalid(lambda: _C.silu_and_mul(x, x, 0), "silu_and_mul", "out", "cuda_host")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "int8", "complex64"])
+def test_unsupported_element_type_is_named(dtype):
+    x = arr((4, 128), dtype)
+    invalid(
+        lambda: _C.rmsnorm(arr((4, 128), slot=1), x, arr((128,), slot=2), 1e-6, None, 0),
+        "rmsnorm",
+        "input",
+        f"got {dtype}",
+    )
+
+
+def test_too_many_dims():
+    x = arr((1,) * 7)
+    invalid(lambda: _C.silu_and_mul(x, x, 0), "silu_and_mul", "out", "at most 6 dims")
+
+
+def test_no_implicit_conversion_of_python_objects():
+    with pytest.raises(TypeError):
+        _C.rmsnorm([[1.0]], [[1.0]], [1.0], 1e-6, None, 0)
+
+
+def test_none_for_a_required_tensor():
+    with pytest.raises(TypeError):
+        _C.silu_and_mul(None, arr((2, 8)), 0)
+
+
+# ---- the C++ API's checks, reached through the binding -------------------------------------------
+
+
+def test_rmsnorm_weight_size():
+    x, out, w = arr((4, 4096)), arr((4, 4096), slot=1), arr((4000,), slot=2)
+    invalid(
+        lambda: _C.rmsnorm(out, x, w, 1e-6, None, 0),
+        "rmsnorm",
+        "weight",
+        "expected size 4096 (hidden) at dim 0",
+    )
+
+
+def test_rmsnorm_non_contiguous_last_dim():
+    x = arr((4, 64), strides=(128, 2))
+    invalid(
+        lambda: _C.rmsnorm(arr((4, 64), slot=1), x, arr((64,), slot=2), 1e-6, None, 0),
+        "rmsnorm",
+        "input",
+        "stride 1 in the last dim",
+    )
+
+
+def test_rmsnorm_strided_rows_and_3d_views_are_accepted():
+    # A per-head norm on a slice of packed qkv: rows strided, last dim contiguous.
+    x = arr((5, 8, 128), strides=(48 * 128, 128, 1))
+    accepted(lambda: _C.rmsnorm(x, x, arr((128,), slot=2), 1e-6, None, 0), "rmsnorm")
+
+
+def test_rmsnorm_fp8_out_needs_a_scale():
+    x, out = arr((4, 256)), arr((4, 256), "float8_e4m3fn", slot=1)
+    invalid(
+        lambda: _C.rmsnorm(out, x, arr((256,), slot=2), 1e-6, None, 0),
+        "rmsnorm",
+        "options.out_scale",
+        "float32 scalar",
+    )
+    scale = arr((1,), "float32", slot=3)
+    accepted(lambda: _C.rmsnorm(out, x, arr((256,), slot=2), 1e-6, scale, 0), "rmsnorm")
+
+
+def test_rmsnorm_negative_eps():
+    x = arr((4, 64))
+    invalid(
+        lambda: _C.rmsnorm(x, x, arr((64,), slot=2), -1.0, None, 0),
+        "rmsnorm",
+        "options.eps",
+        "finite value >= 0",
+    )
+
+
+def test_fused_add_rmsnorm_residual_shape():
+    x, r = arr((4, 64)), arr((5, 64), slot=1)
+    invalid(
+        lambda: _C.fused_add_rmsnorm(x, x, r, arr((64,), slot=2), 1e-6, None, 0),
+        "fused_add_rmsnorm",
+        "residual",
+        "expected the shape of input",
+    )
+    r = arr((4, 64), slot=1)
+    accepted(
+        lambda: _C.gemma_fused_add_rmsnorm(x, x, r, arr((64,), slot=2), 1e-6, None, 0),
+        "gemma_fused_add_rmsnorm",
+    )
+
+
+def test_layernorm_bias_dtype():
+    x = arr((4, 64))
+    invalid(
+        lambda: _C.layernorm(
+            x, x, arr((64,), slot=2), arr((64,), "float32", slot=3), 1e-5, None, 0
+        ),
+        "layernorm",
+        "bias",
+        "expected dtype bfloat16",
+    )
+    accepted(lambda: _C.layernorm(x, x, arr((64,), slot=2), None, 1e-5, None, 0), "layernorm")
+
+
+@pytest.mark.parametrize("fn", ["silu_and_mul", "gelu_and_mul", "gelu_tanh_and_mul"])
+def test_activation_output_width(fn):
+    x, out = arr((3, 2 * 113)), arr((3, 112), slot=1)
+    invalid(lambda: getattr(_C, fn)(out, x, 0), fn, "out", "")
+    accepted(lambda: getattr(_C, fn)(arr((3, 113), slot=1), x, 0), fn)
+
+
+def test_activation_overlap():
+    x = arr((3, 256))
+    out = arr((3, 128), strides=(256, 1))  # the first half of each input row
+    invalid(lambda: _C.silu_and_mul(out, x, 0), "silu_and_mul", "out", "overlap")
+
+
+def rope_args(pos_dtype="int64"):
+    q, k = arr((7, 32, 128)), arr((7, 8, 128), slot=1)
+    return q, k, arr((7,), pos_dtype, slot=4)
+
+
+def test_rope_positions_dtype():
+    q, k, pos = rope_args("float32")
+    opts = _C.RopeOptions()
+    invalid(lambda: _C.apply_rope(q, k, q, k, pos, opts, 0), "apply_rope", "positions", "int32")
+
+
+def test_rope_rotary_dim_and_theta():
+    q, k, pos = rope_args()
+    invalid(
+        lambda: _C.apply_rope(q, k, q, k, pos, _C.RopeOptions(rotary_dim=7), 0),
+        "apply_rope",
+        "options.rotary_dim",
+    )
+    invalid(
+        lambda: _C.apply_rope(q, k, q, k, pos, _C.RopeOptions(theta=-1.0), 0),
+        "apply_rope",
+        "options.theta",
+    )
+    opts = _C.RopeOptions(rotary_dim=64, interleave=True, llama31=True, theta=5e5)
+    assert (opts.rotary_dim, opts.interleave, opts.llama31) == (64, True, True)
+    accepted(lambda: _C.apply_rope(q, k, q, k, pos, opts, 0), "apply_rope")
+
+
+def test_rope_options_are_keyword_only():
+    with pytest.raises(TypeError):
+        _C.RopeOptions(64)
+
+
+def test_rope_cos_sin_cache_width():
+    q, k, pos = rope_args()
+    cache = arr((4096, 64), "float32", slot=5)
+    invalid(
+        lambda: _C.apply_rope_cos_sin_cache(
+            q, k, q, k, pos, cache, _C.RopeOptions(rotary_dim=128), 0
+        ),
+        "apply_rope_cos_sin_cache",
+        "options.rotary_dim",
+    )
+    accepted(
+        lambda: _C.apply_rope_cos_sin_cache(q, k, q, k, pos, cache, _C.RopeOptions(), 0),
+        "apply_rope_cos_sin_cache",
+    )
+
+
+def append_args(layout=_C.KVLayout.NHD, append_dtype="int32"):
+    kc = arr((10, 16, 8, 128), slot=0)
+    vc = arr((10, 16, 8, 128), slot=1)
+    if layout == _C.KVLayout.HND:
+        kc, vc = arr((10, 8, 16, 128), slot=0), arr((10, 8, 16, 128), slot=1)
+    k, v = arr((5, 8, 128), slot=2), arr((5, 8, 128), slot=3)
+    table = (arr((4,), "int32", slot=4), arr((6,), "int32", slot=5), arr((3,), "int32", slot=6))
+    return kc, vc, layout, 1.0, 1.0, *table, k, v, arr((4,), append_dtype, slot=7), 0
+
+
+def test_append_indptr_dtype():
+    invalid(
+        lambda: _C.append_paged_kv_cache(*append_args(append_dtype="int64")),
+        "append_paged_kv_cache",
+        "append_indptr",
+        "expected dtype int32",
+    )
+
+
+def test_append_cache_heads_in_the_layout():
+    args = list(append_args())
+    args[2] = _C.KVLayout.HND  # an NHD-shaped cache read as HND: dim 1 holds 16, not 8 heads
+    invalid(
+        lambda: _C.append_paged_kv_cache(*args),
+        "append_paged_kv_cache",
+        "cache.k_cache",
+        "kv_heads = 8",
+    )
+    accepted(lambda: _C.append_paged_kv_cache(*append_args()), "append_paged_kv_cache")
+    accepted(
+        lambda: _C.append_paged_kv_cache(*append_args(_C.KVLayout.HND)), "append_paged_kv_cache"
+    )
+
+
+def test_append_scale_must_be_positive():
+    args = list(append_args())
+    args[3] = 0.0
+    invalid(lambda: _C.append_paged_kv_cache(*args), "append_paged_kv_cache", "cache.k_scale")
+
+
+def test_merge_state_lse_dtype():
+    v = arr((3, 8, 128), slot=0)
+    s = arr((3, 8), "bfloat16", slot=1)
+    invalid(
+        lambda: _C.merge_state(
+            v, s, arr((3, 8, 128), slot=2), s, arr((3, 8, 128), slot=3), None, 0
+        ),
+        "merge_state",
+        "s_a",
+        "expected dtype float32",
+    )
+
+
+def test_merge_states_accepts_a_stack():
+    v, s = arr((3, 4, 8, 128), slot=0), arr((3, 4, 8), "float32", slot=1)
+    out, s_out = arr((3, 8, 128), slot=2), arr((3, 8), "float32", slot=3)
+    accepted(lambda: _C.merge_states(v, s, out, s_out, 0), "merge_states")
+
+
+# ---- decode plan / run ---------------------------------------------------------------------------
+
+
+def request(**kw):
+    base = dict(num_qo_heads=32, num_kv_heads=8, head_dim=128, page_size=16, num_sms=132)
+    base.update(kw)
+    return _C.DecodePlanRequest(**base)
+
+
+def table(lengths, page_size=16):
+    indptr, last = [0], []
+    for n in lengths:
+        pages = (n + page_size - 1) // page_size
+        indptr.append(indptr[-1] + pages)
+        last.append(0 if n == 0 else (n - 1) % page_size + 1)
+    return host_int32(indptr), host_int32(last)
+
+
+def test_workspace_size_without_a_device():
+    indptr, last = table([100, 4096, 0, 37])
+    small = _C.decode_workspace_size(request(), indptr, last, None)
+    assert small > 0
+    indptr, last = table([100, 4096, 0, 37])
+    # Capacity for CUDA-graph replay: at least as much as the batch itself needs.
+    big = _C.decode_workspace_size(request(max_batch_size=256), indptr, last, None)
+    assert big >= small
+
+
+def test_plan_request_validation_names_the_field():
+    indptr, last = table([10])
+    invalid(
+        lambda: _C.decode_workspace_size(request(head_dim=96), indptr, last, None),
+        "decode_workspace_size",
+        "req.head_dim",
+        "64, 128 or 256",
+    )
+    indptr, last = table([10])
+    invalid(
+        lambda: _C.decode_workspace_size(
+            request(num_qo_heads=12, num_kv_heads=8), indptr, last, None
+        ),
+        "decode_workspace_size",
+        "req.num_qo_heads",
+        "multiple of num_kv_heads",
+    )
+    indptr, last = table([10])
+    invalid(
+        lambda: _C.decode_workspace_size(request(q_dtype=_C.DType.float32), indptr, last, None),
+        "decode_workspace_size",
+        "req.q_dtype",
+    )
+
+
+def test_plan_host_arrays_are_checked_by_length_and_device():
+    indptr, _ = table([10, 20])
+    invalid(
+        lambda: _C.decode_workspace_size(request(), indptr, host_int32([5]), None),
+        "decode_workspace_size",
+        "last_page_len",
+        "expected 2 elements",
+    )
+    invalid(
+        lambda: _C.decode_workspace_size(request(), arr((3,), "int32"), host_int32([5, 5]), None),
+        "decode_workspace_size",
+        "indptr",
+        "host (CPU) tensor",
+    )
+    indptr, last = table([10, 20])
+    invalid(
+        lambda: _C.decode_workspace_size(request(), indptr, last, host_int32([0, 1])),
+        "decode_workspace_size",
+        "q_indptr",
+        "expected 3 elements",
+    )
+    invalid(
+        lambda: _C.decode_workspace_size(request(), host_int64([0, 1]), host_int32([5]), None),
+        "decode_workspace_size",
+        "indptr",
+        "int32",
+    )
+
+
+def test_plan_table_contents_are_checked():
+    # last_page_len must lie in 1..page_size for a request that owns pages.
+    with pytest.raises(flashserve.InvalidArgumentError, match="decode_plan"):
+        _C.decode_plan(
+            request(), host_int32([0, 2]), host_int32([17]), None, arr((1 << 20,), "uint8"), 0
+        )
+
+
+def test_plan_workspace_checks():
+    indptr, last = table([100])
+    invalid(
+        lambda: _C.decode_plan(request(), indptr, last, None, arr((64,), "uint8"), 0),
+        "decode_plan",
+        "workspace",
+        "too small",
+    )
+    indptr, last = table([100])
+    invalid(
+        lambda: _C.decode_plan(request(), indptr, last, None, arr((64, 64), "uint8"), 0),
+        "decode_plan",
+        "workspace",
+        "1-D",
+    )
+
+
+def fake_plan(**fields):
+    base = dict(
+        magic=0x4653504400000001,
+        batch_size=2,
+        q_tokens=2,
+        num_qo_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        page_size=16,
+        q_dtype=int(_C.DType.bfloat16.value),
+        kv_dtype=int(_C.DType.bfloat16.value),
+        layout=0,
+        work_capacity=64,
+        num_sms=132,
+        workspace_bytes=1 << 20,
+    )
+    base.update(fields)
+    return host_int64([base.get(name, 0) for name in _C.DECODE_PLAN_FIELDS])
+
+
+def run_args(plan, q_heads=32, lse=None):
+    q = arr((2, q_heads, 128), slot=0)
+    out = arr((2, q_heads, 128), slot=1)
+    kc, vc = arr((10, 16, 8, 128), slot=2), arr((10, 16, 8, 128), slot=3)
+    ws = arr((1 << 20,), "uint8", slot=4)
+    indptr, indices, last = (
+        arr((3,), "int32", slot=5),
+        arr((4,), "int32", slot=6),
+        arr((2,), "int32", slot=7),
+    )
+    return (plan, ws, q, out, lse, kc, vc, 1.0, 1.0, indptr, indices, last, 0.0, 0.0, -1, None, 0)
+
+
+def test_run_rejects_a_foreign_plan():
+    bad = host_int64([1] * len(_C.DECODE_PLAN_FIELDS))
+    invalid(lambda: _C.decode_run(*run_args(bad)), "decode_run", "plan", "returned by decode_plan")
+    short = host_int64([0x4653504400000001, 1, 2])
+    invalid(lambda: _C.decode_run(*run_args(short)), "decode_run", "plan", "int64[")
+
+
+def test_run_checks_tensors_against_the_plan():
+    invalid(
+        lambda: _C.decode_run(*run_args(fake_plan(), q_heads=28)),
+        "decode_run",
+        "q",
+        "plan.num_qo_heads",
+    )
+    lse = arr((2, 32), "bfloat16", slot=8)
+    invalid(lambda: _C.decode_run(*run_args(fake_plan(), lse=lse)), "decode_run", "lse", "float32")
+    accepted(lambda: _C.decode_run(*run_args(fake_plan())), "decode_run")
+
+
+def test_plan_field_names_are_stable():
+    fields = _C.DECODE_PLAN_FIELDS
+    assert fields[0] == "magic" and len(fields) == 25
+    assert {"split_tokens", "num_work", "work_capacity", "workspace_bytes"} <= set(fields)
+
+
+# ---- prefill plan / run --------------------------------------------------------------------------
+
+
+def prefill_request(**kw):
+    base = dict(num_qo_heads=32, num_kv_heads=8, head_dim=128, num_sms=132)
+    base.update(kw)
+    return _C.PrefillPlanRequest(**base)
+
+
+def test_prefill_workspace_size_without_a_device():
+    qo, kv = host_int32([0, 100, 612, 613]), host_int32([0, 300, 812, 1000])
+    assert _C.prefill_workspace_size(prefill_request(causal=True), qo, kv) > 0
+
+
+def test_prefill_request_validation():
+    qo, kv = host_int32([0, 10]), host_int32([0, 10])
+    invalid(
+        lambda: _C.prefill_workspace_size(prefill_request(head_dim=80), qo, kv),
+        "prefill_workspace_size",
+        "req.head_dim",
+    )
+    qo, kv = host_int32([0, 10]), host_int32([0, 10, 20])
+    invalid(
+        lambda: _C.prefill_workspace_size(prefill_request(), qo, kv),
+        "prefill_workspace_size",
+        "kv_indptr",
+        "expected 2 elements",
+    )
+
+
+def test_prefill_run_rejects_a_foreign_plan():
+    plan = host_int64([7] * len(_C.PREFILL_PLAN_FIELDS))
+    q, k = arr((10, 32, 128), slot=0), arr((10, 8, 128), slot=1)
+    args = (
+        plan,
+        arr((1 << 16,), "uint8", slot=5),
+        q,
+        k,
+        arr((10, 8, 128), slot=2),
+        arr((10, 32, 128), slot=3),
+        None,
+        0.0,
+        0.0,
+        None,
+        None,
+        None,
+        None,
+        0,
+    )
+    invalid(lambda: _C.prefill_run(*args), "prefill_run", "plan", "returned by prefill_plan")
