@@ -132,10 +132,10 @@ __device__ __forceinline__ int q_index(int r, int d) {
          d % Tile::kPartElems;
 }
 
-// The item's q rows, scaled by q_scale, into shared memory as fp32 (rows past the item's are zero).
+// The item's q rows, times `scale`, into shared memory as fp32 (rows past the item's are zero).
 template <class Tile, class TQ, class TKV>
 __device__ __forceinline__ void load_q(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
-                                       float* q_s) {
+                                       float* q_s, float scale) {
   constexpr int D = Tile::kHeadDim;
   const int nr = w.row_end - w.row_begin;
   for (int i = threadIdx.x; i < kDecodeMaxRows * D; i += Tile::kThreads) {
@@ -145,7 +145,7 @@ __device__ __forceinline__ void load_q(const DecodeParams<TQ, TKV>& p, const Dec
       const int row = w.row_begin + r;
       const int64_t tok = w.q_begin + row / p.group;
       const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + row % p.group;
-      v = to_float(p.q[tok * p.q_stride_token + head * p.q_stride_head + d]) * p.q_scale;
+      v = to_float(p.q[tok * p.q_stride_token + head * p.q_stride_head + d]) * scale;
     }
     q_s[q_index<Tile>(r, d)] = v;
   }
@@ -213,7 +213,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
   const int nr = w.row_end - w.row_begin;
 
   // 1. q rows, scaled, into shared memory (rows past nr are zero).
-  load_q<Tile>(p, w, q_s);
+  load_q<Tile>(p, w, q_s, p.q_scale);
 
   int qpos[kR];
 #pragma unroll
@@ -426,11 +426,13 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   // q_s, and the previous item's combine finished before the kernel's __syncthreads).
   if constexpr (kDecodeEarlyPrefetch) prologue();
 
-  // 1. q rows, scaled, into shared memory, then into A fragments of the mma type. fp8 tiles permute
+  // 1. q rows into shared memory, then into A fragments of the mma type. q_scale is applied to the
+  //    fp32 scores instead: q scaled and rounded back to 16 bits would put one rounding error per
+  //    dim into every score of the row (a bias of ~1e-3 in the LSE at long kv). fp8 tiles permute
   //    the k index of QK (any permutation shared by q and K gives the same dot products): at k-step
   //    ks, lane t's k indices {2t, 2t+1} / {2t+8, 2t+9} are dims 32t + 4ks + {0, 1} / {2, 3}, so a
   //    lane's K bytes for all of QK are one 32-byte run of its token's row (two 16-byte loads).
-  load_q<Tile>(p, w, q_s);
+  load_q<Tile>(p, w, q_s, 1.f);
   uint32_t qa[kQSteps][4];
 #pragma unroll
   for (int ks = 0; ks < kQSteps; ++ks) {
@@ -447,6 +449,7 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   const int qpos = g < nr ? w.kv_len - w.num_q + (w.row_begin + g) / p.group : -1;
   const LogitTransform transform{p.variant.logits_soft_cap};
   const DecodeMask mask{p.variant.window_left};
+  const float q_scale = p.q_scale;
 
   float m = -INFINITY, l = 0.f;
   float o[kOTiles][4];
@@ -539,7 +542,8 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
 #pragma unroll
       for (int e = 0; e < 2; ++e) {
         const int pos = pos0 + 8 * j + e;
-        const float x = pos < w.kv_end && mask.visible(pos, qpos) ? transform(s[j][e]) : -INFINITY;
+        const float x =
+            pos < w.kv_end && mask.visible(pos, qpos) ? transform(s[j][e] * q_scale) : -INFINITY;
         s[j][e] = x;
         mx = fmaxf(mx, x);
       }
