@@ -10,7 +10,10 @@
 // The kept set is always {key >= threshold}: ties at the threshold are all kept.
 //
 // Histograms are integer (u32 counts, u64 masses), so every CTA derives the same threshold and the
-// result does not depend on the order of the atomics: same input, same threshold, every run.
+// result does not depend on the order of the atomics: same input, same threshold, every run. A
+// CTA's u64 masses are kept as two u32 words: Hopper has no native 64-bit shared-memory add (it
+// compiles to a compare-and-swap loop, ATOMS.CAST.SPIN.64, which contended bins serialize), so
+// each element adds its u32 mass to the low word and carries into the high word when that wraps.
 // Two histogram buffers alternate between passes, so one cluster barrier per pass suffices: after
 // pass i's barrier no CTA still reads pass i - 1's buffer, which is then cleared for pass i + 1.
 #pragma once
@@ -29,7 +32,8 @@ struct Crossing {
 
 struct SelectShared {
   uint32_t count[2][kBins];
-  unsigned long long mass[2][kBins];
+  uint32_t mass_lo[2][kBins];  // a CTA's masses: hi * 2^32 + lo
+  uint32_t mass_hi[2][kBins];
   uint32_t total_count[kBins];  // the last pass, summed over the cluster
   unsigned long long total_mass[kBins];
   Crossing crossing;
@@ -44,7 +48,8 @@ struct SelectResult {
 __device__ __forceinline__ void clear_histograms(SelectShared& s) {
   for (int i = threadIdx.x; i < kBins; i += blockDim.x) {
     s.count[0][i] = s.count[1][i] = 0u;
-    s.mass[0][i] = s.mass[1][i] = 0ull;
+    s.mass_lo[0][i] = s.mass_lo[1][i] = 0u;
+    s.mass_hi[0][i] = s.mass_hi[1][i] = 0u;
     s.total_count[i] = 0u;
     s.total_mass[i] = 0ull;
   }
@@ -59,7 +64,8 @@ __device__ void histogram_pass(SelectShared& s, int& pass, const ChunkLayout& L,
   cg::cluster_group cluster = cg::this_cluster();
   const int buf = pass & 1;
   uint32_t* count = s.count[buf];
-  unsigned long long* mass = s.mass[buf];
+  uint32_t* mass_lo = s.mass_lo[buf];
+  uint32_t* mass_hi = s.mass_hi[buf];
   for_each_group(L, load, [&](int, const uint32_t(&k)[4], bool active) {
     if (!active) return;
 #pragma unroll
@@ -67,14 +73,19 @@ __device__ void histogram_pass(SelectShared& s, int& pass, const ChunkLayout& L,
       const uint32_t b = bin_of(k[j]);
       if (b < kBins) {
         atomicAdd(&count[b], 1u);
-        if (with_mass) atomicAdd(&mass[b], static_cast<unsigned long long>(mass_of(k[j])));
+        if (with_mass) {
+          const uint32_t m = static_cast<uint32_t>(mass_of(k[j]));
+          const uint32_t old = atomicAdd(&mass_lo[b], m);
+          if (old > 0xffffffffu - m) atomicAdd(&mass_hi[b], 1u);  // the low word wrapped
+        }
       }
     }
   });
   cluster.sync();
   for (int i = threadIdx.x; i < kBins; i += blockDim.x) {
     s.count[buf ^ 1][i] = 0u;
-    s.mass[buf ^ 1][i] = 0ull;
+    s.mass_lo[buf ^ 1][i] = 0u;
+    s.mass_hi[buf ^ 1][i] = 0u;
   }
   const unsigned n = cluster.num_blocks();
   for (int i = threadIdx.x; i < 2 * kBins; i += blockDim.x) {
@@ -88,8 +99,10 @@ __device__ void histogram_pass(SelectShared& s, int& pass, const ChunkLayout& L,
     } else if (with_mass) {
       unsigned long long t = 0;
 #pragma unroll 4
-      for (unsigned r = 0; r < n; ++r)
-        t += *cluster.map_shared_rank(&mass[bin], r);
+      for (unsigned r = 0; r < n; ++r) {
+        t += (static_cast<unsigned long long>(*cluster.map_shared_rank(&mass_hi[bin], r)) << 32) |
+             *cluster.map_shared_rank(&mass_lo[bin], r);
+      }
       s.total_mass[bin] = t;
     }
   }
