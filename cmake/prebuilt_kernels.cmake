@@ -17,7 +17,7 @@ set(FLASHSERVE_PREBUILT_PRESET "default" CACHE STRING
 set(_fs_presets_file ${PROJECT_SOURCE_DIR}/src/runtime/kernel_presets.txt)
 set(_fs_gen ${PROJECT_BINARY_DIR}/generated/prebuilt)
 set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS ${_fs_presets_file})
-set(FLASHSERVE_KERNEL_OPS decode)
+set(FLASHSERVE_KERNEL_OPS decode prefill)
 
 # ---- decode attention: q dtype x kv dtype x head_dim (src/api/decode_kernels.cc) ---------------
 set(_fs_cuda_type_fp16 half)
@@ -61,6 +61,48 @@ function(flashserve_all_specs_decode out)
     foreach(kv ${q} fp8_e4m3 fp8_e5m2)
       foreach(hd 64 128 256)
         list(APPEND specs "decode q=${q} kv=${kv} hd=${hd}")
+      endforeach()
+    endforeach()
+  endforeach()
+  set(${out} "${specs}" PARENT_SCOPE)
+endfunction()
+
+# ---- prefill attention: q dtype x head_dim x kind (src/api/prefill_kernels.cc) ------------------
+set(_fs_cutlass_type_fp16 cutlass::half_t)
+set(_fs_cutlass_type_bf16 cutlass::bfloat16_t)
+set(_fs_prefill_kind_plain kPlain)
+set(_fs_prefill_kind_causal kCausal)
+set(_fs_prefill_kind_general kGeneral)
+set(_fs_prefill_decls "")
+set(_fs_prefill_entries "")
+
+macro(flashserve_prebuild_prefill spec)
+  if(NOT "${spec}" MATCHES "^prefill q=(fp16|bf16) hd=(64|128|256) kind=(plain|causal|general)$")
+    message(FATAL_ERROR "kernel presets: '${spec}' is not a prefill specialization "
+                        "(prefill q=fp16|bf16 hd=64|128|256 kind=plain|causal|general)")
+  endif()
+  set(_q ${CMAKE_MATCH_1})
+  set(_hd ${CMAKE_MATCH_2})
+  set(_kind ${CMAKE_MATCH_3})
+  set(FS_SPEC "${spec}")
+  set(FS_SYMBOL "kPrefillKernel_${_q}_hd${_hd}_${_kind}")
+  set(FS_ELEMENT ${_fs_cutlass_type_${_q}})
+  set(FS_HD ${_hd})
+  set(FS_KIND ${_fs_prefill_kind_${_kind}})
+  configure_file(${PROJECT_SOURCE_DIR}/src/api/prefill_prebuilt.cu.in
+    ${_fs_gen}/prefill_${_q}_hd${_hd}_${_kind}.cu @ONLY)
+  list(APPEND FLASHSERVE_PREBUILT_SOURCES ${_fs_gen}/prefill_${_q}_hd${_hd}_${_kind}.cu)
+  string(APPEND _fs_prefill_decls "extern const PrefillKernelFns ${FS_SYMBOL};\n")
+  string(APPEND _fs_prefill_entries "    {DType::${_fs_dtype_${_q}}, ${_hd}, "
+    "attention::PrefillKind::${_fs_prefill_kind_${_kind}}, &${FS_SYMBOL}},\n")
+endmacro()
+
+function(flashserve_all_specs_prefill out)
+  set(specs "")
+  foreach(q fp16 bf16)
+    foreach(hd 64 128 256)
+      foreach(kind plain causal general)
+        list(APPEND specs "prefill q=${q} hd=${hd} kind=${kind}")
       endforeach()
     endforeach()
   endforeach()
@@ -116,6 +158,10 @@ set(FS_DECLS "${_fs_decode_decls}")
 set(FS_ENTRIES "${_fs_decode_entries}")
 configure_file(${PROJECT_SOURCE_DIR}/src/api/decode_prebuilt_table.cc.in
   ${_fs_gen}/decode_prebuilt_table.cc @ONLY)
+set(FS_DECLS "${_fs_prefill_decls}")
+set(FS_ENTRIES "${_fs_prefill_entries}")
+configure_file(${PROJECT_SOURCE_DIR}/src/api/prefill_prebuilt_table.cc.in
+  ${_fs_gen}/prefill_prebuilt_table.cc @ONLY)
 
 # ---- run-time compiler facts and the embedded presets ------------------------------------------
 # The flags of the library's own device code (without the targets), so that a kernel compiled at
@@ -136,6 +182,7 @@ file(READ ${_fs_presets_file} FLASHSERVE_PRESETS_TEXT)
 configure_file(${PROJECT_SOURCE_DIR}/src/runtime/kernel_presets_text.h.in
   ${PROJECT_BINARY_DIR}/generated/runtime/kernel_presets_text.h @ONLY)
 
-target_sources(flashserve PRIVATE ${FLASHSERVE_PREBUILT_SOURCES} ${_fs_gen}/decode_prebuilt_table.cc)
+target_sources(flashserve PRIVATE ${FLASHSERVE_PREBUILT_SOURCES} ${_fs_gen}/decode_prebuilt_table.cc
+  ${_fs_gen}/prefill_prebuilt_table.cc)
 # dladdr (the installed headers are found next to the loaded library).
 target_link_libraries(flashserve PRIVATE ${CMAKE_DL_LIBS})

@@ -54,12 +54,20 @@ struct PrefillPlan {
   double flops = 0;  // 4 * q.k pairs visible * head_dim (attention forward, masks applied)
   size_t workspace_bytes = 0;
   size_t qo_indptr_offset = 0, kv_indptr_offset = 0, work_offset = 0;
+  // The kernel specializations prefill_plan resolved (prebuilt, or compiled at first use and kept
+  // for the life of the process; docs/kernel_cache.md): the one of the plan's masks, and the
+  // general one that a run with a soft-cap, ALiBi, sinks or a custom mask takes (the same when
+  // the plan has a window). Opaque; null makes prefill_run look them up.
+  const void* kernel = nullptr;
+  const void* general_kernel = nullptr;
 };
 
 Status prefill_workspace_size(const PrefillPlanRequest& req, size_t* device_bytes);
 
 // Builds the tile schedule on the host (longest tiles first) and copies it, with the indptr
-// arrays, into `workspace` (device, 16-byte aligned) on `stream`. Not capturable.
+// arrays, into `workspace` (device, 16-byte aligned) on `stream`, and resolves the kernels a run
+// may launch (the first plan of a specialization that is not prebuilt compiles it, or loads it
+// from the kernel cache). Not capturable.
 Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t workspace_bytes,
                     cudaStream_t stream, PrefillPlan* plan);
 

@@ -1,5 +1,6 @@
-// Public entry points of prefill attention: plan (host tile schedule -> workspace), run
-// (validate, log, dispatch on dtype x head_dim x variant kind, launch the persistent kernel).
+// Public entry points of prefill attention: plan (host tile schedule -> workspace, the kernel
+// specializations from the kernel registry), run (validate, log, pick the kernel of the variant
+// kind, launch the persistent kernel).
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -7,11 +8,13 @@
 
 #include "api/arg_check.h"
 #include "api/common.h"
-#include "api/prefill_launch.h"
+#include "api/prefill_kernels.h"
 #include "flashserve/attention/prefill_tile_policy.h"
 #include "flashserve/prefill.h"
 #include "flashserve/runtime.h"
 #include "plan/prefill_plan.h"
+#include "runtime/kernel_loader.h"
+#include "runtime/kernel_registry.h"
 #include "runtime/logging.h"
 
 namespace flashserve {
@@ -177,6 +180,67 @@ Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* w
   return check.status();
 }
 
+// --- kernels -----------------------------------------------------------------------------------
+
+// The kernel a run takes: general when the plan has a window or the run a soft-cap, ALiBi, sinks
+// or a custom mask (`run_variants`); else causal or plain. Without run_variants: the kernel of the
+// plan's masks.
+attention::PrefillKind kernel_kind(bool causal, int window_left, int window_right,
+                                   bool run_variants) {
+  if (window_left >= 0 || window_right >= 0 || run_variants)
+    return attention::PrefillKind::kGeneral;
+  return causal ? attention::PrefillKind::kCausal : attention::PrefillKind::kPlain;
+}
+
+// The prefill kernel specialization of (dtype, head_dim, kind) for the current device: prebuilt,
+// from the kernel cache, or compiled now (docs/kernel_cache.md). `may_compile` false: only one
+// already resolved in this process (prefill_run during graph capture).
+Status resolve_kernel(const char* op, DType dtype, int head_dim, attention::PrefillKind kind,
+                      bool may_compile, const runtime::ResolvedKernel** out) {
+  int cc = 0;
+  Status st = runtime::KernelRegistry::current_device_cc(&cc);
+  if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
+  runtime::KernelSpec spec = detail::prefill_kernel_spec(dtype, head_dim, kind);
+  spec.cc = static_cast<int16_t>(cc);
+  runtime::KernelRegistry& registry = runtime::KernelRegistry::global();
+  if (!may_compile) {
+    *out = registry.find(spec);
+    if (*out != nullptr) return Status();
+    return Status(StatusCode::kInvalidArgument,
+                  std::string(op) + ": plan: kernel " + registry.describe(spec) +
+                      " is not loaded, and it cannot be loaded during graph capture: expected a "
+                      "plan made by prefill_plan");
+  }
+  st = registry.resolve(spec, out);
+  if (st.ok() && (*out)->module) {
+    // Prepared here, outside capture: prefill_run then only launches.
+    const detail::PrefillJitLauncher& l = detail::prefill_jit_launcher(dtype, head_dim, kind);
+    int blocks = 0;
+    st = runtime::prepare_kernel((*out)->module->kernel(0), l.threads, l.smem_bytes, &blocks);
+  }
+  if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
+  return Status();
+}
+
+Status launch(const PrefillPlan& plan, attention::PrefillKind kind,
+              const attention::PrefillParams& p, cudaStream_t stream,
+              const runtime::ResolvedKernel& k) {
+  if (k.prebuilt != nullptr) {
+    const auto& fns = *static_cast<const detail::PrefillKernelFns*>(k.prebuilt);
+    return launch_status(kRunOp, fns.launch(&p, plan.grid, stream));
+  }
+  const detail::PrefillJitLauncher& l =
+      detail::prefill_jit_launcher(plan.dtype, plan.head_dim, kind);
+  runtime::LoadedKernel& kernel = k.module->kernel(0);
+  // Done by the plan for its device; here a few atomic loads (a driver call only on a device the
+  // kernel has not run on yet).
+  int blocks = 0;
+  Status st = runtime::prepare_kernel(kernel, l.threads, l.smem_bytes, &blocks);
+  if (st.ok()) st = l.launch(kernel, p, plan.grid, stream);
+  if (!st.ok()) return Status(st.code(), std::string(kRunOp) + ": " + k.name + ": " + st.message());
+  return st;
+}
+
 }  // namespace
 
 Status prefill_workspace_size(const PrefillPlanRequest& req, size_t* device_bytes) {
@@ -222,6 +286,18 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
                                      std::string(kPlanOp) + ": writing the work list failed: " +
                                          cudaGetErrorString(err)));
   }
+  // The kernel of the plan's masks and the general one, which a run's soft-cap, ALiBi, sinks or
+  // custom mask selects: both resolved here, so that prefill_run never compiles or loads.
+  const attention::PrefillKind kind =
+      kernel_kind(req.causal, req.window_left, req.window_right, false);
+  const runtime::ResolvedKernel* kernel = nullptr;
+  const runtime::ResolvedKernel* general = nullptr;
+  st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, kind, true, &kernel);
+  if (st.ok() && kind != attention::PrefillKind::kGeneral) {
+    st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, attention::PrefillKind::kGeneral, true,
+                        &general);
+  }
+  if (!st.ok()) return log_error(kPlanOp, st);
   const attention::PrefillTile tile = attention::prefill_tile(req.head_dim);
   PrefillPlan& p = *out;
   p = PrefillPlan();
@@ -248,6 +324,8 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
   p.qo_indptr_offset = s.layout.qo_indptr;
   p.kv_indptr_offset = s.layout.kv_indptr;
   p.work_offset = s.layout.work;
+  p.kernel = kernel;
+  p.general_kernel = general != nullptr ? general : kernel;
   return st;
 }
 
@@ -305,25 +383,21 @@ Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* works
   v.sinks = static_cast<const float*>(args.sinks.data);
   v.custom_mask = static_cast<const uint8_t*>(args.custom_mask.data);
   v.mask_offsets = static_cast<const int64_t*>(args.mask_offsets.data);
-  const bool general = plan.window_left >= 0 || plan.window_right >= 0 ||
-                       args.logits_soft_cap > 0.f || args.alibi_slopes.defined() ||
-                       args.sinks.defined() || args.custom_mask.defined();
-  const attention::PrefillKind kind = general       ? attention::PrefillKind::kGeneral
-                                      : plan.causal ? attention::PrefillKind::kCausal
-                                                    : attention::PrefillKind::kPlain;
-  cudaError_t err = cudaSuccess;
-  switch (plan.head_dim) {
-    case 64:
-      err = detail::launch_prefill_hd64(plan.dtype, kind, p, plan.grid, stream);
-      break;
-    case 128:
-      err = detail::launch_prefill_hd128(plan.dtype, kind, p, plan.grid, stream);
-      break;
-    default:
-      err = detail::launch_prefill_hd256(plan.dtype, kind, p, plan.grid, stream);
-      break;
+  const bool run_variants = args.logits_soft_cap > 0.f || args.alibi_slopes.defined() ||
+                            args.sinks.defined() || args.custom_mask.defined();
+  const attention::PrefillKind kind =
+      kernel_kind(plan.causal, plan.window_left, plan.window_right, run_variants);
+  // A plan rebuilt field by field (the Python layer's) has no kernel pointers: a registry lookup,
+  // or a resolution outside capture.
+  const auto* kernel = static_cast<const runtime::ResolvedKernel*>(
+      kind == attention::PrefillKind::kGeneral ? plan.general_kernel : plan.kernel);
+  if (kernel == nullptr) {
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
+    st = resolve_kernel(kRunOp, plan.dtype, plan.head_dim, kind,
+                        capture == cudaStreamCaptureStatusNone, &kernel);
   }
-  st = launch_status(kRunOp, err);
+  if (st.ok()) st = launch(plan, kind, p, stream, *kernel);
   if (!st.ok()) return log_error(kRunOp, st);
   if (log_level() >= 5) {
     log_outputs(kRunOp, stream, {log_arg("out", args.out), log_arg("lse", args.lse)});

@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "runtime/build_config.h"
+#include "runtime/jit_build_config.h"
 #include "runtime/logging.h"
 
 namespace flashserve::runtime {
@@ -221,6 +222,19 @@ Status KernelRegistry::check_spec(const KernelSpec& spec) const {
   return Status();
 }
 
+Status KernelRegistry::check_jit_needs(const KernelSpec& spec,
+                                       const std::vector<std::string>& archs,
+                                       bool hint_command) const {
+  if (!family(spec.family).needs_cutlass || !cache_->config().cutlass_dir.empty()) return Status();
+  std::string msg = "compiling kernel " + describe(spec) + " " + arch_tag(archs) +
+                    " needs the CUTLASS / CuTe headers, and none were found: set "
+                    "FLASHSERVE_CUTLASS_DIR to the include directory that holds cute/ and "
+                    "cutlass/ (this library was built with '" +
+                    std::string(FLASHSERVE_JIT_CUTLASS_DIR) + "')";
+  if (hint_command) msg += ", or build it where they are: " + build_command(spec, archs);
+  return Status(StatusCode::kUnsupported, msg);
+}
+
 const ResolvedKernel* KernelRegistry::find(const KernelSpec& spec) const {
   if (!spec.force_jit && force_jit()) {
     KernelSpec forced = spec;
@@ -330,13 +344,15 @@ Status KernelRegistry::load_fresh(const KernelSpec& request, std::unique_ptr<Res
 Status KernelRegistry::resolve_jit(const KernelSpec& spec, std::unique_ptr<ResolvedKernel>* out) {
   const KernelFamily& f = family(spec.family);
   const std::vector<std::string> archs = targets_for(spec.cc);
+  Status st = check_jit_needs(spec, archs, true);
+  if (!st.ok()) return st;
   KernelSource src = f.generate(spec);
   src.name = describe(spec);
   EnsureOptions options;
   options.build_command = build_command(spec, archs);
   const auto t0 = std::chrono::steady_clock::now();
   EnsureResult r;
-  Status st = cache_->ensure(src, archs, options, &r);
+  st = cache_->ensure(src, archs, options, &r);
   if (!st.ok()) return st;
   auto k = std::make_unique<ResolvedKernel>();
   k->spec = spec;
@@ -362,6 +378,8 @@ Status KernelRegistry::compile(const KernelSpec& spec, const std::vector<std::st
   Status st = check_spec(spec);
   if (!st.ok()) return st;
   if (archs.empty()) return Status(StatusCode::kInvalidArgument, "compile: no target architecture");
+  st = check_jit_needs(spec, archs, false);
+  if (!st.ok()) return st;
   KernelSource src = family(spec.family).generate(spec);
   src.name = describe(spec);
   EnsureOptions options;

@@ -1,8 +1,8 @@
 // The kernel registry: which compiled kernel serves a request.
 //
-// An op family (decode attention, later prefill, ...) registers a KernelFamily: the fields of its
-// specializations (q dtype, kv dtype, head dim, variant, layout, tile policy ...), a generator of
-// the CUDA source of one specialization, and its table of specializations compiled into the
+// An op family (decode attention, prefill attention, ...) registers a KernelFamily: the fields of
+// its specializations (q dtype, kv dtype, head dim, variant, layout, tile policy ...), a generator
+// of the CUDA source of one specialization, and its table of specializations compiled into the
 // library (prebuilt). A KernelSpec (the family and its field values, plus the device's compute
 // capability) is then resolved once, on the host, outside graph capture:
 //   - prebuilt for this device: used directly;
@@ -65,6 +65,9 @@ struct KernelFamily {
   std::function<std::vector<KernelSpec>()> enumerate;
   // The kernel compiled into the library for `spec`, or null (family-defined pointer).
   std::function<const void*(const KernelSpec&)> prebuilt;
+  // The generated source includes CUTLASS / CuTe: compiling it (or finding it in the cache, whose
+  // key holds the CUTLASS version) needs JitConfig::cutlass_dir; without one, the error says so.
+  bool needs_cutlass = false;
 };
 
 enum class KernelOrigin { kPrebuilt, kDiskCache, kCompiled };
@@ -143,6 +146,10 @@ class KernelRegistry {
     std::unique_ptr<ResolvedKernel> kernel;
   };
   Status check_spec(const KernelSpec& spec) const;
+  // OK when the JIT has what `spec`'s family needs to build it (KernelFamily::needs_cutlass);
+  // else the error names the kernel, the variable to set and (hint_command) the build command.
+  Status check_jit_needs(const KernelSpec& spec, const std::vector<std::string>& archs,
+                         bool hint_command) const;
   Status resolve_jit(const KernelSpec& spec, std::unique_ptr<ResolvedKernel>* out);
   void note_use(const ResolvedKernel& k) const;
 

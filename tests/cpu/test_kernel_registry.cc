@@ -1,6 +1,7 @@
-// The kernel registry without a GPU: spec text form, presets, reading specs back from a log, the
-// kernel log, the hot-path lookup time, FLASHSERVE_DISABLE_JIT through the decode family, and one
-// real decode specialization compiled from its generated source (timed).
+// The kernel registry without a GPU: spec text form (decode and prefill), presets, reading specs
+// back from a log, the kernel log, the hot-path lookup time, FLASHSERVE_DISABLE_JIT through the
+// decode and prefill families, a prefill kernel without CUTLASS, the generated prefill source, and
+// one real decode specialization compiled from its generated source (timed).
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -11,6 +12,7 @@
 
 #include "api/decode_kernels.h"
 #include "api/kernel_families.h"
+#include "api/prefill_kernels.h"
 #include "flashserve/logging.h"
 #include "jit_test_util.h"
 #include "runtime/file_util.h"
@@ -22,6 +24,7 @@ namespace {
 
 namespace rt = flashserve::runtime;
 using flashserve::DType;
+using flashserve::attention::PrefillKind;
 
 rt::KernelRegistry& registry() {
   flashserve::detail::register_kernel_families();
@@ -54,9 +57,92 @@ TEST(KernelRegistry, DecodeSpecTextRoundTrip) {
     EXPECT_TRUE(parse_ok(registry().describe(x)) == x) << registry().describe(x);
 }
 
-TEST(KernelRegistry, SpecErrorsNameTheProblem) {
-  EXPECT_NE(parse_error("prefil q=bf16").find("unknown op 'prefil' (known: decode"),
+TEST(KernelRegistry, PrefillSpecTextRoundTrip) {
+  const rt::KernelSpec s =
+      flashserve::detail::prefill_kernel_spec(DType::kFloat16, 256, PrefillKind::kGeneral);
+  EXPECT_EQ(registry().describe(s), "prefill q=fp16 hd=256 kind=general");
+  EXPECT_TRUE(parse_ok(" prefill kind=general  hd=256 q=fp16") == s) << "field order is free";
+  EXPECT_TRUE(parse_ok("prefill q=bf16 hd=64 kind=plain") ==
+              flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64, PrefillKind::kPlain));
+  const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
+  EXPECT_TRUE(f.needs_cutlass);
+  const std::vector<rt::KernelSpec> all = f.enumerate();
+  EXPECT_EQ(all.size(), 18u);  // 2 q dtypes x 3 head dims x (plain, causal, general)
+  for (const rt::KernelSpec& x : all) {
+    EXPECT_TRUE(parse_ok(registry().describe(x)) == x) << registry().describe(x);
+    EXPECT_TRUE(f.check(x).ok()) << registry().describe(x);
+  }
+  for (size_t i = 0; i < all.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      EXPECT_FALSE(all[i] == all[j]) << registry().describe(all[i]);
+}
+
+TEST(KernelRegistry, PrefillCheckRejectsWhatTheFamilyDoesNotHave) {
+  EXPECT_NE(
+      parse_error("prefill q=bf16 hd=96 kind=causal").find("hd: expected 64, 128 or 256, got 96"),
+      std::string::npos);
+  EXPECT_NE(parse_error("prefill q=fp8_e4m3 hd=128 kind=causal")
+                .find("q: expected one of fp16, bf16, got 'fp8_e4m3'"),
             std::string::npos);
+  EXPECT_NE(parse_error("prefill q=bf16 hd=128 kind=sliding")
+                .find("kind: expected one of plain, causal, general, got 'sliding'"),
+            std::string::npos);
+  EXPECT_NE(parse_error("prefill q=bf16 hd=128").find("missing field 'kind'"), std::string::npos);
+  EXPECT_NE(parse_error("prefill q=bf16 kv=bf16 hd=128 kind=causal").find("unknown field 'kv'"),
+            std::string::npos);
+  // check() itself, on specs built in code.
+  const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
+  rt::KernelSpec s =
+      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 128, PrefillKind::kCausal);
+  ASSERT_TRUE(f.check(s).ok());
+  rt::KernelSpec bad =
+      flashserve::detail::prefill_kernel_spec(DType::kFloat32, 128, PrefillKind::kCausal);
+  EXPECT_NE(f.check(bad).message().find("q: expected fp16 or bf16"), std::string::npos)
+      << f.check(bad).message();
+  bad = s;
+  bad.fields[1] = 80;
+  EXPECT_EQ(f.check(bad).message(), "hd: expected 64, 128 or 256, got 80");
+  bad = s;
+  bad.fields[2] = 3;
+  EXPECT_EQ(f.check(bad).message(), "kind: expected plain, causal or general");
+}
+
+TEST(KernelRegistry, PrefillSourceInstantiatesThePrebuiltTemplate) {
+  const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
+  struct Case {
+    DType q;
+    int hd;
+    PrefillKind kind;
+    const char* instantiation;
+  };
+  const Case cases[] = {
+      {DType::kBFloat16, 128, PrefillKind::kCausal,
+       "prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 128, false>, PrefillKind::kCausal>(\n"
+       "    const __grid_constant__ PrefillKernelArgs<PrefillTraits<cutlass::bfloat16_t, 128, "
+       "false>>);"},
+      // The plain kernel's traits are the unmasked ones (launch_prefill_sm90).
+      {DType::kFloat16, 64, PrefillKind::kPlain,
+       "prefill_kernel<PrefillTraits<cutlass::half_t, 64, true>, PrefillKind::kPlain>("},
+      {DType::kFloat16, 256, PrefillKind::kGeneral,
+       "prefill_kernel<PrefillTraits<cutlass::half_t, 256, false>, PrefillKind::kGeneral>("}};
+  for (const Case& c : cases) {
+    const rt::KernelSource src =
+        f.generate(flashserve::detail::prefill_kernel_spec(c.q, c.hd, c.kind));
+    EXPECT_NE(src.code.find("#include \"flashserve/attention/prefill_kernel_sm90.cuh\""),
+              std::string::npos)
+        << src.code;
+    EXPECT_NE(src.code.find(std::string("template __global__ void ") + c.instantiation),
+              std::string::npos)
+        << src.code;
+    EXPECT_EQ(src.entries, std::vector<std::string>{"prefill_kernel"});
+  }
+}
+
+TEST(KernelRegistry, SpecErrorsNameTheProblem) {
+  const std::string unknown = parse_error("prefil q=bf16");
+  EXPECT_NE(unknown.find("unknown op 'prefil' (known: "), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("decode"), std::string::npos) << unknown;
+  EXPECT_NE(unknown.find("prefill"), std::string::npos) << unknown;
   EXPECT_NE(parse_error("decode q=bf16 kv=bf16").find("missing field 'hd'"), std::string::npos);
   EXPECT_NE(
       parse_error("decode q=bf17 kv=bf16 hd=128").find("q: expected one of fp16, bf16, got 'bf17'"),
@@ -85,9 +171,36 @@ TEST(KernelRegistry, PresetsParseAndAllIsEverything) {
     EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want;
   std::vector<rt::KernelSpec> def, all;
   ASSERT_TRUE(rt::preset_specs(registry(), "default", &def).ok());
-  EXPECT_EQ(def.size(), 2u);
+  std::vector<std::string> def_text;
+  for (const rt::KernelSpec& s : def)
+    def_text.push_back(registry().describe(s));
+  const std::vector<std::string> want_default = {
+      "decode q=bf16 kv=bf16 hd=128",       "decode q=fp16 kv=fp16 hd=128",
+      "prefill q=bf16 hd=128 kind=plain",   "prefill q=bf16 hd=128 kind=causal",
+      "prefill q=bf16 hd=128 kind=general", "prefill q=fp16 hd=128 kind=plain",
+      "prefill q=fp16 hd=128 kind=causal",  "prefill q=fp16 hd=128 kind=general"};
+  EXPECT_EQ(def_text, want_default);
   ASSERT_TRUE(rt::preset_specs(registry(), "all", &all).ok());
-  EXPECT_EQ(all.size(), 18u);
+  EXPECT_EQ(all.size(), 36u);  // 18 decode + 18 prefill
+  // Every model preset has, for each prefill head dim it lists, the causal and the general kernel
+  // (prefill_plan resolves both).
+  const int prefill = flashserve::detail::prefill_kernel_family();
+  for (const rt::KernelPreset& p : rt::kernel_presets()) {
+    std::vector<rt::KernelSpec> specs;
+    ASSERT_TRUE(rt::preset_specs(registry(), p.name, &specs).ok());
+    int prefill_specs = 0;
+    for (const rt::KernelSpec& s : specs) {
+      if (s.family != prefill) continue;
+      ++prefill_specs;
+      for (PrefillKind k : {PrefillKind::kCausal, PrefillKind::kGeneral}) {
+        rt::KernelSpec need = s;
+        need.fields[2] = static_cast<int>(k);
+        EXPECT_NE(std::find(specs.begin(), specs.end(), need), specs.end())
+            << p.name << ": " << registry().describe(s) << " without " << registry().describe(need);
+      }
+    }
+    EXPECT_GT(prefill_specs, 0) << p.name << " has no prefill kernels";
+  }
   std::vector<rt::KernelSpec> none;
   const flashserve::Status st = rt::preset_specs(registry(), "llama2", &none);
   EXPECT_EQ(st.code(), flashserve::StatusCode::kInvalidArgument);
@@ -106,15 +219,23 @@ TEST(KernelRegistry, PresetsParseAndAllIsEverything) {
 TEST(KernelRegistry, PrebuiltSetMatchesTheBuildPreset) {
   // The default build compiles the "default" preset in; an "all" build everything.
   const std::string preset = rt::prebuilt_preset();
-  const rt::KernelFamily& f = registry().family(flashserve::detail::decode_kernel_family());
   std::vector<rt::KernelSpec> want;
   if (preset.find("all") != std::string::npos) {
-    want = f.enumerate();
+    ASSERT_TRUE(rt::preset_specs(registry(), "all", &want).ok());
   } else if (preset.find("default") != std::string::npos) {
     ASSERT_TRUE(rt::preset_specs(registry(), "default", &want).ok());
   }
-  for (const rt::KernelSpec& s : want)
+  for (const rt::KernelSpec& s : want) {
+    const rt::KernelFamily& f = registry().family(s.family);
     EXPECT_NE(f.prebuilt(s), nullptr) << registry().describe(s) << " in preset " << preset;
+  }
+  if (preset == "default") {
+    // The rest is compiled at first use.
+    const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
+    EXPECT_EQ(f.prebuilt(flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64,
+                                                                 PrefillKind::kCausal)),
+              nullptr);
+  }
   EXPECT_TRUE(rt::KernelRegistry::prebuilt_runs_on(90));
   EXPECT_FALSE(rt::KernelRegistry::prebuilt_runs_on(100));
   EXPECT_FALSE(rt::KernelRegistry::prebuilt_runs_on(80));
@@ -129,11 +250,19 @@ TEST(KernelRegistry, SpecsReadBackFromLogs) {
       "# decode q=fp16 kv=fp16 hd=256 (commented out)\n"
       "[flashserve] kernel decode q=bf16 kv=fp8_e4m3 hd=128 sm_90a (cached)\n"
       "[flashserve] kernel decode q=bf16 kv=bogus hd=128 sm_90a (cached)\n"
-      "decode_run\n";
+      "decode_run\n"
+      "[flashserve] prefill_plan\n"
+      "[flashserve] kernel prefill q=bf16 hd=64 kind=causal sm_90a (compiled)\n"
+      "[flashserve] kernel prefill q=bf16 hd=64 kind=general sm_90a (cached)\n"
+      "prefill q=fp16 hd=256 kind=plain\n"
+      "prefill q=fp16 hd=96 kind=plain\n";
   const std::vector<rt::KernelSpec> specs = registry().specs_in_log(log);
-  ASSERT_EQ(specs.size(), 2u);
+  ASSERT_EQ(specs.size(), 5u);
   EXPECT_EQ(registry().describe(specs[0]), "decode q=bf16 kv=fp8_e4m3 hd=128");
   EXPECT_EQ(registry().describe(specs[1]), "decode q=fp16 kv=fp16 hd=64");
+  EXPECT_EQ(registry().describe(specs[2]), "prefill q=bf16 hd=64 kind=causal");
+  EXPECT_EQ(registry().describe(specs[3]), "prefill q=bf16 hd=64 kind=general");
+  EXPECT_EQ(registry().describe(specs[4]), "prefill q=fp16 hd=256 kind=plain");
 }
 
 // A family whose every spec is "prebuilt" (a dummy pointer): resolve() then needs no device.
@@ -214,7 +343,7 @@ TEST(KernelRegistry, FirstUseIsLogged) {
   scratch.remove();
 }
 
-class DecodeJitTest : public ::testing::Test {
+class RegistryJitTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (rt::JitConfig::from_environment().nvcc.empty()) GTEST_SKIP() << "skipped: no nvcc";
@@ -226,7 +355,7 @@ class DecodeJitTest : public ::testing::Test {
   ScratchCache scratch_;
 };
 
-TEST_F(DecodeJitTest, DisabledJitErrorNamesTheKernelAndTheCommand) {
+TEST_F(RegistryJitTest, DisabledJitErrorNamesTheKernelAndTheCommand) {
   rt::JitConfig cfg = rt::JitConfig::from_environment();
   cfg.cache_root = scratch_.cache_dir();
   cfg.archs.clear();
@@ -250,7 +379,70 @@ TEST_F(DecodeJitTest, DisabledJitErrorNamesTheKernelAndTheCommand) {
   EXPECT_EQ(registry().find(s), nullptr);
 }
 
-TEST_F(DecodeJitTest, GeneratedDecodeSourceCompiles) {
+TEST_F(RegistryJitTest, DisabledJitPrefillErrorNamesTheKernelAndTheCommand) {
+  rt::JitConfig cfg = rt::JitConfig::from_environment();
+  cfg.cache_root = scratch_.cache_dir();
+  cfg.archs.clear();
+  cfg.disabled = true;
+  registry().set_config(cfg);
+  rt::KernelSpec s =
+      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64, PrefillKind::kGeneral);
+  s.cc = 90;
+  s.force_jit = 1;  // not prebuilt, even in an "all" build
+  const rt::ResolvedKernel* k = nullptr;
+  const flashserve::Status st = registry().resolve(s, &k);
+  EXPECT_EQ(st.code(), flashserve::StatusCode::kUnsupported);
+  const std::string& m = st.message();
+  if (cfg.cutlass_dir.empty()) {
+    EXPECT_NE(m.find("FLASHSERVE_CUTLASS_DIR"), std::string::npos) << m;
+  } else {
+    EXPECT_NE(m.find("kernel prefill q=bf16 hd=64 kind=general sm_90a is not prebuilt"),
+              std::string::npos)
+        << m;
+    EXPECT_NE(m.find("FLASHSERVE_DISABLE_JIT"), std::string::npos) << m;
+  }
+  EXPECT_NE(m.find("flashserve compile --spec 'prefill q=bf16 hd=64 kind=general' --arch '90a'"),
+            std::string::npos)
+      << m;
+  EXPECT_EQ(registry().find(s), nullptr);
+}
+
+TEST_F(RegistryJitTest, PrefillWithoutCutlassSaysWhatToSet) {
+  rt::JitConfig cfg = rt::JitConfig::from_environment();
+  cfg.cache_root = scratch_.cache_dir();
+  cfg.cutlass_dir.clear();
+  registry().set_config(cfg);
+  rt::KernelSpec s =
+      flashserve::detail::prefill_kernel_spec(DType::kFloat16, 128, PrefillKind::kPlain);
+  s.cc = 90;
+  s.force_jit = 1;
+  const rt::ResolvedKernel* k = nullptr;
+  flashserve::Status st = registry().resolve(s, &k);
+  EXPECT_EQ(st.code(), flashserve::StatusCode::kUnsupported);
+  EXPECT_NE(st.message().find("compiling kernel prefill q=fp16 hd=128 kind=plain sm_90a needs the "
+                              "CUTLASS / CuTe headers"),
+            std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("set FLASHSERVE_CUTLASS_DIR"), std::string::npos) << st.message();
+  EXPECT_NE(st.message().find("flashserve compile --spec 'prefill q=fp16 hd=128 kind=plain'"),
+            std::string::npos)
+      << st.message();
+  rt::CompileReport rep;
+  st = registry().compile(s, {"90a"}, true, &rep);  // `flashserve compile`: no command hint
+  EXPECT_EQ(st.code(), flashserve::StatusCode::kUnsupported);
+  EXPECT_NE(st.message().find("set FLASHSERVE_CUTLASS_DIR"), std::string::npos) << st.message();
+  EXPECT_EQ(st.message().find("flashserve compile --spec"), std::string::npos) << st.message();
+  // Decode kernels do not need CUTLASS.
+  rt::KernelSpec d = flashserve::detail::decode_kernel_spec(DType::kBFloat16, DType::kBFloat16, 64);
+  d.cc = 90;
+  cfg.disabled = true;
+  registry().set_config(cfg);
+  d.force_jit = 1;
+  st = registry().resolve(d, &k);
+  EXPECT_EQ(st.message().find("CUTLASS"), std::string::npos) << st.message();
+}
+
+TEST_F(RegistryJitTest, GeneratedDecodeSourceCompiles) {
   rt::JitConfig cfg = rt::JitConfig::from_environment();
   cfg.cache_root = scratch_.cache_dir();
   registry().set_config(cfg);

@@ -1,8 +1,9 @@
-// Decode attention kernels compiled at first use (the kernel registry's JIT path) on the GPU: a
-// JIT'd specialization gives bit-for-bit the output of the prebuilt one (the same template, the
-// same flags), it replays in a CUDA graph, a cached one loads in < 50 ms and a registry lookup
-// takes < 1 us; FLASHSERVE_DISABLE_JIT makes decode_plan fail naming the kernel. The kernels go
-// to a scratch cache, so the first run of each specialization compiles it (a few seconds).
+// Decode and prefill attention kernels compiled at first use (the kernel registry's JIT path) on
+// the GPU: a JIT'd specialization gives bit-for-bit the output of the prebuilt one (the same
+// template, the same flags), it replays in a CUDA graph, a cached one loads in < 50 ms and a
+// registry lookup takes < 1 us; FLASHSERVE_DISABLE_JIT makes decode_plan and prefill_plan fail
+// naming the kernel. The kernels go to a scratch cache, so the first run of each specialization
+// compiles it (a few seconds for decode, tens of seconds for a CuTe prefill kernel).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,9 +12,12 @@
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <utility>
+#include <vector>
 
 #include "api/decode_kernels.h"
 #include "flashserve/decode.h"
+#include "flashserve/prefill.h"
 #include "gpu_test.h"
 #include "jit_test_util.h"
 #include "runtime/kernel_registry.h"
@@ -304,6 +308,165 @@ TEST_F(JitDecode, DisabledJitFailsThePlanNamingTheKernel) {
             std::string::npos)
       << st.message();
   EXPECT_NE(st.message().find("flashserve compile --spec 'decode q=fp16 kv=fp8_e5m2 hd=256'"),
+            std::string::npos)
+      << st.message();
+}
+
+// --- prefill
+// ---------------------------------------------------------------------------------------
+
+struct PrefillProblem {
+  DType dtype = DType::kBFloat16;
+  int head_dim = 128, qo_heads = 8, kv_heads = 2;
+  bool causal = false;
+  std::vector<std::pair<int, int>> lens;  // (q_len, kv_len) per request
+  std::vector<int32_t> qo_indptr{0}, kv_indptr{0};
+  DeviceTensor q, k, v, out, lse, ws;
+  size_t ws_bytes = 0;
+
+  void make(uint64_t seed) {
+    std::mt19937_64 rng(seed);
+    for (auto [ql, kl] : lens) {
+      qo_indptr.push_back(qo_indptr.back() + ql);
+      kv_indptr.push_back(kv_indptr.back() + kl);
+    }
+    const int64_t tq = qo_indptr.back(), tk = kv_indptr.back();
+    q = DeviceTensor(dtype, {tq, qo_heads, head_dim});
+    k = DeviceTensor(dtype, {tk, kv_heads, head_dim});
+    v = DeviceTensor(dtype, {tk, kv_heads, head_dim});
+    q.upload(random_normal(tq * qo_heads * head_dim, rng()));
+    k.upload(random_normal(tk * kv_heads * head_dim, rng()));
+    v.upload(random_normal(tk * kv_heads * head_dim, rng()));
+    out = DeviceTensor(dtype, {tq, qo_heads, head_dim});
+    lse = DeviceTensor(DType::kFloat32, {tq, qo_heads});
+  }
+  flashserve::PrefillPlanRequest request() const {
+    flashserve::PrefillPlanRequest r;
+    r.batch_size = static_cast<int>(lens.size());
+    r.qo_indptr = qo_indptr.data();
+    r.kv_indptr = kv_indptr.data();
+    r.num_qo_heads = qo_heads;
+    r.num_kv_heads = kv_heads;
+    r.head_dim = head_dim;
+    r.dtype = dtype;
+    r.causal = causal;
+    return r;
+  }
+  Status plan(flashserve::PrefillPlan* p) {
+    size_t bytes = 0;
+    Status st = flashserve::prefill_workspace_size(request(), &bytes);
+    if (!st.ok()) return st;
+    if (ws_bytes < bytes) {
+      ws = DeviceTensor(DType::kUInt8, {static_cast<int64_t>(bytes)});
+      ws_bytes = bytes;
+    }
+    return flashserve::prefill_plan(request(), ws.data(), ws_bytes, nullptr, p);
+  }
+  // out and lse bytes after a poisoned run of `p` (soft_cap > 0: the general kernel).
+  std::vector<unsigned char> run(const flashserve::PrefillPlan& p, float soft_cap = 0.f) {
+    out.poison();
+    lse.poison();
+    flashserve::PrefillArgs a;
+    a.q = q.view();
+    a.k = k.view();
+    a.v = v.view();
+    a.out = out.view();
+    a.lse = lse.view();
+    a.logits_soft_cap = soft_cap;
+    const Status st = flashserve::prefill_run(p, a, ws.data(), nullptr);
+    EXPECT_TRUE(st.ok()) << st.to_string();
+    cuda_check(cudaDeviceSynchronize(), "prefill_run");
+    std::vector<unsigned char> bytes = out.download_raw();
+    const std::vector<unsigned char> l = lse.download_raw();
+    bytes.insert(bytes.end(), l.begin(), l.end());
+    return bytes;
+  }
+};
+
+class JitPrefill : public JitDecode {};
+
+TEST_F(JitPrefill, JitMatchesPrebuiltBitwise) {
+  struct Case {
+    DType dtype;
+    int hd;
+    bool causal;
+  };
+  // Each plan resolves two kernels (its own and the general one): four compiles in all. bf16 / 128
+  // is prebuilt in every build; fp16 / 64 (three consumer warpgroups) in the gpu-check build.
+  const Case cases[] = {{DType::kBFloat16, 128, true}, {DType::kFloat16, 64, false}};
+  rt::KernelRegistry& reg = rt::KernelRegistry::global();
+  for (const Case& c : cases) {
+    PrefillProblem p;
+    p.dtype = c.dtype;
+    p.head_dim = c.hd;
+    p.causal = c.causal;
+    p.lens = {{113, 203}, {0, 7}, {1023, 1024}, {1, 300}, {200, 200}};  // ragged, GQA 4
+    const uint64_t seed = next_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    p.make(seed);
+    flashserve::PrefillPlan normal, jit;
+    reg.set_force_jit(false);
+    ASSERT_TRUE(p.plan(&normal).ok());
+    const std::vector<unsigned char> a = p.run(normal);
+    const std::vector<unsigned char> a_general = p.run(normal, 30.f);
+    reg.set_force_jit(true);
+    const auto t0 = std::chrono::steady_clock::now();
+    const Status st = p.plan(&jit);
+    const double first_plan =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    reg.set_force_jit(false);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    struct Pair {
+      const void* normal;
+      const void* jit;
+      const std::vector<unsigned char>* expected;
+      float soft_cap;
+    };
+    const Pair pairs[] = {{normal.kernel, jit.kernel, &a, 0.f},
+                          {normal.general_kernel, jit.general_kernel, &a_general, 30.f}};
+    for (const Pair& pr : pairs) {
+      const auto* kn = static_cast<const rt::ResolvedKernel*>(pr.normal);
+      const auto* kj = static_cast<const rt::ResolvedKernel*>(pr.jit);
+      ASSERT_NE(kn, nullptr);
+      ASSERT_NE(kj, nullptr);
+      SCOPED_TRACE(kj->name);
+      EXPECT_NE(kj->origin, rt::KernelOrigin::kPrebuilt);
+      EXPECT_NE(kn, kj);
+      const std::vector<unsigned char> b = p.run(jit, pr.soft_cap);
+      ASSERT_EQ(pr.expected->size(), b.size());
+      const bool equal = std::memcmp(pr.expected->data(), b.data(), b.size()) == 0;
+      EXPECT_TRUE(equal) << "JIT'd and " << rt::kernel_origin_name(kn->origin) << " kernels differ";
+      const std::vector<float> out = p.out.download();
+      EXPECT_EQ(std::count_if(out.begin(), out.end(), [](float x) { return std::isnan(x); }), 0);
+      std::printf("  %-36s vs %-8s bitwise %s; %s, compile %.1f s, load %.1f ms\n",
+                  kj->name.c_str(), rt::kernel_origin_name(kn->origin),
+                  equal ? "equal" : "DIFFERENT", rt::kernel_origin_name(kj->origin),
+                  kj->compile_seconds, kj->load_seconds * 1e3);
+    }
+    std::printf("  first prefill_plan with both kernels compiled at first use: %.1f s\n",
+                first_plan);
+  }
+}
+
+TEST_F(JitPrefill, DisabledJitFailsThePlanNamingTheKernel) {
+  rt::JitConfig cfg = rt::JitConfig::from_environment();
+  cfg.cache_root = scratch_.cache_dir();
+  cfg.disabled = true;
+  rt::KernelRegistry::global().set_config(cfg);
+  rt::KernelRegistry::global().set_force_jit(true);
+  PrefillProblem p;
+  p.dtype = DType::kFloat16;
+  p.head_dim = 256;
+  p.causal = true;
+  p.lens = {{3, 5}};
+  p.make(next_seed());
+  flashserve::PrefillPlan plan;
+  const Status st = p.plan(&plan);
+  EXPECT_EQ(st.code(), flashserve::StatusCode::kUnsupported);
+  EXPECT_NE(st.message().find("prefill_plan: kernel prefill q=fp16 hd=256 kind=causal sm_"),
+            std::string::npos)
+      << st.message();
+  EXPECT_NE(st.message().find("flashserve compile --spec 'prefill q=fp16 hd=256 kind=causal'"),
             std::string::npos)
       << st.message();
 }

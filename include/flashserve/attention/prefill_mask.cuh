@@ -12,8 +12,6 @@
 
 namespace flashserve::attention {
 
-enum class PrefillKind { kPlain, kCausal, kGeneral };
-
 template <PrefillKind kKind>
 struct PrefillMask {
   static constexpr bool kGeneral = kKind == PrefillKind::kGeneral;

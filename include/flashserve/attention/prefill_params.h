@@ -7,6 +7,12 @@
 
 namespace flashserve::attention {
 
+// The three kernels of each dtype x head_dim (attention::sm90::prefill_kernel): plain (no mask but
+// the kv-length edge), causal, and general (the variant switches below, read at run time). A run
+// takes the general kernel when it has a window, a soft-cap, ALiBi, sinks or a custom mask. Also
+// the `kind` field of the kernel registry's "prefill" specs (src/api/prefill_kernels.cc).
+enum class PrefillKind { kPlain, kCausal, kGeneral };
+
 // One CTA tile: query rows [m_block * kBlockM, ...) of one (request, q head), over the kv blocks
 // the masks leave visible. The plan orders items longest first (causal tiles near the end of a
 // long request first) so the persistent CTAs finish together.

@@ -1,0 +1,69 @@
+// The host half of launching a prefill kernel compiled at first use (prefill_kernels.h): the same
+// kernel argument launch_prefill_sm90 builds for a prebuilt kernel (params + the TMA descriptors
+// of q, k and v, which depend on the run's tensors), then one cuLaunchKernelEx of the loaded
+// instantiation. Host code for every specialization; no kernel is instantiated here.
+#include <string>
+
+#include "api/prefill_kernels.h"
+#include "flashserve/attention/prefill_kernel_sm90.cuh"
+
+namespace flashserve::detail {
+namespace {
+
+using attention::PrefillKind;
+
+template <class Element, int kHeadDim, PrefillKind kKind>
+using TraitsOf = attention::sm90::PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain>;
+
+template <class Element, int kHeadDim, PrefillKind kKind>
+Status launch_jit(const runtime::LoadedKernel& kernel, const attention::PrefillParams& p, int grid,
+                  cudaStream_t stream) {
+  using Traits = TraitsOf<Element, kHeadDim, kKind>;
+  attention::sm90::PrefillKernelArgs<Traits> args{p, attention::sm90::make_prefill_tma<Traits>(p)};
+  runtime::KernelLaunch launch;
+  launch.grid = dim3(static_cast<unsigned>(grid));
+  launch.block = dim3(Traits::kNumThreads);
+  launch.smem_bytes = Traits::kSmemBytes;
+  launch.stream = stream;
+  void* argv[] = {&args};
+  return runtime::launch_kernel(kernel, launch, argv);
+}
+
+template <class Element, int kHeadDim, PrefillKind kKind>
+PrefillJitLauncher launcher() {
+  using Traits = TraitsOf<Element, kHeadDim, kKind>;
+  PrefillJitLauncher l;
+  l.threads = Traits::kNumThreads;
+  l.smem_bytes = Traits::kSmemBytes;
+  l.launch = &launch_jit<Element, kHeadDim, kKind>;
+  return l;
+}
+
+template <class Element, int kHeadDim>
+const PrefillJitLauncher& for_kind(PrefillKind kind) {
+  static const PrefillJitLauncher l[] = {launcher<Element, kHeadDim, PrefillKind::kPlain>(),
+                                         launcher<Element, kHeadDim, PrefillKind::kCausal>(),
+                                         launcher<Element, kHeadDim, PrefillKind::kGeneral>()};
+  return l[static_cast<int>(kind)];
+}
+
+template <class Element>
+const PrefillJitLauncher& for_head_dim(int head_dim, PrefillKind kind) {
+  switch (head_dim) {
+    case 64:
+      return for_kind<Element, 64>(kind);
+    case 128:
+      return for_kind<Element, 128>(kind);
+    default:
+      return for_kind<Element, 256>(kind);
+  }
+}
+
+}  // namespace
+
+const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, PrefillKind kind) {
+  return q == DType::kBFloat16 ? for_head_dim<cutlass::bfloat16_t>(head_dim, kind)
+                               : for_head_dim<cutlass::half_t>(head_dim, kind);
+}
+
+}  // namespace flashserve::detail
