@@ -52,6 +52,20 @@ _TORCH_API = {
     "cascade": ("merge_state", "merge_state_in_place", "merge_states"),
     "decode": ("BatchDecodeWithPagedKVCacheWrapper",),
     "prefill": ("BatchPrefillWithRaggedKVCacheWrapper", "single_prefill_with_kv_cache"),
+    "sampling": (
+        "sampling_from_probs",
+        "sampling_from_logits",
+        "top_p_sampling_from_probs",
+        "top_k_sampling_from_probs",
+        "min_p_sampling_from_probs",
+        "top_k_top_p_sampling_from_probs",
+        "top_k_top_p_sampling_from_logits",
+        "top_p_renorm_probs",
+        "top_k_renorm_probs",
+        "top_k_mask_logits",
+        "top_k",
+        "chain_speculative_sampling",
+    ),
 }
 
 try:
@@ -75,6 +89,20 @@ else:
         apply_rope_pos_ids_inplace,
         apply_rope_with_cos_sin_cache,
         apply_rope_with_cos_sin_cache_inplace,
+    )
+    from .sampling import (
+        chain_speculative_sampling,
+        min_p_sampling_from_probs,
+        sampling_from_logits,
+        sampling_from_probs,
+        top_k,
+        top_k_mask_logits,
+        top_k_renorm_probs,
+        top_k_sampling_from_probs,
+        top_k_top_p_sampling_from_logits,
+        top_k_top_p_sampling_from_probs,
+        top_p_renorm_probs,
+        top_p_sampling_from_probs,
     )
 
 

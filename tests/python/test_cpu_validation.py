@@ -491,3 +491,220 @@ def test_prefill_run_rejects_a_foreign_plan():
         0,
     )
     invalid(lambda: _C.prefill_run(*args), "prefill_run", "plan", "returned by prefill_plan")
+
+
+# ---- sampling ------------------------------------------------------------------------------------
+
+
+def filter_args(**kw):
+    """The flat SamplingArgs of _C.sample_from_probs after (out_ids, probs): no filter, scalar seed
+    and offset."""
+    a = dict(
+        top_k=None,
+        top_k_value=0,
+        top_p=None,
+        top_p_value=1.0,
+        min_p=None,
+        min_p_value=0.0,
+        order=_C.FilterOrder.top_k_first,
+        seed=None,
+        offset=None,
+        seed_value=0,
+        offset_value=0,
+        stream=0,
+    )
+    a.update(kw)
+    return a
+
+
+def from_probs(ids, probs, **kw):
+    return lambda: _C.sample_from_probs(ids, probs, **filter_args(**kw))
+
+
+def from_logits(ids, logits, temperature=None, temperature_value=1.0, **kw):
+    a = filter_args(**kw)
+    a["temperature"], a["temperature_value"] = temperature, temperature_value
+    return lambda: _C.sample_from_logits(ids, logits, **a)
+
+
+def test_sampling_ids_dtype():
+    probs = arr((4, 100), "float32")
+    invalid(
+        from_probs(arr((4,), "float32", slot=1), probs),
+        "sample_from_probs",
+        "out_ids",
+        "expected dtype one of {int32, int64}",
+    )
+    accepted(from_probs(arr((4,), "int64", slot=1), probs), "sample_from_probs")
+    accepted(from_probs(arr((4,), "int32", slot=1), probs), "sample_from_probs")
+
+
+def test_sampling_probs_must_be_2d_float32():
+    ids = arr((4,), "int32", slot=1)
+    invalid(
+        from_probs(ids, arr((4, 100, 2), "float32")), "sample_from_probs", "probs", "2-D tensor"
+    )
+    invalid(
+        from_probs(ids, arr((4, 100), "bfloat16")),
+        "sample_from_probs",
+        "probs",
+        "expected dtype float32",
+    )
+    # Logits take any float dtype; a stride-0 row (many draws from one row) is accepted.
+    accepted(from_logits(ids, arr((4, 100), "bfloat16")), "sample_from_logits")
+    accepted(from_probs(ids, arr((4, 100), "float32", strides=(0, 1))), "sample_from_probs")
+
+
+def test_sampling_per_row_parameters():
+    ids, probs = arr((4,), "int32", slot=1), arr((4, 100), "float32")
+    invalid(
+        from_probs(ids, probs, top_k=arr((4,), "int64", slot=2)),
+        "sample_from_probs",
+        "args.top_k",
+        "expected dtype int32",
+    )
+    invalid(
+        from_probs(ids, probs, top_p=arr((3,), "float32", slot=2)),
+        "sample_from_probs",
+        "args.top_p",
+        "(batch) at dim 0",
+    )
+    invalid(
+        from_logits(ids, arr((4, 100), "float16"), temperature=arr((4, 1), "float32", slot=2)),
+        "sample_from_logits",
+        "args.temperature",
+        "1-D",
+    )
+    per_row = dict(
+        top_k=arr((4,), "int32", slot=2),
+        top_p=arr((4,), "float32", slot=3),
+        min_p=arr((4,), "float32", slot=4),
+        order=_C.FilterOrder.joint,
+    )
+    accepted(from_probs(ids, probs, **per_row), "sample_from_probs")
+
+
+def test_sampling_scalar_ranges():
+    ids, probs = arr((4,), "int32", slot=1), arr((4, 100), "float32")
+    invalid(
+        from_probs(ids, probs, top_p_value=1.5), "sample_from_probs", "args.top_p_value", "(0, 1]"
+    )
+    invalid(
+        from_probs(ids, probs, min_p_value=-0.1), "sample_from_probs", "args.min_p_value", "[0, 1]"
+    )
+    invalid(
+        from_logits(ids, arr((4, 100), "float32"), temperature_value=-1.0),
+        "sample_from_logits",
+        "args.temperature_value",
+        ">= 0",
+    )
+    # top_k outside [1, vocab) is no filter, not an error.
+    accepted(from_probs(ids, probs, top_k_value=-5), "sample_from_probs")
+    accepted(from_probs(ids, probs, top_k_value=1 << 30), "sample_from_probs")
+
+
+def test_sampling_seed_and_offset_are_device_scalars():
+    ids, probs = arr((4,), "int32", slot=1), arr((4, 100), "float32")
+    invalid(
+        from_probs(ids, probs, seed=arr((2,), "int64", slot=2)),
+        "sample_from_probs",
+        "args.seed",
+        "1 element(s)",
+    )
+    invalid(
+        from_probs(ids, probs, offset=arr((1,), "int32", slot=2)),
+        "sample_from_probs",
+        "args.offset",
+        "expected dtype int64",
+    )
+    host = FakeArray((1,), "int64", device="cpu")
+    invalid(from_probs(ids, probs, seed=host), "sample_from_probs", "args.seed", "CUDA tensor")
+    seeds = dict(seed=arr((1,), "int64", slot=2), offset=arr((), "int64", slot=3))
+    accepted(from_probs(ids, probs, **seeds), "sample_from_probs")
+
+
+def test_sampling_seed_values_are_64_bit():
+    ids, probs = arr((4,), "int32", slot=1), arr((4, 100), "float32")
+    accepted(from_probs(ids, probs, seed_value=(1 << 64) - 1), "sample_from_probs")
+    with pytest.raises(TypeError):  # the Python layer reduces ints modulo 2^64 first
+        from_probs(ids, probs, seed_value=-1)()
+
+
+def test_renorm_and_mask_checks():
+    probs = arr((4, 100), "float32")
+    invalid(
+        lambda: _C.top_k_renorm_probs(arr((4, 100), "float32", slot=1), arr((4, 100)), None, 5, 0),
+        "top_k_renorm_probs",
+        "probs",
+        "expected dtype float32",
+    )
+    invalid(
+        lambda: _C.top_p_renorm_probs(arr((4, 100), "float32", slot=1), probs, None, 0.0, 0),
+        "top_p_renorm_probs",
+        "args.top_p_value",
+        "(0, 1]",
+    )
+    invalid(
+        lambda: _C.top_k_mask_logits(arr((4, 100), "float16", slot=1), arr((4, 100)), None, 5, 0),
+        "top_k_mask_logits",
+        "out",
+        "expected dtype bfloat16",
+    )
+    accepted(lambda: _C.top_p_renorm_probs(probs, probs, None, 0.9, 0), "top_p_renorm_probs")
+    k = arr((4,), "int32", slot=2)
+    accepted(lambda: _C.top_k_mask_logits(probs, probs, k, 0, 0), "top_k_mask_logits")
+
+
+def test_top_k_checks():
+    x = arr((4, 100), "bfloat16")
+    values, indices = arr((4, 8), "bfloat16", slot=1), arr((4, 8), "int32", slot=2)
+    invalid(lambda: _C.top_k(values, indices, x, 0, 0), "top_k", "k", "1 <= k <= 100")
+    invalid(
+        lambda: _C.top_k(values, arr((4, 8), "float32", slot=2), x, 8, 0),
+        "top_k",
+        "indices",
+        "expected dtype one of {int32, int64}",
+    )
+    invalid(
+        lambda: _C.top_k(arr((4, 8), "float32", slot=1), indices, x, 8, 0),
+        "top_k",
+        "values",
+        "expected dtype bfloat16",
+    )
+    accepted(lambda: _C.top_k(values, indices, x, 8, 0), "top_k")
+
+
+def chain_args(n=3, ids_dtype="int32", draft_positions=None):
+    draft_positions = n if draft_positions is None else draft_positions
+    return [
+        arr((4, n), ids_dtype, slot=1),
+        arr((4, draft_positions, 100), "float32", slot=2),
+        arr((4, n + 1, 100), "float32", slot=3),
+        arr((4, n + 1), "int32", slot=4),
+        arr((4,), "int32", slot=5),
+        None,
+        None,
+        0,
+        0,
+        0,
+    ]
+
+
+def test_chain_speculative_sampling_checks():
+    op = "chain_speculative_sampling"
+    invalid(
+        lambda: _C.chain_speculative_sampling(*chain_args(ids_dtype="int64")),
+        op,
+        "args.draft_token_ids",
+        "expected dtype int32",
+    )
+    invalid(
+        lambda: _C.chain_speculative_sampling(*chain_args(draft_positions=2)),
+        op,
+        "args.draft_probs",
+        "one less than target_probs' positions",
+    )
+    args = chain_args()
+    args[5] = arr((1,), "int64", slot=6)
+    args[6] = arr((1,), "int64", slot=7)
+    accepted(lambda: _C.chain_speculative_sampling(*args), op)
