@@ -87,6 +87,11 @@ struct DecodeArgs {
   TensorView sinks;             // optional fp32 [num_qo_heads]: gpt-oss sink logits
 };
 
+// For a plan rebuilt from its fields (a language binding keeps plans as plain integers), whose
+// kernel pointer is therefore unset: resolves the specialization now (prebuilt, cached, or
+// compiled: not inside graph capture), so that decode_run does no per-call lookup.
+Status decode_plan_resolve_kernel(DecodePlan* plan);
+
 // Output (and LSE) of every planned query row. Asynchronous on `stream`; no host
 // synchronization, no allocation; capturable in a CUDA graph.
 Status decode_run(const DecodePlan& plan, const DecodeArgs& args, void* workspace,

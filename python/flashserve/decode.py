@@ -350,14 +350,18 @@ class BatchDecodeWithPagedKVCacheWrapper:
         ``sinks``: float32 ``[num_qo_heads]`` gpt-oss sink logits."""
         if not self._planned:
             raise _C.Error("BatchDecodeWithPagedKVCacheWrapper.run: call plan() first")
-        k_cache, v_cache = unpack_paged_kv_cache(paged_kv_cache, "decode_run")
-        sm_scale = self._sm_scale * (1.0 if q_scale is None else float(q_scale))
-        ks = 1.0 if k_scale is None else float(k_scale)
-        vs = 1.0 if v_scale is None else float(v_scale)
-        post_scale = 1.0
-        if k_cache.dtype not in _FP8:
-            # The kernel applies the scales only to fp8 caches; fold them in for 16-bit ones.
-            sm_scale, ks, post_scale, vs = sm_scale * ks, 1.0, vs, 1.0
+        if type(paged_kv_cache) is tuple and len(paged_kv_cache) == 2:
+            k_cache, v_cache = paged_kv_cache  # the common case, without a call
+        else:
+            k_cache, v_cache = unpack_paged_kv_cache(paged_kv_cache, "decode_run")
+        sm_scale, ks, vs, post_scale = self._sm_scale, 1.0, 1.0, 1.0
+        if q_scale is not None or k_scale is not None or v_scale is not None:
+            sm_scale *= 1.0 if q_scale is None else float(q_scale)
+            ks = 1.0 if k_scale is None else float(k_scale)
+            vs = 1.0 if v_scale is None else float(v_scale)
+            if k_cache.dtype not in _FP8:
+                # The kernel applies the scales only to fp8 caches; fold them in for 16-bit ones.
+                sm_scale, ks, post_scale, vs = sm_scale * ks, 1.0, vs, 1.0
         if out is None:
             out = torch.empty_like(q)
         if return_lse and lse is None:

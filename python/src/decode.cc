@@ -234,6 +234,8 @@ void bind_decode(nb::module_& m) {
             constexpr const char* op = "decode_run";
             new (self) DecodeBound();
             self->plan = decode(op, plan);
+            // The kernel now, not a registry lookup in every run().
+            throw_if_error(decode_plan_resolve_kernel(&self->plan));
             self->workspace = device_view(op, "workspace", workspace).data;
             self->table.indptr = device_view(op, "table.indptr", indptr);
             self->table.indices = device_view(op, "table.indices", indices);

@@ -489,6 +489,15 @@ Status decode_plan(const DecodePlanRequest& req, void* workspace, size_t workspa
   return st;
 }
 
+Status decode_plan_resolve_kernel(DecodePlan* plan) {
+  if (plan == nullptr)
+    return Status(StatusCode::kInvalidArgument, std::string(kRunOp) + ": plan: null");
+  const runtime::ResolvedKernel* kernel = nullptr;
+  Status st = resolve_kernel(kRunOp, plan->q_dtype, plan->kv_dtype, plan->head_dim, true, &kernel);
+  if (st.ok()) plan->kernel = kernel;
+  return st;
+}
+
 Status decode_run(const DecodePlan& plan, const DecodeArgs& args, void* workspace,
                   cudaStream_t stream) {
   if (log_level() > 0) {
