@@ -23,6 +23,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
@@ -682,24 +683,43 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
   }
 }
 
-// Blocks the kernel can keep resident per SM (for sizing the persistent grid).
+// Blocks the kernel can keep resident per SM (for sizing the persistent grid). The shared-memory
+// opt-in and the occupancy query run once per device: together they cost several microseconds,
+// more than the launch itself, on every decode step otherwise.
 template <int kHeadDim, class TQ, class TKV>
 cudaError_t decode_blocks_per_sm(int* blocks) {
   using Tile = DecodeTile<kHeadDim, static_cast<int>(sizeof(TKV))>;
   constexpr int smem = decode_smem_bytes<Tile>();
-  cudaError_t err = cudaFuncSetAttribute(decode_kernel<Tile, TQ, TKV>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cache[kMaxDevices];  // blocks + 1; 0: not prepared on that device
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
   if (err != cudaSuccess) return err;
-  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, decode_kernel<Tile, TQ, TKV>,
-                                                       Tile::kThreads, smem);
+  if (device < kMaxDevices) {
+    const int c = cache[device].load(std::memory_order_acquire);
+    if (c > 0) {
+      *blocks = c - 1;
+      return cudaSuccess;
+    }
+  }
+  err = cudaFuncSetAttribute(decode_kernel<Tile, TQ, TKV>,
+                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  if (err != cudaSuccess) return err;
+  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, decode_kernel<Tile, TQ, TKV>,
+                                                      Tile::kThreads, smem);
+  if (err == cudaSuccess && device < kMaxDevices) {
+    cache[device].store(*blocks + 1, std::memory_order_release);
+  }
+  return err;
 }
 
+// Launches the persistent grid; prepares the kernel on this device first if needed.
 template <int kHeadDim, class TQ, class TKV>
 cudaError_t launch_decode(const DecodeParams<TQ, TKV>& p, int grid, cudaStream_t stream) {
   using Tile = DecodeTile<kHeadDim, static_cast<int>(sizeof(TKV))>;
   constexpr int smem = decode_smem_bytes<Tile>();
-  cudaError_t err = cudaFuncSetAttribute(decode_kernel<Tile, TQ, TKV>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  int blocks = 0;
+  cudaError_t err = decode_blocks_per_sm<kHeadDim, TQ, TKV>(&blocks);
   if (err != cudaSuccess) return err;
   decode_kernel<Tile, TQ, TKV><<<grid, Tile::kThreads, smem, stream>>>(p);
   return cudaGetLastError();
