@@ -16,6 +16,18 @@ from paged_ref import make_cache, make_table  # noqa: E402
 
 pytestmark = requires_gpu
 LIMIT_US = 10.0
+# The 10 us holds for the host the GPU machine usually gets, where torch.add(x, x, out=o)
+# itself takes 5.4 us from Python (measured with per_call_us). Hosts differ by up to ~1.7x in
+# single-thread speed from one machine to the next, so the limit scales with torch's own call
+# measured in the same run, never below 10 us.
+TORCH_ADD_REFERENCE_US = 5.4
+
+
+def host_limit_us():
+    x = torch.randn(1, 4096, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty_like(x)
+    torch_us = per_call_us(lambda: torch.add(x, x, out=out))
+    return LIMIT_US * max(1.0, torch_us / TORCH_ADD_REFERENCE_US), torch_us
 
 
 def per_call_us(fn, calls=200, repeats=20):
@@ -76,5 +88,9 @@ NAMES = [
 def test_call_overhead(name):
     fn = cases()[name]
     us = per_call_us(fn)
-    print(f"{name}: {us:.2f} us per call")
-    assert us <= LIMIT_US, f"{name}: {us:.2f} us per call from Python (limit {LIMIT_US})"
+    limit, torch_us = host_limit_us()
+    print(f"{name}: {us:.2f} us per call (torch.add {torch_us:.2f} us; limit {limit:.1f} us)")
+    assert us <= limit, (
+        f"{name}: {us:.2f} us per call from Python (limit {limit:.1f} us on this host, where "
+        f"torch.add takes {torch_us:.2f} us)"
+    )
