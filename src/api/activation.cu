@@ -18,18 +18,21 @@ bool known(Activation act) {
 
 Status validate(const char* op, const TensorView& out, const TensorView& input, Activation act) {
   ArgCheck check(op);
-  check.require(known(act), "act: expected one of {silu, gelu, gelu_tanh}, got value " +
-                                std::to_string(static_cast<int>(act)));
+  check.require(known(act), [&] {
+    return "act: expected one of {silu, gelu, gelu_tanh}, got value " +
+           std::to_string(static_cast<int>(act));
+  });
   check.arg(input, "input");
   check.defined();
   check.ndim_in(2, 3).float_dtype().inner_contiguous().nonnegative_strides();
   if (!check.ok()) return check.status();
   const int64_t width = input.size(-1);
-  check.require(width % 2 == 0 && width >= 2,
-                "input: expected an even last dim 2d >= 2 (activated half, then gate), got " +
-                    std::to_string(width));
+  check.require(width % 2 == 0 && width >= 2, [&] {
+    return "input: expected an even last dim 2d >= 2 (activated half, then gate), got " +
+           std::to_string(width);
+  });
   check.require(width <= std::numeric_limits<int32_t>::max(),
-                "input: last dim too large: " + std::to_string(width));
+                [&] { return "input: last dim too large: " + std::to_string(width); });
   check.arg(out, "out");
   check.defined();
   check.ndim(input.ndim).dtype(input.dtype).inner_contiguous().nonnegative_strides().writable();
@@ -39,8 +42,9 @@ Status validate(const char* op, const TensorView& out, const TensorView& input, 
   }
   check.size(-1, width / 2, "d, half of input's last dim");
   check.require(disjoint(out, input), "out: must not overlap input");
-  check.require(rows_of(input) <= std::numeric_limits<int32_t>::max(),
-                "input: expected at most 2^31-1 rows, got " + std::to_string(rows_of(input)));
+  check.require(rows_of(input) <= std::numeric_limits<int32_t>::max(), [&] {
+    return "input: expected at most 2^31-1 rows, got " + std::to_string(rows_of(input));
+  });
   check.on_current_device();
   return check.status();
 }

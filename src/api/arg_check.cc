@@ -226,6 +226,11 @@ ArgCheck& ArgCheck::no_partial_alias(const TensorView& other, const char* other_
   return *this;
 }
 
+ArgCheck& ArgCheck::require(bool cond, const char* message) {
+  if (status_.ok() && !cond) fail(StatusCode::kInvalidArgument, std::string(op_) + ": " + message);
+  return *this;
+}
+
 ArgCheck& ArgCheck::require(bool cond, const std::string& message) {
   if (status_.ok() && !cond) fail(StatusCode::kInvalidArgument, std::string(op_) + ": " + message);
   return *this;

@@ -8,6 +8,7 @@
 
 #include <initializer_list>
 #include <string>
+#include <type_traits>
 
 #include "flashserve/core/status.h"
 #include "flashserve/tensor.h"
@@ -41,8 +42,17 @@ class ArgCheck {
   // `t` (the selected tensor) either does not overlap `other` or is exactly the same view.
   ArgCheck& no_partial_alias(const TensorView& other, const char* other_name);
 
-  // A scalar condition; `message` is used only when `cond` is false.
+  // A scalar condition; `message` is used only when `cond` is false. On the hot path (every call
+  // of every op) nothing may be built for a condition that holds: pass a literal, or a callable
+  // returning the message for one that is computed (`[&] { return "x: got " + str(x); }`).
+  ArgCheck& require(bool cond, const char* message);
   ArgCheck& require(bool cond, const std::string& message);
+  template <class F, class = std::enable_if_t<std::is_invocable_r_v<std::string, F&>>>
+  ArgCheck& require(bool cond, F&& message) {
+    if (status_.ok() && !cond)
+      fail(StatusCode::kInvalidArgument, std::string(op_) + ": " + message());
+    return *this;
+  }
 
   // Every tensor passed to arg() lives on the current CUDA device. Touches the CUDA runtime, so
   // call it after the pure-host checks.

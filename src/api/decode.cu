@@ -119,9 +119,10 @@ Status validate_run(const DecodePlan& plan, const DecodeArgs& a, const void* wor
       .inner_contiguous()
       .nonnegative_strides();
   if (!check.ok()) return check.status();
-  check.require(a.q.size(0) >= plan.q_tokens, "q: expected at least " + str(plan.q_tokens) +
-                                                  " query tokens (the plan's), got " +
-                                                  str(a.q.size(0)));
+  check.require(a.q.size(0) >= plan.q_tokens, [&] {
+    return "q: expected at least " + str(plan.q_tokens) + " query tokens (the plan's), got " +
+           str(a.q.size(0));
+  });
   check.arg(a.out, "out")
       .defined()
       .same_shape(a.q, "q")
@@ -143,9 +144,10 @@ Status validate_run(const DecodePlan& plan, const DecodeArgs& a, const void* wor
   }
   const TensorView& kc = a.cache.k_cache;
   const TensorView& vc = a.cache.v_cache;
-  check.require(a.cache.layout == plan.layout,
-                std::string("cache.layout: expected ") + kv_layout_name(plan.layout) +
-                    " (the plan's), got " + kv_layout_name(a.cache.layout));
+  check.require(a.cache.layout == plan.layout, [&] {
+    return std::string("cache.layout: expected ") + kv_layout_name(plan.layout) +
+           " (the plan's), got " + kv_layout_name(a.cache.layout);
+  });
   check.arg(kc, "cache.k_cache")
       .defined()
       .ndim(4)
@@ -170,15 +172,19 @@ Status validate_run(const DecodePlan& plan, const DecodeArgs& a, const void* wor
     bool aligned = reinterpret_cast<uintptr_t>(t->data) % 16 == 0;
     for (int d = 0; d < 3; ++d)
       aligned = aligned && (stride_of(*t, d) * es) % 16 == 0;
-    check.require(aligned, std::string(t == &kc ? "cache.k_cache" : "cache.v_cache") +
-                               ": expected a 16-byte aligned pointer and 16-byte multiple strides, "
-                               "got " +
-                               t->describe());
+    check.require(aligned, [&] {
+      return std::string(t == &kc ? "cache.k_cache" : "cache.v_cache") +
+             ": expected a 16-byte aligned pointer and 16-byte multiple strides, "
+             "got " +
+             t->describe();
+    });
   }
-  check.require(std::isfinite(a.cache.k_scale) && a.cache.k_scale > 0.f,
-                "cache.k_scale: expected a finite value > 0, got " + format_float(a.cache.k_scale));
-  check.require(std::isfinite(a.cache.v_scale) && a.cache.v_scale > 0.f,
-                "cache.v_scale: expected a finite value > 0, got " + format_float(a.cache.v_scale));
+  check.require(std::isfinite(a.cache.k_scale) && a.cache.k_scale > 0.f, [&] {
+    return "cache.k_scale: expected a finite value > 0, got " + format_float(a.cache.k_scale);
+  });
+  check.require(std::isfinite(a.cache.v_scale) && a.cache.v_scale > 0.f, [&] {
+    return "cache.v_scale: expected a finite value > 0, got " + format_float(a.cache.v_scale);
+  });
   check.arg(a.table.indptr, "table.indptr")
       .defined()
       .ndim(1)
@@ -193,14 +199,17 @@ Status validate_run(const DecodePlan& plan, const DecodeArgs& a, const void* wor
       .size_at_least(0, plan.batch_size);
   check.arg(a.table.indices, "table.indices").ndim(1).dtype(DType::kInt32).contiguous();
   if (a.table.indices.numel() > 0) check.defined();
-  check.require(std::isfinite(a.sm_scale) && a.sm_scale >= 0.f,
-                "sm_scale: expected a finite value >= 0 (0 = 1/sqrt(head_dim)), got " +
-                    format_float(a.sm_scale));
-  check.require(std::isfinite(a.logits_soft_cap) && a.logits_soft_cap >= 0.f,
-                "logits_soft_cap: expected a finite value >= 0 (0 = off), got " +
-                    format_float(a.logits_soft_cap));
-  check.require(a.window_left >= -1,
-                "window_left: expected >= 0, or -1 for no window, got " + str(a.window_left));
+  check.require(std::isfinite(a.sm_scale) && a.sm_scale >= 0.f, [&] {
+    return "sm_scale: expected a finite value >= 0 (0 = 1/sqrt(head_dim)), got " +
+           format_float(a.sm_scale);
+  });
+  check.require(std::isfinite(a.logits_soft_cap) && a.logits_soft_cap >= 0.f, [&] {
+    return "logits_soft_cap: expected a finite value >= 0 (0 = off), got " +
+           format_float(a.logits_soft_cap);
+  });
+  check.require(a.window_left >= -1, [&] {
+    return "window_left: expected >= 0, or -1 for no window, got " + str(a.window_left);
+  });
   if (a.sinks.defined()) {
     check.arg(a.sinks, "sinks")
         .defined()

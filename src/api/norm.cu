@@ -87,12 +87,14 @@ Status validate(const NormCall& c) {
                   "float8_e4m3, got undefined");
     check.arg(c.options.out_scale, "options.out_scale").defined().dtype(DType::kFloat32).numel(1);
   }
-  check.require(std::isfinite(c.options.eps) && c.options.eps >= 0.f,
-                "options.eps: expected a finite value >= 0, got " + format_float(c.options.eps));
-  check.require(rows_of(c.input) <= std::numeric_limits<int32_t>::max(),
-                "input: expected at most 2^31-1 rows, got " + std::to_string(rows_of(c.input)));
+  check.require(std::isfinite(c.options.eps) && c.options.eps >= 0.f, [&] {
+    return "options.eps: expected a finite value >= 0, got " + format_float(c.options.eps);
+  });
+  check.require(rows_of(c.input) <= std::numeric_limits<int32_t>::max(), [&] {
+    return "input: expected at most 2^31-1 rows, got " + std::to_string(rows_of(c.input));
+  });
   check.require(hidden <= std::numeric_limits<int32_t>::max(),
-                "input: hidden size too large: " + std::to_string(hidden));
+                [&] { return "input: hidden size too large: " + std::to_string(hidden); });
   check.on_current_device();
   return check.status();
 }

@@ -62,9 +62,10 @@ Status validate(const AppendCall& c) {
   ArgCheck check(kAppendOp);
   const TensorView& kc = c.cache.k_cache;
   const TensorView& vc = c.cache.v_cache;
-  check.require(c.cache.layout == KVLayout::kNHD || c.cache.layout == KVLayout::kHND,
-                "cache.layout: expected KVLayout::kNHD or KVLayout::kHND, got " +
-                    str(static_cast<int>(c.cache.layout)));
+  check.require(c.cache.layout == KVLayout::kNHD || c.cache.layout == KVLayout::kHND, [&] {
+    return "cache.layout: expected KVLayout::kNHD or KVLayout::kHND, got " +
+           str(static_cast<int>(c.cache.layout));
+  });
   arg_defined(check, kc, "cache.k_cache")
       .ndim(4)
       .dtype_in({DType::kFloat32, DType::kFloat16, DType::kBFloat16, DType::kFloat8E4M3,
@@ -88,21 +89,25 @@ Status validate(const AppendCall& c) {
       .nonnegative_strides();
   if (!check.ok()) return check.status();
 
-  check.require(kc.dtype == c.k.dtype || is_fp8(kc.dtype),
-                std::string("cache.k_cache: expected dtype ") + dtype_name(c.k.dtype) +
-                    " (the dtype of k) or float8_e4m3 / float8_e5m2, got " + dtype_name(kc.dtype));
+  check.require(kc.dtype == c.k.dtype || is_fp8(kc.dtype), [&] {
+    return std::string("cache.k_cache: expected dtype ") + dtype_name(c.k.dtype) +
+           " (the dtype of k) or float8_e4m3 / float8_e5m2, got " + dtype_name(kc.dtype);
+  });
   const CacheDims dims = cache_dims(c.cache.layout);
   const char* layout = kv_layout_name(c.cache.layout);
   const int64_t kv_heads = c.k.size(1), head_dim = c.k.size(2);
-  check.require(kc.shape[dims.heads] == kv_heads,
-                "cache.k_cache: expected kv_heads = " + str(kv_heads) + " (k.size(1)) at dim " +
-                    str(dims.heads) + " of the " + layout + " cache, got " +
-                    str(kc.shape[dims.heads]));
-  check.require(kc.shape[3] == head_dim, "cache.k_cache: expected head_dim = " + str(head_dim) +
-                                             " (k.size(2)) at dim 3, got " + str(kc.shape[3]));
-  check.require(kc.shape[dims.page_size] >= 1, "cache.k_cache: expected page_size >= 1 at dim " +
-                                                   str(dims.page_size) + " of the " + layout +
-                                                   " cache, got " + str(kc.shape[dims.page_size]));
+  check.require(kc.shape[dims.heads] == kv_heads, [&] {
+    return "cache.k_cache: expected kv_heads = " + str(kv_heads) + " (k.size(1)) at dim " +
+           str(dims.heads) + " of the " + layout + " cache, got " + str(kc.shape[dims.heads]);
+  });
+  check.require(kc.shape[3] == head_dim, [&] {
+    return "cache.k_cache: expected head_dim = " + str(head_dim) + " (k.size(2)) at dim 3, got " +
+           str(kc.shape[3]);
+  });
+  check.require(kc.shape[dims.page_size] >= 1, [&] {
+    return "cache.k_cache: expected page_size >= 1 at dim " + str(dims.page_size) + " of the " +
+           layout + " cache, got " + str(kc.shape[dims.page_size]);
+  });
   if (!check.ok()) return check.status();
 
   arg_defined(check, c.table.indptr, "table.indptr")
@@ -125,20 +130,24 @@ Status validate(const AppendCall& c) {
       .size(0, batch + 1, "batch + 1 = table.indptr.size(0)");
 
   // Used by fp8 caches only, but checked for every dtype: a bad scale is a bug either way.
-  check.require(std::isfinite(c.cache.k_scale) && c.cache.k_scale > 0.f,
-                "cache.k_scale: expected a finite value > 0, got " + format_float(c.cache.k_scale));
-  check.require(std::isfinite(c.cache.v_scale) && c.cache.v_scale > 0.f,
-                "cache.v_scale: expected a finite value > 0, got " + format_float(c.cache.v_scale));
+  check.require(std::isfinite(c.cache.k_scale) && c.cache.k_scale > 0.f, [&] {
+    return "cache.k_scale: expected a finite value > 0, got " + format_float(c.cache.k_scale);
+  });
+  check.require(std::isfinite(c.cache.v_scale) && c.cache.v_scale > 0.f, [&] {
+    return "cache.v_scale: expected a finite value > 0, got " + format_float(c.cache.v_scale);
+  });
   // Limits of the kernel's 32-bit index arithmetic (page_table.cuh, append_kernel.cuh).
   constexpr int64_t kMax32 = std::numeric_limits<int32_t>::max();
   check.require(c.k.size(0) <= kMax32,
-                "k: expected at most 2^31-1 new tokens, got " + str(c.k.size(0)));
+                [&] { return "k: expected at most 2^31-1 new tokens, got " + str(c.k.size(0)); });
   check.require(batch <= (int64_t{1} << 30),
-                "table.indptr: expected at most 2^30 requests, got " + str(batch));
-  check.require(kv_heads * head_dim <= (int64_t{1} << 30),
-                "k: expected kv_heads * head_dim <= 2^30, got " + str(kv_heads * head_dim));
-  check.require(kc.shape[dims.page_size] <= kMax32,
-                "cache.k_cache: page_size too large: " + str(kc.shape[dims.page_size]));
+                [&] { return "table.indptr: expected at most 2^30 requests, got " + str(batch); });
+  check.require(kv_heads * head_dim <= (int64_t{1} << 30), [&] {
+    return "k: expected kv_heads * head_dim <= 2^30, got " + str(kv_heads * head_dim);
+  });
+  check.require(kc.shape[dims.page_size] <= kMax32, [&] {
+    return "cache.k_cache: page_size too large: " + str(kc.shape[dims.page_size]);
+  });
   // The cache is written while k and v are read; K and V must land in different memory.
   check.require(disjoint(c.k, kc) && disjoint(c.k, vc),
                 "k: must not overlap cache.k_cache or cache.v_cache");

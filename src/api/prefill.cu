@@ -129,16 +129,19 @@ Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* w
         .inner_contiguous()
         .nonnegative_strides();
     if (!check.ok()) return check.status();
-    check.require(o.t->size(0) >= o.rows, std::string(o.name) + ": expected at least " +
-                                              str(o.rows) + " rows (the plan's tokens), got " +
-                                              str(o.t->size(0)));
+    check.require(o.t->size(0) >= o.rows, [&] {
+      return std::string(o.name) + ": expected at least " + str(o.rows) +
+             " rows (the plan's tokens), got " + str(o.t->size(0));
+    });
     // TMA: a 16-byte aligned base and 16-byte multiples for the token and head strides.
     const int64_t es = dtype_size(o.t->dtype);
     const bool aligned = reinterpret_cast<uintptr_t>(o.t->data) % 16 == 0 &&
                          (o.t->strides[0] * es) % 16 == 0 && (o.t->strides[1] * es) % 16 == 0;
-    check.require(aligned, std::string(o.name) +
-                               ": expected a 16-byte aligned pointer and token / head strides "
-                               "that are multiples of 16 bytes");
+    check.require(aligned, [&] {
+      return std::string(o.name) +
+             ": expected a 16-byte aligned pointer and token / head strides "
+             "that are multiples of 16 bytes";
+    });
   }
   if (!check.ok()) return check.status();
   check.arg(a.out, "out").writable();
@@ -152,17 +155,20 @@ Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* w
         .nonnegative_strides()
         .writable();
     if (check.ok()) {
-      check.require(a.lse.size(0) >= plan.total_q, "lse: expected at least " + str(plan.total_q) +
-                                                       " rows, got " + str(a.lse.size(0)));
+      check.require(a.lse.size(0) >= plan.total_q, [&] {
+        return "lse: expected at least " + str(plan.total_q) + " rows, got " + str(a.lse.size(0));
+      });
     }
     check.require(disjoint(a.lse, a.out), "lse: must not overlap out");
   }
-  check.require(std::isfinite(a.sm_scale) && a.sm_scale >= 0.f,
-                "sm_scale: expected a finite value >= 0 (0 = 1 / sqrt(head_dim)), got " +
-                    format_float(a.sm_scale));
-  check.require(std::isfinite(a.logits_soft_cap) && a.logits_soft_cap >= 0.f,
-                "logits_soft_cap: expected a finite value >= 0 (0 = off), got " +
-                    format_float(a.logits_soft_cap));
+  check.require(std::isfinite(a.sm_scale) && a.sm_scale >= 0.f, [&] {
+    return "sm_scale: expected a finite value >= 0 (0 = 1 / sqrt(head_dim)), got " +
+           format_float(a.sm_scale);
+  });
+  check.require(std::isfinite(a.logits_soft_cap) && a.logits_soft_cap >= 0.f, [&] {
+    return "logits_soft_cap: expected a finite value >= 0 (0 = off), got " +
+           format_float(a.logits_soft_cap);
+  });
   if (!check.ok()) return check.status();
   check_heads_tensor(check, a.alibi_slopes, "alibi_slopes", plan.num_qo_heads);
   check_heads_tensor(check, a.sinks, "sinks", plan.num_qo_heads);

@@ -111,45 +111,55 @@ Status validate(const RopeCall& c) {
     const int64_t width = c.cache->size(1);
     check.require(disjoint(c.q_out, *c.cache), "q_out: must not overlap cos_sin_cache");
     check.require(disjoint(c.k_out, *c.cache), "k_out: must not overlap cos_sin_cache");
-    check.require(c.options.rotary_dim == 0 || c.options.rotary_dim == width,
-                  "options.rotary_dim: expected 0 or the cos_sin_cache width " +
-                      std::to_string(width) + ", got " + std::to_string(c.options.rotary_dim));
+    check.require(c.options.rotary_dim == 0 || c.options.rotary_dim == width, [&] {
+      return "options.rotary_dim: expected 0 or the cos_sin_cache width " + std::to_string(width) +
+             ", got " + std::to_string(c.options.rotary_dim);
+    });
   }
   if (!check.ok()) return check.status();
   const int64_t rotary_dim = requested_rotary_dim(c);
-  check.require(rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim &&
-                    rotary_dim <= rope::kMaxRotaryDim,
-                std::string("options.rotary_dim: expected an even value in [2, min(head_dim = ") +
-                    std::to_string(head_dim) + ", " + std::to_string(rope::kMaxRotaryDim) + ")]" +
-                    (c.cache ? " (the cos_sin_cache width)" : "") + ", got " +
-                    std::to_string(rotary_dim));
+  check.require(
+      rotary_dim > 0 && rotary_dim % 2 == 0 && rotary_dim <= head_dim &&
+          rotary_dim <= rope::kMaxRotaryDim,
+      [&] {
+        return std::string("options.rotary_dim: expected an even value in [2, min(head_dim = ") +
+               std::to_string(head_dim) + ", " + std::to_string(rope::kMaxRotaryDim) + ")]" +
+               (c.cache ? " (the cos_sin_cache width)" : "") + ", got " +
+               std::to_string(rotary_dim);
+      });
   if (!c.cache) {
     const RopeOptions& o = c.options;
-    check.require(finite_positive(o.theta),
-                  "options.theta: expected a finite value > 0, got " + format_float(o.theta));
-    check.require(finite_positive(o.scale),
-                  "options.scale: expected a finite value > 0, got " + format_float(o.scale));
+    check.require(finite_positive(o.theta), [&] {
+      return "options.theta: expected a finite value > 0, got " + format_float(o.theta);
+    });
+    check.require(finite_positive(o.scale), [&] {
+      return "options.scale: expected a finite value > 0, got " + format_float(o.scale);
+    });
     if (o.llama31) {
       const Llama31Scaling& s = o.llama31_scaling;
-      check.require(finite_positive(s.factor),
-                    "options.llama31_scaling.factor: expected a finite value > 0, got " +
-                        format_float(s.factor));
-      check.require(finite_positive(s.low_freq_factor),
-                    "options.llama31_scaling.low_freq_factor: expected a finite value > 0, got " +
-                        format_float(s.low_freq_factor));
-      check.require(std::isfinite(s.high_freq_factor) && s.high_freq_factor > s.low_freq_factor,
-                    "options.llama31_scaling.high_freq_factor: expected a finite value > "
-                    "low_freq_factor (" +
-                        format_float(s.low_freq_factor) + "), got " +
-                        format_float(s.high_freq_factor));
-      check.require(finite_positive(s.original_max_position),
-                    "options.llama31_scaling.original_max_position: expected a finite value > 0, "
-                    "got " +
-                        format_float(s.original_max_position));
+      check.require(finite_positive(s.factor), [&] {
+        return "options.llama31_scaling.factor: expected a finite value > 0, got " +
+               format_float(s.factor);
+      });
+      check.require(finite_positive(s.low_freq_factor), [&] {
+        return "options.llama31_scaling.low_freq_factor: expected a finite value > 0, got " +
+               format_float(s.low_freq_factor);
+      });
+      check.require(
+          std::isfinite(s.high_freq_factor) && s.high_freq_factor > s.low_freq_factor, [&] {
+            return "options.llama31_scaling.high_freq_factor: expected a finite value > "
+                   "low_freq_factor (" +
+                   format_float(s.low_freq_factor) + "), got " + format_float(s.high_freq_factor);
+          });
+      check.require(finite_positive(s.original_max_position), [&] {
+        return "options.llama31_scaling.original_max_position: expected a finite value > 0, "
+               "got " +
+               format_float(s.original_max_position);
+      });
     }
   }
   check.require(tokens <= std::numeric_limits<int32_t>::max(),
-                "q: expected at most 2^31-1 tokens, got " + std::to_string(tokens));
+                [&] { return "q: expected at most 2^31-1 tokens, got " + std::to_string(tokens); });
   check.require((c.q.size(1) + c.k.size(1)) * head_dim <= std::numeric_limits<int32_t>::max(),
                 "q: (q heads + k heads) * head_dim must stay below 2^31");
   check.on_current_device();
