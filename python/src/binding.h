@@ -42,6 +42,12 @@ TensorView optional_device_view(const char* op, const char* name, const Array& a
 // data; None gives nullptr.
 const int32_t* host_int32(const char* op, const char* name, const Array& a, int64_t* size);
 
+// The fields of a plan kept as a host int64 array (the form plan() returns to Python): its data,
+// after checking the shape and the magic number in field 0. `producer` names the function that
+// returns such arrays, for the error.
+const int64_t* plan_fields(const char* op, const Array& a, int64_t fields, int64_t magic,
+                           const char* producer);
+
 inline cudaStream_t to_stream(uintptr_t stream) {
   return reinterpret_cast<cudaStream_t>(stream);
 }

@@ -75,14 +75,7 @@ std::vector<int64_t> encode(const DecodePlan& p) {
 }
 
 DecodePlan decode(const char* op, const Array& a) {
-  const bool host = a.is_valid() && a.device_type() == 1;  // kDLCPU
-  const bool shape_ok = host && a.ndim() == 1 && a.shape(0) == kPlanFields &&
-                        a.dtype() == nb::dtype<int64_t>() && a.stride(0) == 1;
-  const int64_t* f = shape_ok ? static_cast<const int64_t*>(a.data()) : nullptr;
-  if (f == nullptr || f[0] != kPlanMagic) {
-    throw_invalid(op, "plan: expected the int64[" + std::to_string(kPlanFields) +
-                          "] host array returned by decode_plan");
-  }
+  const int64_t* f = plan_fields(op, a, kPlanFields, kPlanMagic, "decode_plan");
   DecodePlan p;
   p.batch_size = static_cast<int>(f[1]);
   p.q_tokens = static_cast<int>(f[2]);
@@ -178,6 +171,50 @@ void bind_request(nb::module_& m) {
       .def_rw("max_kv_tokens", &DecodePlanRequest::max_kv_tokens);
 }
 
+// A decode plan with its persistent arguments converted: the plan, the workspace and the device
+// page table. DecodeBound (made once per plan by the Python wrapper) keeps it, so that run()
+// converts only the per-call tensors (each DLPack conversion is ~0.5 us of host time); the Python
+// wrapper keeps the tensors alive for the object's lifetime and rebinds on re-plan.
+struct DecodeBound {
+  DecodePlan plan;
+  void* workspace = nullptr;
+  PageTable table;
+};
+
+DecodeBound bind(const Array& plan, const Array& workspace, const Array& indptr,
+                 const Array& indices, const Array& last_page_len) {
+  constexpr const char* op = "decode_run";
+  DecodeBound b;
+  b.plan = decode(op, plan);
+  b.workspace = device_view(op, "workspace", workspace).data;
+  b.table.indptr = device_view(op, "table.indptr", indptr);
+  b.table.indices = device_view(op, "table.indices", indices);
+  b.table.last_page_len = device_view(op, "table.last_page_len", last_page_len);
+  return b;
+}
+
+void run_bound(const DecodeBound& b, const Array& q, const Array& out, const Array& lse,
+               const Array& k_cache, const Array& v_cache, float k_scale, float v_scale,
+               float sm_scale, float logits_soft_cap, int window_left, const Array& sinks,
+               uintptr_t stream) {
+  constexpr const char* op = "decode_run";
+  DecodeArgs a;
+  a.q = device_view(op, "q", q);
+  a.out = device_view(op, "out", out);
+  a.lse = optional_device_view(op, "lse", lse);
+  a.cache.k_cache = device_view(op, "cache.k_cache", k_cache);
+  a.cache.v_cache = device_view(op, "cache.v_cache", v_cache);
+  a.cache.layout = b.plan.layout;
+  a.cache.k_scale = k_scale;
+  a.cache.v_scale = v_scale;
+  a.table = b.table;
+  a.sm_scale = sm_scale;
+  a.logits_soft_cap = logits_soft_cap;
+  a.window_left = window_left;
+  a.sinks = optional_device_view(op, "sinks", sinks);
+  throw_if_error(decode_run(b.plan, a, b.workspace, to_stream(stream)));
+}
+
 void bind_decode(nb::module_& m) {
   bind_request(m);
   nb::list names;
@@ -217,88 +254,36 @@ void bind_decode(nb::module_& m) {
       nb::arg("q_indptr").noconvert().none(), nb::arg("workspace").noconvert(), nb::arg("stream"),
       "Builds the split-KV schedule on the host, copies it into the workspace on the stream, and "
       "returns the plan as a list of int64 (see DECODE_PLAN_FIELDS). Not capturable.");
-  // The plan's persistent arguments converted once (at plan time), so that run() converts only
-  // the per-call tensors: each DLPack conversion costs ~0.5 us of host time on the decode step.
-  // The Python wrapper keeps the tensors alive for the object's lifetime (it rebinds on re-plan).
-  struct DecodeBound {
-    DecodePlan plan;
-    void* workspace = nullptr;
-    PageTable table;
-  };
   nb::class_<DecodeBound>(m, "DecodeBound",
                           "A decode plan bound to its workspace and device page table.")
       .def(
           "__init__",
           [](DecodeBound* self, const Array& plan, const Array& workspace, const Array& indptr,
              const Array& indices, const Array& last_page_len) {
-            constexpr const char* op = "decode_run";
-            new (self) DecodeBound();
-            self->plan = decode(op, plan);
+            new (self) DecodeBound(bind(plan, workspace, indptr, indices, last_page_len));
             // The kernel now, not a registry lookup in every run().
             throw_if_error(decode_plan_resolve_kernel(&self->plan));
-            self->workspace = device_view(op, "workspace", workspace).data;
-            self->table.indptr = device_view(op, "table.indptr", indptr);
-            self->table.indices = device_view(op, "table.indices", indices);
-            self->table.last_page_len = device_view(op, "table.last_page_len", last_page_len);
           },
           nb::arg("plan").noconvert(), nb::arg("workspace").noconvert(),
           nb::arg("indptr").noconvert(), nb::arg("indices").noconvert(),
           nb::arg("last_page_len").noconvert())
-      .def(
-          "run",
-          [](const DecodeBound& self, const Array& q, const Array& out, const Array& lse,
-             const Array& k_cache, const Array& v_cache, float k_scale, float v_scale,
-             float sm_scale, float logits_soft_cap, int window_left, const Array& sinks,
-             uintptr_t stream) {
-            constexpr const char* op = "decode_run";
-            DecodeArgs a;
-            a.q = device_view(op, "q", q);
-            a.out = device_view(op, "out", out);
-            a.lse = optional_device_view(op, "lse", lse);
-            a.cache.k_cache = device_view(op, "cache.k_cache", k_cache);
-            a.cache.v_cache = device_view(op, "cache.v_cache", v_cache);
-            a.cache.layout = self.plan.layout;
-            a.cache.k_scale = k_scale;
-            a.cache.v_scale = v_scale;
-            a.table = self.table;
-            a.sm_scale = sm_scale;
-            a.logits_soft_cap = logits_soft_cap;
-            a.window_left = window_left;
-            a.sinks = optional_device_view(op, "sinks", sinks);
-            throw_if_error(decode_run(self.plan, a, self.workspace, to_stream(stream)));
-          },
-          nb::arg("q").noconvert(), nb::arg("out").noconvert(), nb::arg("lse").noconvert().none(),
-          nb::arg("k_cache").noconvert(), nb::arg("v_cache").noconvert(), nb::arg("k_scale"),
-          nb::arg("v_scale"), nb::arg("sm_scale"), nb::arg("logits_soft_cap"),
-          nb::arg("window_left"), nb::arg("sinks").noconvert().none(), nb::arg("stream"),
-          "decode_run with the bound plan, workspace and page table; capturable.");
+      .def("run", &run_bound, nb::arg("q").noconvert(), nb::arg("out").noconvert(),
+           nb::arg("lse").noconvert().none(), nb::arg("k_cache").noconvert(),
+           nb::arg("v_cache").noconvert(), nb::arg("k_scale"), nb::arg("v_scale"),
+           nb::arg("sm_scale"), nb::arg("logits_soft_cap"), nb::arg("window_left"),
+           nb::arg("sinks").noconvert().none(), nb::arg("stream"),
+           "decode_run with the bound plan, workspace and page table; capturable.");
 
+  // The unbound form, for the torch custom op (plan tensors travel as op arguments). Its plan has
+  // no kernel pointer: decode_run looks the kernel up, and does not compile during capture.
   m.def(
       "decode_run",
       [](const Array& plan, const Array& workspace, const Array& q, const Array& out,
          const Array& lse, const Array& k_cache, const Array& v_cache, float k_scale, float v_scale,
          const Array& indptr, const Array& indices, const Array& last_page_len, float sm_scale,
          float logits_soft_cap, int window_left, const Array& sinks, uintptr_t stream) {
-        constexpr const char* op = "decode_run";
-        const DecodePlan p = decode(op, plan);
-        void* ws = device_view(op, "workspace", workspace).data;
-        DecodeArgs a;
-        a.q = device_view(op, "q", q);
-        a.out = device_view(op, "out", out);
-        a.lse = optional_device_view(op, "lse", lse);
-        a.cache.k_cache = device_view(op, "cache.k_cache", k_cache);
-        a.cache.v_cache = device_view(op, "cache.v_cache", v_cache);
-        a.cache.layout = p.layout;
-        a.cache.k_scale = k_scale;
-        a.cache.v_scale = v_scale;
-        a.table.indptr = device_view(op, "table.indptr", indptr);
-        a.table.indices = device_view(op, "table.indices", indices);
-        a.table.last_page_len = device_view(op, "table.last_page_len", last_page_len);
-        a.sm_scale = sm_scale;
-        a.logits_soft_cap = logits_soft_cap;
-        a.window_left = window_left;
-        a.sinks = optional_device_view(op, "sinks", sinks);
-        throw_if_error(decode_run(p, a, ws, to_stream(stream)));
+        run_bound(bind(plan, workspace, indptr, indices, last_page_len), q, out, lse, k_cache,
+                  v_cache, k_scale, v_scale, sm_scale, logits_soft_cap, window_left, sinks, stream);
       },
       nb::arg("plan").noconvert(), nb::arg("workspace").noconvert(), nb::arg("q").noconvert(),
       nb::arg("out").noconvert(), nb::arg("lse").noconvert().none(), nb::arg("k_cache").noconvert(),

@@ -70,14 +70,7 @@ std::vector<int64_t> encode(const PrefillPlan& p) {
 }
 
 PrefillPlan decode(const char* op, const Array& a) {
-  const bool host = a.is_valid() && a.device_type() == 1;  // kDLCPU
-  const bool shape_ok = host && a.ndim() == 1 && a.shape(0) == kPlanFields &&
-                        a.dtype() == nb::dtype<int64_t>() && a.stride(0) == 1;
-  const int64_t* f = shape_ok ? static_cast<const int64_t*>(a.data()) : nullptr;
-  if (f == nullptr || f[0] != kPlanMagic) {
-    throw_invalid(op, "plan: expected the int64[" + std::to_string(kPlanFields) +
-                          "] host array returned by prefill_plan");
-  }
+  const int64_t* f = plan_fields(op, a, kPlanFields, kPlanMagic, "prefill_plan");
   PrefillPlan p;
   p.batch_size = static_cast<int>(f[1]);
   p.total_q = static_cast<int>(f[2]);

@@ -153,6 +153,19 @@ const int32_t* host_int32(const char* op, const char* name, const Array& a, int6
   return static_cast<const int32_t*>(v.data);
 }
 
+const int64_t* plan_fields(const char* op, const Array& a, int64_t fields, int64_t magic,
+                           const char* producer) {
+  const bool host = a.is_valid() && a.device_type() == kDLCPU;
+  const bool shape_ok = host && a.ndim() == 1 && static_cast<int64_t>(a.shape(0)) == fields &&
+                        a.dtype() == nb::dtype<int64_t>() && a.stride(0) == 1;
+  const int64_t* f = shape_ok ? static_cast<const int64_t*>(a.data()) : nullptr;
+  if (f == nullptr || f[0] != magic) {
+    throw_invalid(op, "plan: expected the int64[" + std::to_string(fields) +
+                          "] host array returned by " + producer);
+  }
+  return f;
+}
+
 Registration::Registration(const char* family, Binder binder) {
   binders().emplace_back(family, binder);
 }
