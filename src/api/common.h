@@ -32,6 +32,11 @@ inline bool disjoint(const TensorView& a, const TensorView& b) {
 }
 
 // "%g" formatting for messages (std::to_string prints -1e-7 as -0.000000).
+// An integer for an error message.
+inline std::string str(int64_t v) {
+  return std::to_string(v);
+}
+
 inline std::string format_float(double v) {
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%g", v);

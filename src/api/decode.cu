@@ -27,10 +27,6 @@ constexpr const char* kSizeOp = "decode_workspace_size";
 constexpr const char* kPlanOp = "decode_plan";
 constexpr const char* kRunOp = "decode_run";
 
-std::string str(int64_t v) {
-  return std::to_string(v);
-}
-
 bool supported_head_dim(int d) {
   return d == 64 || d == 128 || d == 256;
 }

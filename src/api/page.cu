@@ -54,10 +54,6 @@ ArgCheck& arg_defined(ArgCheck& check, const TensorView& t, const char* name) {
   return check;
 }
 
-std::string str(int64_t v) {
-  return std::to_string(v);
-}
-
 Status validate(const AppendCall& c) {
   ArgCheck check(kAppendOp);
   const TensorView& kc = c.cache.k_cache;

@@ -24,10 +24,6 @@ constexpr const char* kSizeOp = "prefill_workspace_size";
 constexpr const char* kPlanOp = "prefill_plan";
 constexpr const char* kRunOp = "prefill_run";
 
-std::string str(int64_t v) {
-  return std::to_string(v);
-}
-
 bool supported_head_dim(int d) {
   return d == 64 || d == 128 || d == 256;
 }

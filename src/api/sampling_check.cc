@@ -16,10 +16,6 @@ constexpr int64_t kMax32 = std::numeric_limits<int32_t>::max();
 // Rows become clusters of up to 16 CTAs along gridDim.x (at most 2^31 - 1 blocks).
 constexpr int64_t kMaxRows = kMax32 / 16;
 
-std::string str(int64_t v) {
-  return std::to_string(v);
-}
-
 // A 2-D [batch, vocab] input whose rows are what the kernels read.
 void check_rows(ArgCheck& check, const TensorView& t, const char* name, bool float32_only) {
   check.arg(t, name).defined().ndim(2).inner_contiguous().nonnegative_strides().size_at_least(1, 1);
