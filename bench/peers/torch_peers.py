@@ -150,7 +150,8 @@ def make_case(rec):
             return run
         return {"sdpa_flash": peer(SDPBackend.FLASH_ATTENTION),
                 "sdpa_cudnn": peer(SDPBackend.CUDNN_ATTENTION)}
-    if routine == "prefill":
+    if routine in ("prefill", "prefill_paged"):
+        # prefill_paged: torch SDPA has no paged KV, the peers read contiguous k and v.
         from torch.nn.attention import SDPBackend, sdpa_kernel
         b, ql, kl = geti("batch"), geti("q_len"), geti("kv_len")
         qh, kh, hd = geti("q_heads"), geti("kv_heads"), geti("head_dim")

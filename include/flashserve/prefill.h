@@ -7,6 +7,10 @@
 //   PrefillPlan plan;  prefill_plan(req, workspace, bytes, stream, &plan);  // per batch
 //   prefill_run(plan, args, workspace, stream);            // capturable, no sync, no allocation
 //
+// Paged KV: give the plan page_size and host copies of the page table's indptr and last_page_len
+// (the table of decode.h and append_paged_kv_cache, docs/paged_kv.md), and the run the cache and
+// the device table instead of k and v. Any page size, NHD or HND.
+//
 // A query row i of a request with q_len queries and kv_len keys sits at kv position
 // i + kv_len - q_len (bottom-right alignment: q_len < kv_len is chunked prefill / append).
 // CUDA graphs: prefill_run reads the work list from the workspace; a captured run replays
@@ -19,6 +23,7 @@
 #include <cstdint>
 
 #include "flashserve/core/status.h"
+#include "flashserve/page.h"
 #include "flashserve/tensor.h"
 
 namespace flashserve {
@@ -30,6 +35,11 @@ struct PrefillPlanRequest {  // host data; prefill_plan runs outside graph captu
   const int32_t* qo_indptr = nullptr;
   const int32_t* kv_indptr = nullptr;
   int q_len = 0, kv_len = 0;
+  // Paged KV (page_size > 0): request b's keys are the tokens of its pages, host copies of
+  // table.indptr [batch + 1] and table.last_page_len [batch]; kv_indptr and kv_len are unused.
+  int page_size = 0;
+  const int32_t* paged_kv_indptr = nullptr;
+  const int32_t* paged_kv_last_page_len = nullptr;
   int num_qo_heads = 0, num_kv_heads = 0, head_dim = 0;
   DType dtype = DType::kBFloat16;  // q, k, v and out: float16 or bfloat16
   bool causal = false;
@@ -47,6 +57,7 @@ struct PrefillPlan {
   DType dtype = DType::kBFloat16;
   bool causal = false;
   int window_left = -1, window_right = -1;
+  int page_size = 0;             // > 0: paged KV
   int block_m = 0, block_n = 0;  // the kernel's tile
   int num_work = 0;
   int64_t work_capacity = 0, batch_capacity = 0;
@@ -72,9 +83,13 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
                     cudaStream_t stream, PrefillPlan* plan);
 
 struct PrefillArgs {
-  TensorView q;    // [>= total_q, num_qo_heads, head_dim], last dim contiguous
-  TensorView k;    // [>= total_kv, num_kv_heads, head_dim]
-  TensorView v;    // like k
+  TensorView q;  // [>= total_q, num_qo_heads, head_dim], last dim contiguous
+  TensorView k;  // ragged KV: [>= total_kv, num_kv_heads, head_dim]
+  TensorView v;  // like k
+  // Paged KV (plan.page_size > 0; k and v undefined): the cache (the plan's dtype; k_scale and
+  // v_scale unused) and the device page table, with the values the plan's host copies had.
+  PagedKVCache cache;
+  PageTable table;
   TensorView out;  // like q
   TensorView lse;  // optional fp32 [>= total_q, num_qo_heads], natural log, -inf if nothing seen
   float sm_scale = 0.f;         // 0 = 1 / sqrt(head_dim)

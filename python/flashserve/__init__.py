@@ -51,7 +51,11 @@ _TORCH_API = {
     "page": ("append_paged_kv_cache",),
     "cascade": ("merge_state", "merge_state_in_place", "merge_states"),
     "decode": ("BatchDecodeWithPagedKVCacheWrapper",),
-    "prefill": ("BatchPrefillWithRaggedKVCacheWrapper", "single_prefill_with_kv_cache"),
+    "prefill": (
+        "BatchPrefillWithRaggedKVCacheWrapper",
+        "BatchPrefillWithPagedKVCacheWrapper",
+        "single_prefill_with_kv_cache",
+    ),
     "sampling": (
         "sampling_from_probs",
         "sampling_from_logits",
@@ -79,7 +83,11 @@ else:
     from .decode import BatchDecodeWithPagedKVCacheWrapper
     from .norm import fused_add_rmsnorm, gemma_fused_add_rmsnorm, gemma_rmsnorm, layernorm, rmsnorm
     from .page import append_paged_kv_cache
-    from .prefill import BatchPrefillWithRaggedKVCacheWrapper, single_prefill_with_kv_cache
+    from .prefill import (
+        BatchPrefillWithPagedKVCacheWrapper,
+        BatchPrefillWithRaggedKVCacheWrapper,
+        single_prefill_with_kv_cache,
+    )
     from .rope import (
         apply_llama31_rope_pos_ids,
         apply_llama31_rope_pos_ids_inplace,

@@ -42,6 +42,14 @@ TensorView optional_device_view(const char* op, const char* name, const Array& a
 // data; None gives nullptr.
 const int32_t* host_int32(const char* op, const char* name, const Array& a, int64_t* size);
 
+// The paged KV cache and the device page table of a run, named as the C++ API names them
+// ("cache.k_cache", "table.indptr", ...). None gives an undefined view: the entry point says
+// whether it needs the tensor.
+PagedKVCache paged_kv_cache_view(const char* op, const Array& k_cache, const Array& v_cache,
+                                 KVLayout layout, float k_scale = 1.f, float v_scale = 1.f);
+PageTable page_table_view(const char* op, const Array& indptr, const Array& indices,
+                          const Array& last_page_len);
+
 // The fields of a plan kept as a host int64 array (the form plan() returns to Python): its data,
 // after checking the shape and the magic number in field 0. `producer` names the function that
 // returns such arrays, for the error.

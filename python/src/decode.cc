@@ -187,9 +187,7 @@ DecodeBound bind(const Array& plan, const Array& workspace, const Array& indptr,
   DecodeBound b;
   b.plan = decode(op, plan);
   b.workspace = device_view(op, "workspace", workspace).data;
-  b.table.indptr = device_view(op, "table.indptr", indptr);
-  b.table.indices = device_view(op, "table.indices", indices);
-  b.table.last_page_len = device_view(op, "table.last_page_len", last_page_len);
+  b.table = page_table_view(op, indptr, indices, last_page_len);
   return b;
 }
 
@@ -202,11 +200,7 @@ void run_bound(const DecodeBound& b, const Array& q, const Array& out, const Arr
   a.q = device_view(op, "q", q);
   a.out = device_view(op, "out", out);
   a.lse = optional_device_view(op, "lse", lse);
-  a.cache.k_cache = device_view(op, "cache.k_cache", k_cache);
-  a.cache.v_cache = device_view(op, "cache.v_cache", v_cache);
-  a.cache.layout = b.plan.layout;
-  a.cache.k_scale = k_scale;
-  a.cache.v_scale = v_scale;
+  a.cache = paged_kv_cache_view(op, k_cache, v_cache, b.plan.layout, k_scale, v_scale);
   a.table = b.table;
   a.sm_scale = sm_scale;
   a.logits_soft_cap = logits_soft_cap;

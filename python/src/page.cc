@@ -27,16 +27,9 @@ void bind_page(nb::module_& m) {
          const Array& indptr, const Array& indices, const Array& last_page_len, const Array& k,
          const Array& v, const Array& append_indptr, uintptr_t stream) {
         constexpr const char* op = "append_paged_kv_cache";
-        PagedKVCache cache;
-        cache.k_cache = device_view(op, "cache.k_cache", k_cache);
-        cache.v_cache = device_view(op, "cache.v_cache", v_cache);
-        cache.layout = layout;
-        cache.k_scale = k_scale;
-        cache.v_scale = v_scale;
-        PageTable table;
-        table.indptr = device_view(op, "table.indptr", indptr);
-        table.indices = device_view(op, "table.indices", indices);
-        table.last_page_len = device_view(op, "table.last_page_len", last_page_len);
+        const PagedKVCache cache =
+            paged_kv_cache_view(op, k_cache, v_cache, layout, k_scale, v_scale);
+        const PageTable table = page_table_view(op, indptr, indices, last_page_len);
         const TensorView kv = device_view(op, "k", k), vv = device_view(op, "v", v);
         const TensorView ai = device_view(op, "append_indptr", append_indptr);
         throw_if_error(append_paged_kv_cache(cache, table, kv, vv, ai, to_stream(stream)));

@@ -153,6 +153,26 @@ const int32_t* host_int32(const char* op, const char* name, const Array& a, int6
   return static_cast<const int32_t*>(v.data);
 }
 
+PagedKVCache paged_kv_cache_view(const char* op, const Array& k_cache, const Array& v_cache,
+                                 KVLayout layout, float k_scale, float v_scale) {
+  PagedKVCache cache;
+  cache.k_cache = optional_device_view(op, "cache.k_cache", k_cache);
+  cache.v_cache = optional_device_view(op, "cache.v_cache", v_cache);
+  cache.layout = layout;
+  cache.k_scale = k_scale;
+  cache.v_scale = v_scale;
+  return cache;
+}
+
+PageTable page_table_view(const char* op, const Array& indptr, const Array& indices,
+                          const Array& last_page_len) {
+  PageTable table;
+  table.indptr = optional_device_view(op, "table.indptr", indptr);
+  table.indices = optional_device_view(op, "table.indices", indices);
+  table.last_page_len = optional_device_view(op, "table.last_page_len", last_page_len);
+  return table;
+}
+
 const int64_t* plan_fields(const char* op, const Array& a, int64_t fields, int64_t magic,
                            const char* producer) {
   const bool host = a.is_valid() && a.device_type() == kDLCPU;

@@ -59,17 +59,60 @@ Status validate_request(const char* op, const PrefillPlanRequest& r) {
     return invalid(op, "req.max_batch_size: capacities must be >= 0");
   if (r.qo_indptr == nullptr && r.q_len < 0)
     return invalid(op, "req.q_len: expected >= 0 (used without qo_indptr), got " + str(r.q_len));
-  if (r.kv_indptr == nullptr && r.kv_len < 0) {
+  if (r.page_size < 0)
+    return invalid(op, "req.page_size: expected >= 0 (0: ragged k and v), got " + str(r.page_size));
+  if (r.page_size == 0 && r.kv_indptr == nullptr && r.kv_len < 0) {
     return invalid(op, "req.kv_len: expected >= 0 (used without kv_indptr), got " + str(r.kv_len));
   }
   return Status();
 }
 
-plan::PrefillScheduleInput schedule_input(const PrefillPlanRequest& r) {
+// Paged KV: the token indptr of the requests' kv lengths, from the host copies of the page
+// table's indptr and last_page_len (validated as decode_plan does).
+Status paged_kv_token_indptr(const char* op, const PrefillPlanRequest& r,
+                             std::vector<int32_t>* out) {
+  const int64_t batch = r.batch_size;
+  if (batch > 0 && (r.paged_kv_indptr == nullptr || r.paged_kv_last_page_len == nullptr)) {
+    return invalid(op,
+                   "req.paged_kv_indptr: expected host copies of table.indptr and "
+                   "table.last_page_len with page_size > 0");
+  }
+  out->assign(static_cast<size_t>(batch) + 1, 0);
+  if (batch == 0) return Status();
+  if (r.paged_kv_indptr[0] != 0) {
+    return invalid(op, "req.paged_kv_indptr: expected paged_kv_indptr[0] == 0, got " +
+                           str(r.paged_kv_indptr[0]));
+  }
+  int64_t total = 0;
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t pages = int64_t{r.paged_kv_indptr[b + 1]} - r.paged_kv_indptr[b];
+    if (pages < 0) {
+      return invalid(op, "req.paged_kv_indptr: request " + str(b) +
+                             ": expected a non-decreasing array, got " + str(r.paged_kv_indptr[b]) +
+                             " then " + str(r.paged_kv_indptr[b + 1]));
+    }
+    const int32_t last = r.paged_kv_last_page_len[b];
+    if (pages > 0 ? (last < 1 || last > r.page_size) : last != 0) {
+      return invalid(op, "req.paged_kv_last_page_len: request " + str(b) + ": expected " +
+                             (pages > 0 ? "a value in [1, " + str(r.page_size) + "]"
+                                        : std::string("0 for a request without pages")) +
+                             ", got " + str(last));
+    }
+    total += pages > 0 ? (pages - 1) * r.page_size + last : 0;
+    if (total > INT32_MAX)
+      return invalid(op, "req.paged_kv_indptr: the batch holds over 2^31-1 kv tokens");
+    (*out)[b + 1] = static_cast<int32_t>(total);
+  }
+  return Status();
+}
+
+// `paged_kv_indptr`: the token indptr of a paged request (paged_kv_token_indptr), else unused.
+plan::PrefillScheduleInput schedule_input(const PrefillPlanRequest& r,
+                                          const std::vector<int32_t>& paged_kv_indptr) {
   const attention::PrefillTile tile = attention::prefill_tile(r.head_dim);
   plan::PrefillScheduleInput in;
   in.qo_indptr = r.qo_indptr;
-  in.kv_indptr = r.kv_indptr;
+  in.kv_indptr = r.page_size > 0 ? paged_kv_indptr.data() : r.kv_indptr;
   in.batch = r.batch_size;
   in.q_len = r.q_len;
   in.kv_len = r.kv_len;
@@ -97,6 +140,54 @@ Status check_heads_tensor(ArgCheck& check, const TensorView& t, const char* name
   return check.status();
 }
 
+// Paged KV: the cache ([pages, page_size, heads, dim] NHD or [pages, heads, page_size, dim] HND,
+// the plan's dtype, 16-byte aligned rows: cp.async moves 16-byte chunks) and the device table.
+void validate_paged_kv(ArgCheck& check, const PrefillPlan& plan, const PrefillArgs& a) {
+  const TensorView& kc = a.cache.k_cache;
+  const TensorView& vc = a.cache.v_cache;
+  check.require(a.cache.layout == KVLayout::kNHD || a.cache.layout == KVLayout::kHND,
+                "cache.layout: expected KVLayout::kNHD or KVLayout::kHND");
+  check.arg(kc, "cache.k_cache")
+      .defined()
+      .ndim(4)
+      .dtype(plan.dtype)
+      .inner_contiguous()
+      .nonnegative_strides();
+  check.arg(vc, "cache.v_cache")
+      .defined()
+      .same_shape(kc, "cache.k_cache")
+      .same_dtype(kc, "cache.k_cache")
+      .inner_contiguous()
+      .nonnegative_strides();
+  if (!check.ok()) return;
+  const int heads_dim = a.cache.layout == KVLayout::kNHD ? 2 : 1;
+  const int slot_dim = a.cache.layout == KVLayout::kNHD ? 1 : 2;
+  check.arg(kc, "cache.k_cache")
+      .size(heads_dim, plan.num_kv_heads, "plan.num_kv_heads")
+      .size(slot_dim, plan.page_size, "plan.page_size")
+      .size(3, plan.head_dim, "plan.head_dim");
+  for (const TensorView* t : {&kc, &vc}) {
+    bool aligned = reinterpret_cast<uintptr_t>(t->data) % 16 == 0;
+    for (int d = 0; d < 3; ++d)
+      aligned = aligned && (t->strides[d] * dtype_size(t->dtype)) % 16 == 0;
+    check.require(aligned, [&] {
+      return std::string(t == &kc ? "cache.k_cache" : "cache.v_cache") +
+             ": expected a 16-byte aligned pointer and 16-byte multiple strides, got " +
+             t->describe();
+    });
+  }
+  check.arg(a.table.indptr, "table.indptr")
+      .defined()
+      .ndim(1)
+      .dtype(DType::kInt32)
+      .contiguous()
+      .size_at_least(0, int64_t{plan.batch_size} + 1);
+  check.arg(a.table.indices, "table.indices").ndim(1).dtype(DType::kInt32).contiguous();
+  if (a.table.indices.numel() > 0) check.defined();
+  check.require(plan.total_kv == 0 || a.table.indices.numel() > 0,
+                "table.indices: expected the pages of the plan's requests, got none");
+}
+
 Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* workspace) {
   ArgCheck check(kRunOp);
   check.require(plan.workspace_bytes > 0 && plan.num_kv_heads > 0,
@@ -111,11 +202,19 @@ Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* w
     int heads;
     int64_t rows;
   };
+  const bool paged = plan.page_size > 0;
   const Operand ops[] = {{&a.q, "q", plan.num_qo_heads, plan.total_q},
+                         {&a.out, "out", plan.num_qo_heads, plan.total_q},
                          {&a.k, "k", plan.num_kv_heads, plan.total_kv},
-                         {&a.v, "v", plan.num_kv_heads, plan.total_kv},
-                         {&a.out, "out", plan.num_qo_heads, plan.total_q}};
+                         {&a.v, "v", plan.num_kv_heads, plan.total_kv}};
   for (const Operand& o : ops) {
+    if (paged && (o.t == &a.k || o.t == &a.v)) {
+      check.require(!o.t->defined(), [&] {
+        return std::string(o.name) +
+               ": expected undefined with a paged plan (the kv comes from cache and table)";
+      });
+      continue;
+    }
     check.arg(*o.t, o.name)
         .defined()
         .ndim(3)
@@ -140,9 +239,15 @@ Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* w
     });
   }
   if (!check.ok()) return check.status();
+  if (paged) {
+    validate_paged_kv(check, plan, a);
+    if (!check.ok()) return check.status();
+  }
+  const TensorView& k = paged ? a.cache.k_cache : a.k;
+  const TensorView& v = paged ? a.cache.v_cache : a.v;
   check.arg(a.out, "out").writable();
-  check.require(disjoint(a.out, a.q) && disjoint(a.out, a.k) && disjoint(a.out, a.v),
-                "out: must not overlap q, k or v");
+  check.require(disjoint(a.out, a.q) && disjoint(a.out, k) && disjoint(a.out, v),
+                paged ? "out: must not overlap q or the cache" : "out: must not overlap q, k or v");
   if (a.lse.defined()) {
     check.arg(a.lse, "lse")
         .ndim(2)
@@ -198,11 +303,11 @@ attention::PrefillKind kernel_kind(bool causal, int window_left, int window_righ
 // from the kernel cache, or compiled now (docs/kernel_cache.md). `may_compile` false: only one
 // already resolved in this process (prefill_run during graph capture).
 Status resolve_kernel(const char* op, DType dtype, int head_dim, attention::PrefillKind kind,
-                      bool may_compile, const runtime::ResolvedKernel** out) {
+                      bool paged, bool may_compile, const runtime::ResolvedKernel** out) {
   int cc = 0;
   Status st = runtime::KernelRegistry::current_device_cc(&cc);
   if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
-  runtime::KernelSpec spec = detail::prefill_kernel_spec(dtype, head_dim, kind);
+  runtime::KernelSpec spec = detail::prefill_kernel_spec(dtype, head_dim, kind, paged);
   spec.cc = static_cast<int16_t>(cc);
   runtime::KernelRegistry& registry = runtime::KernelRegistry::global();
   if (!may_compile) {
@@ -216,7 +321,8 @@ Status resolve_kernel(const char* op, DType dtype, int head_dim, attention::Pref
   st = registry.resolve(spec, out);
   if (st.ok() && (*out)->module) {
     // Prepared here, outside capture: prefill_run then only launches.
-    const detail::PrefillJitLauncher& l = detail::prefill_jit_launcher(dtype, head_dim, kind);
+    const detail::PrefillJitLauncher& l =
+        detail::prefill_jit_launcher(dtype, head_dim, kind, paged);
     int blocks = 0;
     st = runtime::prepare_kernel((*out)->module->kernel(0), l.threads, l.smem_bytes, &blocks);
   }
@@ -232,7 +338,7 @@ Status launch(const PrefillPlan& plan, attention::PrefillKind kind,
     return launch_status(kRunOp, fns.launch(&p, plan.grid, stream));
   }
   const detail::PrefillJitLauncher& l =
-      detail::prefill_jit_launcher(plan.dtype, plan.head_dim, kind);
+      detail::prefill_jit_launcher(plan.dtype, plan.head_dim, kind, plan.page_size > 0);
   runtime::LoadedKernel& kernel = k.module->kernel(0);
   // Done by the plan for its device; here a few atomic loads (a driver call only on a device the
   // kernel has not run on yet).
@@ -248,8 +354,10 @@ Status launch(const PrefillPlan& plan, attention::PrefillKind kind,
 Status prefill_workspace_size(const PrefillPlanRequest& req, size_t* device_bytes) {
   Status st = validate_request(kSizeOp, req);
   if (st.ok() && device_bytes == nullptr) st = invalid(kSizeOp, "device_bytes: expected non-null");
+  std::vector<int32_t> paged_indptr;
+  if (st.ok() && req.page_size > 0) st = paged_kv_token_indptr(kSizeOp, req, &paged_indptr);
   plan::PrefillSchedule s;
-  if (st.ok()) st = plan::make_prefill_schedule(kSizeOp, schedule_input(req), &s);
+  if (st.ok()) st = plan::make_prefill_schedule(kSizeOp, schedule_input(req, paged_indptr), &s);
   if (!st.ok()) return log_error(kSizeOp, st);
   *device_bytes = s.layout.total;
   return st;
@@ -262,14 +370,16 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
              {log_arg("batch_size", req.batch_size), log_arg("num_qo_heads", req.num_qo_heads),
               log_arg("num_kv_heads", req.num_kv_heads), log_arg("head_dim", req.head_dim),
               log_arg("causal", req.causal), log_arg("window_left", req.window_left),
-              log_arg("window_right", req.window_right)});
+              log_arg("window_right", req.window_right), log_arg("page_size", req.page_size)});
   }
   Status st = validate_request(kPlanOp, req);
   if (st.ok() && out == nullptr) st = invalid(kPlanOp, "plan: expected non-null");
   int sms = 0;
   if (st.ok()) st = resolve_num_sms(kPlanOp, req.num_sms, &sms);
+  std::vector<int32_t> paged_indptr;
+  if (st.ok() && req.page_size > 0) st = paged_kv_token_indptr(kPlanOp, req, &paged_indptr);
   plan::PrefillSchedule s;
-  if (st.ok()) st = plan::make_prefill_schedule(kPlanOp, schedule_input(req), &s);
+  if (st.ok()) st = plan::make_prefill_schedule(kPlanOp, schedule_input(req, paged_indptr), &s);
   if (st.ok() && (workspace == nullptr || workspace_bytes < s.layout.total)) {
     st =
         invalid(kPlanOp, "workspace: too small: " + str(static_cast<int64_t>(s.layout.total)) +
@@ -294,10 +404,11 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
       kernel_kind(req.causal, req.window_left, req.window_right, false);
   const runtime::ResolvedKernel* kernel = nullptr;
   const runtime::ResolvedKernel* general = nullptr;
-  st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, kind, true, &kernel);
+  const bool paged = req.page_size > 0;
+  st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, kind, paged, true, &kernel);
   if (st.ok() && kind != attention::PrefillKind::kGeneral) {
-    st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, attention::PrefillKind::kGeneral, true,
-                        &general);
+    st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, attention::PrefillKind::kGeneral, paged,
+                        true, &general);
   }
   if (!st.ok()) return log_error(kPlanOp, st);
   const attention::PrefillTile tile = attention::prefill_tile(req.head_dim);
@@ -313,6 +424,7 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
   p.causal = req.causal;
   p.window_left = req.window_left;
   p.window_right = req.window_right;
+  p.page_size = req.page_size;
   p.block_m = tile.block_m;
   p.block_n = tile.block_n;
   p.num_work = static_cast<int>(s.work.size());
@@ -334,12 +446,15 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
 Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* workspace,
                    cudaStream_t stream) {
   if (log_level() > 0) {
-    log_call(kRunOp, stream,
-             {log_arg("q", args.q), log_arg("k", args.k), log_arg("v", args.v),
-              log_arg("out", args.out), log_arg("lse", args.lse),
-              log_arg("sm_scale", args.sm_scale), log_arg("logits_soft_cap", args.logits_soft_cap),
-              log_arg("alibi_slopes", args.alibi_slopes), log_arg("sinks", args.sinks),
-              log_arg("custom_mask", args.custom_mask)});
+    log_call(
+        kRunOp, stream,
+        {log_arg("q", args.q), log_arg("k", args.k), log_arg("v", args.v),
+         log_arg("cache.k_cache", args.cache.k_cache), log_arg("cache.v_cache", args.cache.v_cache),
+         log_arg("table.indices", args.table.indices), log_arg("out", args.out),
+         log_arg("lse", args.lse), log_arg("sm_scale", args.sm_scale),
+         log_arg("logits_soft_cap", args.logits_soft_cap),
+         log_arg("alibi_slopes", args.alibi_slopes), log_arg("sinks", args.sinks),
+         log_arg("custom_mask", args.custom_mask)});
   }
   Status st = validate_run(plan, args, workspace);
   if (!st.ok()) return log_error(kRunOp, st);
@@ -349,12 +464,31 @@ Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* works
   p.q = args.q.data;
   p.q_stride_token = args.q.strides[0];
   p.q_stride_head = args.q.strides[1];
-  p.k = args.k.data;
-  p.k_stride_token = args.k.strides[0];
-  p.k_stride_head = args.k.strides[1];
-  p.v = args.v.data;
-  p.v_stride_token = args.v.strides[0];
-  p.v_stride_head = args.v.strides[1];
+  if (plan.page_size > 0) {
+    // Cache strides: page, slot within the page (the kernel's token stride), head.
+    const TensorView& kc = args.cache.k_cache;
+    const TensorView& vc = args.cache.v_cache;
+    const int slot = args.cache.layout == KVLayout::kNHD ? 1 : 2;
+    const int head = args.cache.layout == KVLayout::kNHD ? 2 : 1;
+    p.k = kc.data;
+    p.k_stride_page = kc.strides[0];
+    p.k_stride_token = kc.strides[slot];
+    p.k_stride_head = kc.strides[head];
+    p.v = vc.data;
+    p.v_stride_page = vc.strides[0];
+    p.v_stride_token = vc.strides[slot];
+    p.v_stride_head = vc.strides[head];
+    p.page_size = plan.page_size;
+    p.page_indptr = static_cast<const int32_t*>(args.table.indptr.data);
+    p.page_indices = static_cast<const int32_t*>(args.table.indices.data);
+  } else {
+    p.k = args.k.data;
+    p.k_stride_token = args.k.strides[0];
+    p.k_stride_head = args.k.strides[1];
+    p.v = args.v.data;
+    p.v_stride_token = args.v.strides[0];
+    p.v_stride_head = args.v.strides[1];
+  }
   p.out = args.out.data;
   p.out_stride_token = args.out.strides[0];
   p.out_stride_head = args.out.strides[1];
@@ -396,7 +530,7 @@ Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* works
   if (kernel == nullptr) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
-    st = resolve_kernel(kRunOp, plan.dtype, plan.head_dim, kind,
+    st = resolve_kernel(kRunOp, plan.dtype, plan.head_dim, kind, plan.page_size > 0,
                         capture == cudaStreamCaptureStatusNone, &kernel);
   }
   if (st.ok()) st = launch(plan, kind, p, stream, *kernel);

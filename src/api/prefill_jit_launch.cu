@@ -12,13 +12,14 @@ namespace {
 
 using attention::PrefillKind;
 
-template <class Element, int kHeadDim, PrefillKind kKind>
-using TraitsOf = attention::sm90::PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain>;
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged>
+using TraitsOf =
+    attention::sm90::PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain, kPaged>;
 
-template <class Element, int kHeadDim, PrefillKind kKind>
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged>
 Status launch_jit(const runtime::LoadedKernel& kernel, const attention::PrefillParams& p, int grid,
                   cudaStream_t stream) {
-  using Traits = TraitsOf<Element, kHeadDim, kKind>;
+  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged>;
   attention::sm90::PrefillKernelArgs<Traits> args{p, attention::sm90::make_prefill_tma<Traits>(p)};
   runtime::KernelLaunch launch;
   launch.grid = dim3(static_cast<unsigned>(grid));
@@ -29,41 +30,49 @@ Status launch_jit(const runtime::LoadedKernel& kernel, const attention::PrefillP
   return runtime::launch_kernel(kernel, launch, argv);
 }
 
-template <class Element, int kHeadDim, PrefillKind kKind>
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged>
 PrefillJitLauncher launcher() {
-  using Traits = TraitsOf<Element, kHeadDim, kKind>;
+  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged>;
   PrefillJitLauncher l;
   l.threads = Traits::kNumThreads;
   l.smem_bytes = Traits::kSmemBytes;
-  l.launch = &launch_jit<Element, kHeadDim, kKind>;
+  l.launch = &launch_jit<Element, kHeadDim, kKind, kPaged>;
   return l;
 }
 
-template <class Element, int kHeadDim>
+template <class Element, int kHeadDim, bool kPaged>
 const PrefillJitLauncher& for_kind(PrefillKind kind) {
-  static const PrefillJitLauncher l[] = {launcher<Element, kHeadDim, PrefillKind::kPlain>(),
-                                         launcher<Element, kHeadDim, PrefillKind::kCausal>(),
-                                         launcher<Element, kHeadDim, PrefillKind::kGeneral>()};
+  static const PrefillJitLauncher l[] = {
+      launcher<Element, kHeadDim, PrefillKind::kPlain, kPaged>(),
+      launcher<Element, kHeadDim, PrefillKind::kCausal, kPaged>(),
+      launcher<Element, kHeadDim, PrefillKind::kGeneral, kPaged>()};
   return l[static_cast<int>(kind)];
 }
 
-template <class Element>
+template <class Element, bool kPaged>
 const PrefillJitLauncher& for_head_dim(int head_dim, PrefillKind kind) {
   switch (head_dim) {
     case 64:
-      return for_kind<Element, 64>(kind);
+      return for_kind<Element, 64, kPaged>(kind);
     case 128:
-      return for_kind<Element, 128>(kind);
+      return for_kind<Element, 128, kPaged>(kind);
     default:
-      return for_kind<Element, 256>(kind);
+      return for_kind<Element, 256, kPaged>(kind);
   }
+}
+
+template <class Element>
+const PrefillJitLauncher& for_layout(int head_dim, PrefillKind kind, bool paged) {
+  return paged ? for_head_dim<Element, true>(head_dim, kind)
+               : for_head_dim<Element, false>(head_dim, kind);
 }
 
 }  // namespace
 
-const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, PrefillKind kind) {
-  return q == DType::kBFloat16 ? for_head_dim<cutlass::bfloat16_t>(head_dim, kind)
-                               : for_head_dim<cutlass::half_t>(head_dim, kind);
+const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, PrefillKind kind,
+                                               bool paged) {
+  return q == DType::kBFloat16 ? for_layout<cutlass::bfloat16_t>(head_dim, kind, paged)
+                               : for_layout<cutlass::half_t>(head_dim, kind, paged);
 }
 
 }  // namespace flashserve::detail

@@ -1,8 +1,9 @@
 // Prefill attention's kernel specializations in the kernel registry (runtime/kernel_registry.h):
-// the family "prefill" with fields q (dtype), hd (head_dim) and kind (plain, causal, general:
-// attention::PrefillKind) — the batch, the lengths, the heads and GQA ratio, the window, soft-cap,
-// ALiBi, sinks and custom mask are run-time values of one kernel — the specializations compiled
-// into the library, the source the JIT compiles for the others, and how either is launched.
+// the family "prefill" with fields q (dtype), hd (head_dim), kind (plain, causal, general:
+// attention::PrefillKind) and kv (ragged k and v, or a paged cache) — the page size and layout, the
+// batch, the lengths, the heads and GQA ratio, the window, soft-cap, ALiBi, sinks and custom mask
+// are run-time values of one kernel — the specializations compiled into the library, the source the
+// JIT compiles for the others, and how either is launched.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -26,6 +27,7 @@ struct PrefillPrebuilt {
   DType q;
   int head_dim;
   attention::PrefillKind kind;
+  bool paged;
   const PrefillKernelFns* fns;  // null ends the table
 };
 
@@ -40,15 +42,18 @@ extern const PrefillPrebuilt kPrefillPrebuilt[];
 struct PrefillJitLauncher {
   int threads = 0;     // block size
   int smem_bytes = 0;  // dynamic shared memory
-  // Launches the loaded `kernel` (prefill_kernel<PrefillTraits<...>, kind>) over `grid` CTAs.
+  // Launches the loaded `kernel` (prefill_kernel<PrefillTraits<..., paged>, kind>) over `grid`
+  // CTAs.
   Status (*launch)(const runtime::LoadedKernel& kernel, const attention::PrefillParams& p, int grid,
                    cudaStream_t stream) = nullptr;
 };
-const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, attention::PrefillKind kind);
+const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, attention::PrefillKind kind,
+                                               bool paged);
 
 // The registry id of the prefill family (registered on the first call).
 int prefill_kernel_family();
 // The spec of a prefill specialization (cc left 0: the caller sets the device's).
-runtime::KernelSpec prefill_kernel_spec(DType q, int head_dim, attention::PrefillKind kind);
+runtime::KernelSpec prefill_kernel_spec(DType q, int head_dim, attention::PrefillKind kind,
+                                        bool paged);
 
 }  // namespace flashserve::detail

@@ -59,15 +59,26 @@ TEST(KernelRegistry, DecodeSpecTextRoundTrip) {
 
 TEST(KernelRegistry, PrefillSpecTextRoundTrip) {
   const rt::KernelSpec s =
-      flashserve::detail::prefill_kernel_spec(DType::kFloat16, 256, PrefillKind::kGeneral);
-  EXPECT_EQ(registry().describe(s), "prefill q=fp16 hd=256 kind=general");
-  EXPECT_TRUE(parse_ok(" prefill kind=general  hd=256 q=fp16") == s) << "field order is free";
-  EXPECT_TRUE(parse_ok("prefill q=bf16 hd=64 kind=plain") ==
-              flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64, PrefillKind::kPlain));
+      flashserve::detail::prefill_kernel_spec(DType::kFloat16, 256, PrefillKind::kGeneral, false);
+  EXPECT_EQ(registry().describe(s), "prefill q=fp16 hd=256 kind=general kv=ragged");
+  EXPECT_TRUE(parse_ok(" prefill kv=ragged kind=general  hd=256 q=fp16") == s)
+      << "field order is free";
+  EXPECT_TRUE(
+      parse_ok("prefill q=bf16 hd=64 kind=plain kv=ragged") ==
+      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64, PrefillKind::kPlain, false));
+  // A paged specialization: its own spec, the ragged one's twin but for kv.
+  const rt::KernelSpec paged =
+      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 128, PrefillKind::kCausal, true);
+  EXPECT_EQ(registry().describe(paged), "prefill q=bf16 hd=128 kind=causal kv=paged");
+  EXPECT_TRUE(parse_ok("prefill kv=paged q=bf16 kind=causal hd=128") == paged);
+  EXPECT_FALSE(paged == flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 128,
+                                                                PrefillKind::kCausal, false));
   const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
   EXPECT_TRUE(f.needs_cutlass);
   const std::vector<rt::KernelSpec> all = f.enumerate();
-  EXPECT_EQ(all.size(), 18u);  // 2 q dtypes x 3 head dims x (plain, causal, general)
+  // 2 q dtypes x 3 head dims x (plain, causal, general) x (ragged, paged)
+  EXPECT_EQ(all.size(), 36u);
+  EXPECT_NE(std::find(all.begin(), all.end(), paged), all.end());
   for (const rt::KernelSpec& x : all) {
     EXPECT_TRUE(parse_ok(registry().describe(x)) == x) << registry().describe(x);
     EXPECT_TRUE(f.check(x).ok()) << registry().describe(x);
@@ -78,25 +89,36 @@ TEST(KernelRegistry, PrefillSpecTextRoundTrip) {
 }
 
 TEST(KernelRegistry, PrefillCheckRejectsWhatTheFamilyDoesNotHave) {
-  EXPECT_NE(
-      parse_error("prefill q=bf16 hd=96 kind=causal").find("hd: expected 64, 128 or 256, got 96"),
-      std::string::npos);
-  EXPECT_NE(parse_error("prefill q=fp8_e4m3 hd=128 kind=causal")
+  EXPECT_NE(parse_error("prefill q=bf16 hd=96 kind=causal kv=ragged")
+                .find("hd: expected 64, 128 or 256, got 96"),
+            std::string::npos);
+  EXPECT_NE(parse_error("prefill q=fp8_e4m3 hd=128 kind=causal kv=ragged")
                 .find("q: expected one of fp16, bf16, got 'fp8_e4m3'"),
             std::string::npos);
-  EXPECT_NE(parse_error("prefill q=bf16 hd=128 kind=sliding")
+  EXPECT_NE(parse_error("prefill q=bf16 hd=128 kind=sliding kv=ragged")
                 .find("kind: expected one of plain, causal, general, got 'sliding'"),
             std::string::npos);
-  EXPECT_NE(parse_error("prefill q=bf16 hd=128").find("missing field 'kind'"), std::string::npos);
-  EXPECT_NE(parse_error("prefill q=bf16 kv=bf16 hd=128 kind=causal").find("unknown field 'kv'"),
+  EXPECT_NE(parse_error("prefill q=bf16 hd=128 kv=ragged").find("missing field 'kind'"),
             std::string::npos);
+  // kv is the KV layout (ragged k and v, or a paged cache), not a dtype as in decode.
+  EXPECT_NE(parse_error("prefill q=bf16 kv=bf16 hd=128 kind=causal")
+                .find("kv: expected one of ragged, paged, got 'bf16'"),
+            std::string::npos);
+  EXPECT_NE(parse_error("prefill q=bf16 hd=128 kind=causal").find("missing field 'kv'"),
+            std::string::npos);
+  EXPECT_NE(
+      parse_error("prefill q=bf16 hd=128 kind=causal kv=paged tile=3").find("unknown field 'tile'"),
+      std::string::npos);
   // check() itself, on specs built in code.
   const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
   rt::KernelSpec s =
-      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 128, PrefillKind::kCausal);
+      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 128, PrefillKind::kCausal, false);
   ASSERT_TRUE(f.check(s).ok());
+  ASSERT_TRUE(f.check(flashserve::detail::prefill_kernel_spec(DType::kFloat16, 64,
+                                                              PrefillKind::kGeneral, true))
+                  .ok());
   rt::KernelSpec bad =
-      flashserve::detail::prefill_kernel_spec(DType::kFloat32, 128, PrefillKind::kCausal);
+      flashserve::detail::prefill_kernel_spec(DType::kFloat32, 128, PrefillKind::kCausal, false);
   EXPECT_NE(f.check(bad).message().find("q: expected fp16 or bf16"), std::string::npos)
       << f.check(bad).message();
   bad = s;
@@ -105,6 +127,11 @@ TEST(KernelRegistry, PrefillCheckRejectsWhatTheFamilyDoesNotHave) {
   bad = s;
   bad.fields[2] = 3;
   EXPECT_EQ(f.check(bad).message(), "kind: expected plain, causal or general");
+  bad = s;
+  bad.fields[3] = 2;
+  EXPECT_EQ(f.check(bad).message(), "kv: expected ragged or paged");
+  bad.fields[3] = -1;
+  EXPECT_EQ(f.check(bad).message(), "kv: expected ragged or paged");
 }
 
 TEST(KernelRegistry, PrefillSourceInstantiatesThePrebuiltTemplate) {
@@ -113,21 +140,32 @@ TEST(KernelRegistry, PrefillSourceInstantiatesThePrebuiltTemplate) {
     DType q;
     int hd;
     PrefillKind kind;
+    bool paged;
     const char* instantiation;
   };
   const Case cases[] = {
-      {DType::kBFloat16, 128, PrefillKind::kCausal,
-       "prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 128, false>, PrefillKind::kCausal>(\n"
+      {DType::kBFloat16, 128, PrefillKind::kCausal, false,
+       "prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 128, false, false>, "
+       "PrefillKind::kCausal>(\n"
        "    const __grid_constant__ PrefillKernelArgs<PrefillTraits<cutlass::bfloat16_t, 128, "
-       "false>>);"},
+       "false, false>>);"},
       // The plain kernel's traits are the unmasked ones (launch_prefill_sm90).
-      {DType::kFloat16, 64, PrefillKind::kPlain,
-       "prefill_kernel<PrefillTraits<cutlass::half_t, 64, true>, PrefillKind::kPlain>("},
-      {DType::kFloat16, 256, PrefillKind::kGeneral,
-       "prefill_kernel<PrefillTraits<cutlass::half_t, 256, false>, PrefillKind::kGeneral>("}};
+      {DType::kFloat16, 64, PrefillKind::kPlain, false,
+       "prefill_kernel<PrefillTraits<cutlass::half_t, 64, true, false>, PrefillKind::kPlain>("},
+      {DType::kFloat16, 256, PrefillKind::kGeneral, false,
+       "prefill_kernel<PrefillTraits<cutlass::half_t, 256, false, false>, "
+       "PrefillKind::kGeneral>("},
+      // Paged KV: the 4th traits argument.
+      {DType::kBFloat16, 128, PrefillKind::kCausal, true,
+       "prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 128, false, true>, "
+       "PrefillKind::kCausal>(\n"
+       "    const __grid_constant__ PrefillKernelArgs<PrefillTraits<cutlass::bfloat16_t, 128, "
+       "false, true>>);"},
+      {DType::kFloat16, 64, PrefillKind::kPlain, true,
+       "prefill_kernel<PrefillTraits<cutlass::half_t, 64, true, true>, PrefillKind::kPlain>("}};
   for (const Case& c : cases) {
     const rt::KernelSource src =
-        f.generate(flashserve::detail::prefill_kernel_spec(c.q, c.hd, c.kind));
+        f.generate(flashserve::detail::prefill_kernel_spec(c.q, c.hd, c.kind, c.paged));
     EXPECT_NE(src.code.find("#include \"flashserve/attention/prefill_kernel_sm90.cuh\""),
               std::string::npos)
         << src.code;
@@ -174,16 +212,23 @@ TEST(KernelRegistry, PresetsParseAndAllIsEverything) {
   std::vector<std::string> def_text;
   for (const rt::KernelSpec& s : def)
     def_text.push_back(registry().describe(s));
-  const std::vector<std::string> want_default = {
-      "decode q=bf16 kv=bf16 hd=128",       "decode q=fp16 kv=fp16 hd=128",
-      "prefill q=bf16 hd=128 kind=plain",   "prefill q=bf16 hd=128 kind=causal",
-      "prefill q=bf16 hd=128 kind=general", "prefill q=fp16 hd=128 kind=plain",
-      "prefill q=fp16 hd=128 kind=causal",  "prefill q=fp16 hd=128 kind=general"};
+  const std::vector<std::string> want_default = {"decode q=bf16 kv=bf16 hd=128",
+                                                 "decode q=fp16 kv=fp16 hd=128",
+                                                 "prefill q=bf16 hd=128 kind=plain kv=ragged",
+                                                 "prefill q=bf16 hd=128 kind=causal kv=ragged",
+                                                 "prefill q=bf16 hd=128 kind=general kv=ragged",
+                                                 "prefill q=fp16 hd=128 kind=plain kv=ragged",
+                                                 "prefill q=fp16 hd=128 kind=causal kv=ragged",
+                                                 "prefill q=fp16 hd=128 kind=general kv=ragged",
+                                                 "prefill q=bf16 hd=128 kind=causal kv=paged",
+                                                 "prefill q=bf16 hd=128 kind=general kv=paged",
+                                                 "prefill q=fp16 hd=128 kind=causal kv=paged",
+                                                 "prefill q=fp16 hd=128 kind=general kv=paged"};
   EXPECT_EQ(def_text, want_default);
   ASSERT_TRUE(rt::preset_specs(registry(), "all", &all).ok());
-  EXPECT_EQ(all.size(), 36u);  // 18 decode + 18 prefill
+  EXPECT_EQ(all.size(), 54u);  // 18 decode + 36 prefill
   // Every model preset has, for each prefill head dim it lists, the causal and the general kernel
-  // (prefill_plan resolves both).
+  // (prefill_plan resolves both), and has them for ragged and for paged KV.
   const int prefill = flashserve::detail::prefill_kernel_family();
   for (const rt::KernelPreset& p : rt::kernel_presets()) {
     std::vector<rt::KernelSpec> specs;
@@ -193,10 +238,14 @@ TEST(KernelRegistry, PresetsParseAndAllIsEverything) {
       if (s.family != prefill) continue;
       ++prefill_specs;
       for (PrefillKind k : {PrefillKind::kCausal, PrefillKind::kGeneral}) {
-        rt::KernelSpec need = s;
-        need.fields[2] = static_cast<int>(k);
-        EXPECT_NE(std::find(specs.begin(), specs.end(), need), specs.end())
-            << p.name << ": " << registry().describe(s) << " without " << registry().describe(need);
+        for (int kv : {0, 1}) {  // ragged, paged
+          rt::KernelSpec need = s;
+          need.fields[2] = static_cast<int>(k);
+          need.fields[3] = kv;
+          EXPECT_NE(std::find(specs.begin(), specs.end(), need), specs.end())
+              << p.name << ": " << registry().describe(s) << " without "
+              << registry().describe(need);
+        }
       }
     }
     EXPECT_GT(prefill_specs, 0) << p.name << " has no prefill kernels";
@@ -233,7 +282,11 @@ TEST(KernelRegistry, PrebuiltSetMatchesTheBuildPreset) {
     // The rest is compiled at first use.
     const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
     EXPECT_EQ(f.prebuilt(flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64,
-                                                                 PrefillKind::kCausal)),
+                                                                 PrefillKind::kCausal, false)),
+              nullptr);
+    // No paged plain kernel in the default set (decoders run causal / general).
+    EXPECT_EQ(f.prebuilt(flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 128,
+                                                                 PrefillKind::kPlain, true)),
               nullptr);
   }
   EXPECT_TRUE(rt::KernelRegistry::prebuilt_runs_on(90));
@@ -252,17 +305,20 @@ TEST(KernelRegistry, SpecsReadBackFromLogs) {
       "[flashserve] kernel decode q=bf16 kv=bogus hd=128 sm_90a (cached)\n"
       "decode_run\n"
       "[flashserve] prefill_plan\n"
-      "[flashserve] kernel prefill q=bf16 hd=64 kind=causal sm_90a (compiled)\n"
-      "[flashserve] kernel prefill q=bf16 hd=64 kind=general sm_90a (cached)\n"
-      "prefill q=fp16 hd=256 kind=plain\n"
-      "prefill q=fp16 hd=96 kind=plain\n";
+      "[flashserve] kernel prefill q=bf16 hd=64 kind=causal kv=ragged sm_90a (compiled)\n"
+      "[flashserve] kernel prefill q=bf16 hd=64 kind=general kv=ragged sm_90a (cached)\n"
+      "[flashserve] kernel prefill q=bf16 hd=64 kind=general kv=paged sm_90a (compiled)\n"
+      "prefill q=fp16 hd=256 kind=plain kv=ragged\n"
+      "prefill q=fp16 hd=96 kind=plain kv=ragged\n"
+      "prefill q=fp16 hd=256 kind=causal\n";  // from before the kv field: not a spec now
   const std::vector<rt::KernelSpec> specs = registry().specs_in_log(log);
-  ASSERT_EQ(specs.size(), 5u);
+  ASSERT_EQ(specs.size(), 6u);
   EXPECT_EQ(registry().describe(specs[0]), "decode q=bf16 kv=fp8_e4m3 hd=128");
   EXPECT_EQ(registry().describe(specs[1]), "decode q=fp16 kv=fp16 hd=64");
-  EXPECT_EQ(registry().describe(specs[2]), "prefill q=bf16 hd=64 kind=causal");
-  EXPECT_EQ(registry().describe(specs[3]), "prefill q=bf16 hd=64 kind=general");
-  EXPECT_EQ(registry().describe(specs[4]), "prefill q=fp16 hd=256 kind=plain");
+  EXPECT_EQ(registry().describe(specs[2]), "prefill q=bf16 hd=64 kind=causal kv=ragged");
+  EXPECT_EQ(registry().describe(specs[3]), "prefill q=bf16 hd=64 kind=general kv=ragged");
+  EXPECT_EQ(registry().describe(specs[4]), "prefill q=bf16 hd=64 kind=general kv=paged");
+  EXPECT_EQ(registry().describe(specs[5]), "prefill q=fp16 hd=256 kind=plain kv=ragged");
 }
 
 // A family whose every spec is "prebuilt" (a dummy pointer): resolve() then needs no device.
@@ -386,7 +442,7 @@ TEST_F(RegistryJitTest, DisabledJitPrefillErrorNamesTheKernelAndTheCommand) {
   cfg.disabled = true;
   registry().set_config(cfg);
   rt::KernelSpec s =
-      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64, PrefillKind::kGeneral);
+      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64, PrefillKind::kGeneral, false);
   s.cc = 90;
   s.force_jit = 1;  // not prebuilt, even in an "all" build
   const rt::ResolvedKernel* k = nullptr;
@@ -396,12 +452,13 @@ TEST_F(RegistryJitTest, DisabledJitPrefillErrorNamesTheKernelAndTheCommand) {
   if (cfg.cutlass_dir.empty()) {
     EXPECT_NE(m.find("FLASHSERVE_CUTLASS_DIR"), std::string::npos) << m;
   } else {
-    EXPECT_NE(m.find("kernel prefill q=bf16 hd=64 kind=general sm_90a is not prebuilt"),
+    EXPECT_NE(m.find("kernel prefill q=bf16 hd=64 kind=general kv=ragged sm_90a is not prebuilt"),
               std::string::npos)
         << m;
     EXPECT_NE(m.find("FLASHSERVE_DISABLE_JIT"), std::string::npos) << m;
   }
-  EXPECT_NE(m.find("flashserve compile --spec 'prefill q=bf16 hd=64 kind=general' --arch '90a'"),
+  EXPECT_NE(m.find("flashserve compile --spec 'prefill q=bf16 hd=64 kind=general kv=ragged' "
+                   "--arch '90a'"),
             std::string::npos)
       << m;
   EXPECT_EQ(registry().find(s), nullptr);
@@ -413,19 +470,21 @@ TEST_F(RegistryJitTest, PrefillWithoutCutlassSaysWhatToSet) {
   cfg.cutlass_dir.clear();
   registry().set_config(cfg);
   rt::KernelSpec s =
-      flashserve::detail::prefill_kernel_spec(DType::kFloat16, 128, PrefillKind::kPlain);
+      flashserve::detail::prefill_kernel_spec(DType::kFloat16, 128, PrefillKind::kPlain, false);
   s.cc = 90;
   s.force_jit = 1;
   const rt::ResolvedKernel* k = nullptr;
   flashserve::Status st = registry().resolve(s, &k);
   EXPECT_EQ(st.code(), flashserve::StatusCode::kUnsupported);
-  EXPECT_NE(st.message().find("compiling kernel prefill q=fp16 hd=128 kind=plain sm_90a needs the "
-                              "CUTLASS / CuTe headers"),
+  EXPECT_NE(st.message().find(
+                "compiling kernel prefill q=fp16 hd=128 kind=plain kv=ragged sm_90a needs the "
+                "CUTLASS / CuTe headers"),
             std::string::npos)
       << st.message();
   EXPECT_NE(st.message().find("set FLASHSERVE_CUTLASS_DIR"), std::string::npos) << st.message();
-  EXPECT_NE(st.message().find("flashserve compile --spec 'prefill q=fp16 hd=128 kind=plain'"),
-            std::string::npos)
+  EXPECT_NE(
+      st.message().find("flashserve compile --spec 'prefill q=fp16 hd=128 kind=plain kv=ragged'"),
+      std::string::npos)
       << st.message();
   rt::CompileReport rep;
   st = registry().compile(s, {"90a"}, true, &rep);  // `flashserve compile`: no command hint

@@ -463,11 +463,13 @@ TEST_F(JitPrefill, DisabledJitFailsThePlanNamingTheKernel) {
   flashserve::PrefillPlan plan;
   const Status st = p.plan(&plan);
   EXPECT_EQ(st.code(), flashserve::StatusCode::kUnsupported);
-  EXPECT_NE(st.message().find("prefill_plan: kernel prefill q=fp16 hd=256 kind=causal sm_"),
-            std::string::npos)
+  EXPECT_NE(
+      st.message().find("prefill_plan: kernel prefill q=fp16 hd=256 kind=causal kv=ragged sm_"),
+      std::string::npos)
       << st.message();
-  EXPECT_NE(st.message().find("flashserve compile --spec 'prefill q=fp16 hd=256 kind=causal'"),
-            std::string::npos)
+  EXPECT_NE(
+      st.message().find("flashserve compile --spec 'prefill q=fp16 hd=256 kind=causal kv=ragged'"),
+      std::string::npos)
       << st.message();
 }
 

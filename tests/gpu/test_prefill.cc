@@ -5,6 +5,7 @@
 // -inf), fp16 and bf16, LSE, determinism and CUDA-graph capture.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <sstream>
@@ -27,6 +28,9 @@ struct PrefillCase {
   int window_left = -1, window_right = -1;
   float soft_cap = 0.f;
   bool alibi = false, sinks = false, mask = false;
+  // > 0: k and v live in a paged cache (shuffled page ids, every unused slot NaN).
+  int page_size = 0;
+  bool hnd = false;
 };
 
 std::string describe(const PrefillCase& c) {
@@ -34,7 +38,8 @@ std::string describe(const PrefillCase& c) {
   os << c.qo_heads << "/" << c.kv_heads << "x" << c.head_dim << " "
      << flashserve::dtype_name(c.dtype) << " causal " << c.causal << " window " << c.window_left
      << "," << c.window_right << " cap " << c.soft_cap << " alibi " << c.alibi << " sinks "
-     << c.sinks << " mask " << c.mask << " lens [";
+     << c.sinks << " mask " << c.mask << " page " << c.page_size << (c.hnd ? " HND" : " NHD")
+     << " lens [";
   for (size_t b = 0; b < c.lens.size(); ++b)
     os << (b ? " " : "") << c.lens[b].first << "x" << c.lens[b].second;
   return os.str() + "]";
@@ -45,6 +50,9 @@ struct PrefillSetup {
   ref::PrefillProblem prob;
   std::vector<float> q, k, v;
   DeviceTensor dq, dk, dv, dout, dlse, dslopes, dsinks, dmask, dmask_off, ws;
+  // Paged: the caches and the table (host copies and device arrays).
+  std::vector<int32_t> page_indptr, page_indices, last_page_len;
+  DeviceTensor dk_cache, dv_cache, dindptr, dindices, dlast;
   flashserve::PrefillPlan plan;
   size_t ws_bytes = 0;
 
@@ -85,6 +93,7 @@ struct PrefillSetup {
       dk.upload(k);
       dv.upload(v);
     }
+    if (c.page_size > 0) make_paged(rng);
     if (c.alibi) {
       for (int h = 0; h < c.qo_heads; ++h)
         prob.alibi_slopes.push_back(std::exp2(-8.f * (h + 1) / c.qo_heads));
@@ -115,6 +124,53 @@ struct PrefillSetup {
     }
   }
 
+  // Pages of every request in shuffled order, plus unused ones; the cache starts as NaN, so a
+  // read of any slot the table does not cover (the tail of a last page, another page) shows.
+  void make_paged(std::mt19937_64& rng) {
+    const int64_t P = c.page_size, H = c.kv_heads, D = c.head_dim;
+    page_indptr = {0};
+    for (auto [ql, kl] : c.lens) {
+      const int pages = static_cast<int>((kl + P - 1) / P);
+      page_indptr.push_back(page_indptr.back() + pages);
+      last_page_len.push_back(kl == 0 ? 0 : static_cast<int32_t>(kl - (pages - 1) * P));
+    }
+    const int64_t num_pages = page_indptr.back() + 3;
+    std::vector<int32_t> ids(num_pages);
+    for (int64_t i = 0; i < num_pages; ++i)
+      ids[i] = static_cast<int32_t>(i);
+    std::shuffle(ids.begin(), ids.end(), rng);
+    page_indices.assign(ids.begin(), ids.begin() + page_indptr.back());
+    const std::vector<int64_t> shape =
+        c.hnd ? std::vector<int64_t>{num_pages, H, P, D} : std::vector<int64_t>{num_pages, P, H, D};
+    std::vector<float> kc(num_pages * P * H * D, NAN), vc(kc.size(), NAN);
+    for (size_t b = 0; b < c.lens.size(); ++b) {
+      for (int64_t t = 0; t < c.lens[b].second; ++t) {
+        const int64_t page = page_indices[page_indptr[b] + t / P], slot = t % P;
+        for (int64_t h = 0; h < H; ++h) {
+          const int64_t dst =
+              c.hnd ? ((page * H + h) * P + slot) * D : ((page * P + slot) * H + h) * D;
+          const int64_t src = ((prob.kv_indptr[b] + t) * H + h) * D;
+          for (int64_t d = 0; d < D; ++d) {
+            kc[dst + d] = k[src + d];
+            vc[dst + d] = v[src + d];
+          }
+        }
+      }
+    }
+    dk_cache = DeviceTensor(c.dtype, shape);
+    dv_cache = DeviceTensor(c.dtype, shape);
+    dk_cache.upload(kc);
+    dv_cache.upload(vc);
+    auto ints = [](const std::vector<int32_t>& x) {
+      DeviceTensor t(DType::kInt32, {static_cast<int64_t>(x.size())});
+      if (!x.empty()) t.upload_raw(x.data(), static_cast<int64_t>(x.size() * sizeof(int32_t)));
+      return t;
+    };
+    dindptr = ints(page_indptr);
+    dindices = ints(page_indices);
+    dlast = ints(last_page_len);
+  }
+
   flashserve::PrefillPlanRequest request() const {
     flashserve::PrefillPlanRequest r;
     r.batch_size = static_cast<int>(c.lens.size());
@@ -127,6 +183,12 @@ struct PrefillSetup {
     r.causal = c.causal;
     r.window_left = c.window_left;
     r.window_right = c.window_right;
+    if (c.page_size > 0) {
+      r.kv_indptr = nullptr;
+      r.page_size = c.page_size;
+      r.paged_kv_indptr = page_indptr.data();
+      r.paged_kv_last_page_len = last_page_len.data();
+    }
     return r;
   }
 
@@ -141,8 +203,17 @@ struct PrefillSetup {
   flashserve::PrefillArgs args() const {
     flashserve::PrefillArgs a;
     a.q = dq.view();
-    a.k = dk.view();
-    a.v = dv.view();
+    if (c.page_size > 0) {
+      a.cache.k_cache = dk_cache.view();
+      a.cache.v_cache = dv_cache.view();
+      a.cache.layout = c.hnd ? flashserve::KVLayout::kHND : flashserve::KVLayout::kNHD;
+      a.table.indptr = dindptr.view();
+      a.table.indices = dindices.view();
+      a.table.last_page_len = dlast.view();
+    } else {
+      a.k = dk.view();
+      a.v = dv.view();
+    }
     a.out = dout.view();
     a.lse = dlse.view();
     a.logits_soft_cap = c.soft_cap;
@@ -262,6 +333,104 @@ TEST_F(PrefillTest, Variants) {
     c.head_dim = d;
     check_case(c);
   }
+}
+
+// Paged KV: page sizes 1, 5, 16, 64 and 256, NHD and HND, every head dim, causal and not, GQA,
+// chunked prefill (q_len < kv_len) and empty requests; shuffled pages in a NaN cache.
+TEST_F(PrefillTest, PagedEveryPageSizeAndLayout) {
+  for (int ps : {1, 5, 16, 64, 256})
+    for (bool hnd : {false, true}) {
+      PrefillCase c;
+      c.lens = kRagged;
+      c.page_size = ps;
+      c.hnd = hnd;
+      c.causal = ps != 5;
+      check_case(c);
+    }
+  for (int d : {64, 256})
+    for (bool causal : {false, true}) {
+      PrefillCase c;
+      c.lens = {{113, 203}, {0, 17}, {300, 1000}, {1, 4096}};
+      c.head_dim = d;
+      c.causal = causal;
+      c.page_size = 16;
+      check_case(c);
+    }
+}
+
+TEST_F(PrefillTest, PagedVariantsGqaAndFloat16) {
+  PrefillCase c;
+  c.lens = {{113, 203}, {300, 300}, {0, 10}, {64, 1000}};
+  c.page_size = 16;
+  c.soft_cap = 30.f, c.alibi = true, c.sinks = true, c.mask = true, c.window_left = 150;
+  check_case(c);
+  PrefillCase g;
+  g.lens = {{129, 4224}, {1023, 1024}};
+  g.qo_heads = 8, g.kv_heads = 1, g.causal = true, g.page_size = 64, g.hnd = true;
+  g.dtype = DType::kFloat16;
+  check_case(g);
+}
+
+// A paged plan's run matches the ragged run of the same tokens bitwise: the same mainloop, only
+// the loads differ.
+TEST_F(PrefillTest, PagedEqualsRaggedBitwise) {
+  PrefillCase c;
+  c.lens = {{113, 203}, {1000, 1500}, {0, 3}};
+  c.causal = true;
+  const uint64_t seed = next_seed();
+  PrefillSetup ragged(c, seed);
+  c.page_size = 16;
+  PrefillSetup paged(c, seed);
+  ASSERT_TRUE(ragged.plan_it().ok());
+  ASSERT_TRUE(paged.plan_it().ok());
+  ASSERT_TRUE(flashserve::prefill_run(ragged.plan, ragged.args(), ragged.ws.data(), nullptr).ok());
+  ASSERT_TRUE(flashserve::prefill_run(paged.plan, paged.args(), paged.ws.data(), nullptr).ok());
+  cuda_check(cudaDeviceSynchronize(), "runs");
+  EXPECT_EQ(ragged.dout.download_raw(), paged.dout.download_raw());
+  EXPECT_EQ(ragged.dlse.download_raw(), paged.dlse.download_raw());
+}
+
+TEST_F(PrefillTest, PagedBadInputIsRejected) {
+  PrefillCase c;
+  c.lens = {{10, 40}, {5, 20}};
+  c.page_size = 16;
+  PrefillSetup s(c, next_seed());
+  flashserve::PrefillPlanRequest r = s.request();
+  auto plan_error = [&](const flashserve::PrefillPlanRequest& req) {
+    flashserve::PrefillPlan plan;
+    return flashserve::prefill_plan(req, s.ws.data(), s.ws_bytes, nullptr, &plan).to_string();
+  };
+  ASSERT_TRUE(s.plan_it().ok());
+  std::vector<int32_t> last = s.last_page_len;
+  last[1] = 17;
+  r.paged_kv_last_page_len = last.data();
+  EXPECT_NE(
+      plan_error(r).find("req.paged_kv_last_page_len: request 1: expected a value in [1, 16]"),
+      std::string::npos)
+      << plan_error(r);
+  r = s.request();
+  r.page_size = -1;
+  EXPECT_NE(plan_error(r).find("req.page_size"), std::string::npos) << plan_error(r);
+  r = s.request();
+  r.paged_kv_indptr = nullptr;
+  EXPECT_NE(plan_error(r).find("req.paged_kv_indptr"), std::string::npos) << plan_error(r);
+
+  auto run_error = [&](const flashserve::PrefillArgs& a) {
+    return flashserve::prefill_run(s.plan, a, s.ws.data(), nullptr).to_string();
+  };
+  flashserve::PrefillArgs a = s.args();
+  a.k = s.dk.view();
+  EXPECT_NE(run_error(a).find("k: expected undefined with a paged plan"), std::string::npos)
+      << run_error(a);
+  a = s.args();
+  a.cache.layout = flashserve::KVLayout::kHND;  // the NHD cache read as HND: wrong sizes
+  EXPECT_NE(run_error(a).find("cache.k_cache"), std::string::npos) << run_error(a);
+  a = s.args();
+  a.table.indices = flashserve::TensorView();
+  EXPECT_NE(run_error(a).find("table.indices"), std::string::npos) << run_error(a);
+  a = s.args();
+  a.cache.v_cache = s.dk.view();
+  EXPECT_NE(run_error(a).find("cache.v_cache"), std::string::npos) << run_error(a);
 }
 
 TEST_F(PrefillTest, DeterministicAndGraphReplayAfterReplan) {

@@ -443,6 +443,8 @@ def test_plan_field_names_are_stable():
 
 # ---- prefill plan / run --------------------------------------------------------------------------
 
+PREFILL_MAGIC = 0x4653505000000002  # "FSPP", format 2 (page_size added)
+
 
 def prefill_request(**kw):
     base = dict(num_qo_heads=32, num_kv_heads=8, head_dim=128, num_sms=132)
@@ -452,45 +454,291 @@ def prefill_request(**kw):
 
 def test_prefill_workspace_size_without_a_device():
     qo, kv = host_int32([0, 100, 612, 613]), host_int32([0, 300, 812, 1000])
-    assert _C.prefill_workspace_size(prefill_request(causal=True), qo, kv) > 0
+    assert _C.prefill_workspace_size(prefill_request(causal=True), qo, kv, None, None) > 0
 
 
 def test_prefill_request_validation():
     qo, kv = host_int32([0, 10]), host_int32([0, 10])
     invalid(
-        lambda: _C.prefill_workspace_size(prefill_request(head_dim=80), qo, kv),
+        lambda: _C.prefill_workspace_size(prefill_request(head_dim=80), qo, kv, None, None),
         "prefill_workspace_size",
         "req.head_dim",
     )
     qo, kv = host_int32([0, 10]), host_int32([0, 10, 20])
     invalid(
-        lambda: _C.prefill_workspace_size(prefill_request(), qo, kv),
+        lambda: _C.prefill_workspace_size(prefill_request(), qo, kv, None, None),
         "prefill_workspace_size",
         "kv_indptr",
         "expected 2 elements",
+    )
+    invalid(
+        lambda: _C.prefill_workspace_size(prefill_request(), host_int32([0, 10]), None, None, None),
+        "prefill_workspace_size",
+        "kv_indptr",
+        "got None",
     )
 
 
 def test_prefill_run_rejects_a_foreign_plan():
     plan = host_int64([7] * len(_C.PREFILL_PLAN_FIELDS))
-    q, k = arr((10, 32, 128), slot=0), arr((10, 8, 128), slot=1)
-    args = (
-        plan,
-        arr((1 << 16,), "uint8", slot=5),
-        q,
-        k,
-        arr((10, 8, 128), slot=2),
-        arr((10, 32, 128), slot=3),
-        None,
-        0.0,
-        0.0,
-        None,
-        None,
-        None,
-        None,
-        0,
+    invalid(
+        lambda: _C.prefill_run(**prefill_run_args(plan)),
+        "prefill_run",
+        "plan",
+        "returned by prefill_plan",
     )
-    invalid(lambda: _C.prefill_run(*args), "prefill_run", "plan", "returned by prefill_plan")
+    # A plan of the format before page_size (24 fields, format 1).
+    old = host_int64([0x4653505000000001] + [1] * 23)
+    invalid(lambda: _C.prefill_run(**prefill_run_args(old)), "prefill_run", "plan", "int64[25]")
+
+
+def test_prefill_plan_field_names():
+    fields = _C.PREFILL_PLAN_FIELDS
+    assert fields[0] == "magic" and len(fields) == 25
+    assert {"page_size", "total_kv", "num_work", "work_capacity", "workspace_bytes"} <= set(fields)
+
+
+# ---- paged prefill -------------------------------------------------------------------------------
+
+
+def paged_host(lengths, page_size=16):
+    indptr, last = table(lengths, page_size)
+    return dict(kv_indptr=None, paged_kv_indptr=indptr, paged_kv_last_page_len=last)
+
+
+def paged_size(req, qo, **kv):
+    return lambda: _C.prefill_workspace_size(req, qo, **kv)
+
+
+def test_paged_prefill_workspace_size_without_a_device():
+    qo = host_int32([0, 100, 612, 613])
+    req = prefill_request(page_size=16, causal=True)
+    assert _C.prefill_workspace_size(req, qo, **paged_host([300, 812, 1000])) > 0
+    assert req.page_size == 16
+    one = prefill_request(page_size=1)
+    assert _C.prefill_workspace_size(one, qo, **paged_host([300, 812, 1000], 1)) > 0
+
+
+def test_paged_prefill_host_arrays_follow_the_page_size():
+    op = "prefill_workspace_size"
+    qo = host_int32([0, 10, 20])
+    paged = prefill_request(page_size=16)
+    kv = paged_host([10, 20])
+    kv["kv_indptr"] = host_int32([0, 10, 30])
+    invalid(
+        paged_size(paged, qo, **kv), op, "kv_indptr", "expected None with request.page_size > 0"
+    )
+    kv = paged_host([10, 20])
+    kv["paged_kv_last_page_len"] = None
+    invalid(paged_size(paged, qo, **kv), op, "paged_kv_last_page_len", "got None")
+    kv = paged_host([10, 20])
+    kv["kv_indptr"] = host_int32([0, 10, 30])
+    invalid(paged_size(prefill_request(), qo, **kv), op, "paged_kv_indptr", "expected None")
+
+
+def test_paged_prefill_host_arrays_are_checked_by_length_and_device():
+    op = "prefill_workspace_size"
+    req = prefill_request(page_size=16)
+    qo = host_int32([0, 10, 20])
+    kv = paged_host([10, 20])
+    kv["paged_kv_last_page_len"] = host_int32([10])
+    invalid(paged_size(req, qo, **kv), op, "paged_kv_last_page_len", "expected 2 elements")
+    kv = paged_host([10, 20, 30])
+    invalid(paged_size(req, qo, **kv), op, "paged_kv_indptr", "expected 3 elements")
+    kv = paged_host([10, 20])
+    kv["paged_kv_indptr"] = arr((3,), "int32")
+    invalid(paged_size(req, qo, **kv), op, "paged_kv_indptr", "host (CPU) tensor")
+    kv = paged_host([10, 20])
+    kv["paged_kv_indptr"] = host_int64([0, 1, 3])
+    invalid(paged_size(req, qo, **kv), op, "paged_kv_indptr", "int32")
+
+
+def test_paged_prefill_table_contents_are_checked_by_the_plan():
+    op = "prefill_workspace_size"
+    req = prefill_request(page_size=16)
+    qo = host_int32([0, 10, 20])
+    last = dict(kv_indptr=None, paged_kv_indptr=host_int32([0, 1, 3]))
+    invalid(
+        paged_size(req, qo, **last, paged_kv_last_page_len=host_int32([5, 17])),
+        op,
+        "req.paged_kv_last_page_len",
+        "request 1: expected a value in [1, 16], got 17",
+    )
+    invalid(
+        paged_size(req, qo, **last, paged_kv_last_page_len=host_int32([0, 4])),
+        op,
+        "req.paged_kv_last_page_len",
+        "request 0",
+    )
+    invalid(
+        paged_size(
+            req,
+            qo,
+            kv_indptr=None,
+            paged_kv_indptr=host_int32([0, 2, 1]),
+            paged_kv_last_page_len=host_int32([5, 5]),
+        ),
+        op,
+        "req.paged_kv_indptr",
+        "non-decreasing",
+    )
+    invalid(
+        paged_size(prefill_request(page_size=-1), qo, **paged_host([10, 20])),
+        op,
+        "req.page_size",
+        ">= 0",
+    )
+
+
+def test_paged_prefill_plan_workspace_checks():
+    req = prefill_request(page_size=16)
+    invalid(
+        lambda: _C.prefill_plan(
+            req, host_int32([0, 10]), **paged_host([100]), workspace=arr((64,), "uint8"), stream=0
+        ),
+        "prefill_plan",
+        "workspace",
+        "too small",
+    )
+
+
+def fake_prefill_plan(**fields):
+    base = dict(
+        magic=PREFILL_MAGIC,
+        batch_size=2,
+        total_q=10,
+        total_kv=40,
+        num_qo_heads=32,
+        num_kv_heads=8,
+        head_dim=128,
+        dtype=int(_C.DType.bfloat16.value),
+        causal=1,
+        window_left=-1,
+        window_right=-1,
+        page_size=16,
+        block_m=128,
+        block_n=128,
+        num_work=4,
+        work_capacity=64,
+        batch_capacity=2,
+        num_sms=132,
+        grid=4,
+        workspace_bytes=1 << 16,
+    )
+    base.update(fields)
+    return host_int64([base.get(name, 0) for name in _C.PREFILL_PLAN_FIELDS])
+
+
+def prefill_run_args(plan, layout=_C.KVLayout.NHD, **kw):
+    """Arguments of a paged prefill_run: q / out [10, 32, 128], a 10-page NHD cache of 16-token
+    pages with 8 heads, a 2-request table."""
+    args = dict(
+        plan=plan,
+        workspace=arr((1 << 16,), "uint8", slot=5),
+        q=arr((10, 32, 128), slot=0),
+        k=None,
+        v=None,
+        k_cache=arr((10, 16, 8, 128), slot=1),
+        v_cache=arr((10, 16, 8, 128), slot=2),
+        layout=layout,
+        paged_kv_indptr=arr((3,), "int32", slot=6),
+        paged_kv_indices=arr((4,), "int32", slot=7),
+        paged_kv_last_page_len=arr((2,), "int32", slot=8),
+        out=arr((10, 32, 128), slot=3),
+        lse=None,
+        sm_scale=0.0,
+        logits_soft_cap=0.0,
+        alibi_slopes=None,
+        sinks=None,
+        custom_mask=None,
+        mask_offsets=None,
+        stream=0,
+    )
+    args.update(kw)
+    return args
+
+
+def test_paged_prefill_run_takes_the_cache_not_k_and_v():
+    op = "prefill_run"
+    k = arr((40, 8, 128), slot=9)
+    invalid(
+        lambda: _C.prefill_run(**prefill_run_args(fake_prefill_plan(), k=k)),
+        op,
+        "k",
+        "expected undefined with a paged plan",
+    )
+    invalid(
+        lambda: _C.prefill_run(**prefill_run_args(fake_prefill_plan(), k_cache=None)),
+        op,
+        "cache.k_cache",
+    )
+    invalid(
+        lambda: _C.prefill_run(**prefill_run_args(fake_prefill_plan(), paged_kv_indptr=None)),
+        op,
+        "table.indptr",
+    )
+
+
+def test_paged_prefill_run_checks_the_cache_against_the_plan():
+    op = "prefill_run"
+    # The NHD cache read as HND: dim 1 holds 16 slots, not 8 heads.
+    invalid(
+        lambda: _C.prefill_run(**prefill_run_args(fake_prefill_plan(), layout=_C.KVLayout.HND)),
+        op,
+        "cache.k_cache",
+        "plan.num_kv_heads",
+    )
+    invalid(
+        lambda: _C.prefill_run(**prefill_run_args(fake_prefill_plan(page_size=32))),
+        op,
+        "cache.k_cache",
+        "plan.page_size",
+    )
+    f16 = dict(k_cache=arr((10, 16, 8, 128), "float16", slot=1))
+    invalid(
+        lambda: _C.prefill_run(**prefill_run_args(fake_prefill_plan(), **f16)),
+        op,
+        "cache.k_cache",
+        "expected dtype bfloat16",
+    )
+    v = dict(v_cache=arr((10, 16, 8, 64), slot=2))
+    invalid(
+        lambda: _C.prefill_run(**prefill_run_args(fake_prefill_plan(), **v)),
+        op,
+        "cache.v_cache",
+    )
+    # K and V as two strided views of one [pages, 2, page_size, heads, dim] tensor are accepted.
+    both = dict(
+        k_cache=arr((10, 16, 8, 128), strides=(2 * 16 * 8 * 128, 8 * 128, 128, 1), slot=1),
+        v_cache=arr(
+            (10, 16, 8, 128),
+            strides=(2 * 16 * 8 * 128, 8 * 128, 128, 1),
+            slot=1,
+            byte_offset=16 * 8 * 128 * 2,
+        ),
+    )
+    hnd = dict(
+        k_cache=arr((10, 8, 16, 128), slot=1),
+        v_cache=arr((10, 8, 16, 128), slot=2),
+        layout=_C.KVLayout.HND,
+    )
+    for extra in ({}, both, hnd):
+        accepted(lambda: _C.prefill_run(**prefill_run_args(fake_prefill_plan(), **extra)), op)
+
+
+def test_ragged_prefill_run_takes_k_and_v():
+    ragged = fake_prefill_plan(page_size=0)
+    k, v = arr((40, 8, 128), slot=9), arr((40, 8, 128), slot=10)
+    invalid(
+        lambda: _C.prefill_run(**prefill_run_args(ragged, k_cache=None, v_cache=None)),
+        "prefill_run",
+        "k",
+    )
+    no_cache = dict(k_cache=None, v_cache=None, paged_kv_indptr=None)
+    no_cache.update(paged_kv_indices=None, paged_kv_last_page_len=None)
+    accepted(
+        lambda: _C.prefill_run(**prefill_run_args(ragged, k=k, v=v, **no_cache)), "prefill_run"
+    )
 
 
 # ---- sampling ------------------------------------------------------------------------------------

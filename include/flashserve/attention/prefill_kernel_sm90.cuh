@@ -36,23 +36,39 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   if (threadIdx.x == 0) {
     prefetch_tma_descriptor(args.tma.q.get_tma_descriptor());
-    prefetch_tma_descriptor(args.tma.k.get_tma_descriptor());
-    prefetch_tma_descriptor(args.tma.v.get_tma_descriptor());
+    if constexpr (!Traits::kPaged) {
+      prefetch_tma_descriptor(args.tma.k.get_tma_descriptor());
+      prefetch_tma_descriptor(args.tma.v.get_tma_descriptor());
+    }
     reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full)->init(1);
   }
   typename Pipeline::Params pp;
-  pp.transaction_bytes = Traits::kKVBytes;
   pp.role = producer ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
-  pp.is_leader = threadIdx.x == 0;
-  pp.num_consumers = Traits::kNumMmaThreads;
-  Pipeline pipe_k(shared.pipeline_k, pp, Shape<_1, _1, _1>{});
-  Pipeline pipe_v(shared.pipeline_v, pp, Shape<_1, _1, _1>{});
+  if constexpr (Traits::kPaged) {
+    pp.producer_arv_count = Traits::kNumProducerThreads;
+    pp.consumer_arv_count = Traits::kNumMmaThreads;
+  } else {
+    pp.transaction_bytes = Traits::kKVBytes;
+    pp.is_leader = threadIdx.x == 0;
+    pp.num_consumers = Traits::kNumMmaThreads;
+  }
+  auto make_pipeline = [&](auto& storage) {
+    if constexpr (Traits::kPaged)
+      return Pipeline(storage, pp);
+    else
+      return Pipeline(storage, pp, Shape<_1, _1, _1>{});
+  };
+  Pipeline pipe_k = make_pipeline(shared.pipeline_k);
+  Pipeline pipe_v = make_pipeline(shared.pipeline_v);
   cutlass::arch::fence_barrier_init();
   __syncthreads();
 
   if (producer) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if (warp == 0) Mainloop::load(p, args.tma, shared, pipe_k, pipe_v);
+    if constexpr (Traits::kPaged)
+      Mainloop::load_paged(p, args.tma, shared, pipe_k, pipe_v);
+    else if (warp == 0)
+      Mainloop::load(p, args.tma, shared, pipe_k, pipe_v);
     return;
   }
   cutlass::arch::warpgroup_reg_alloc<Traits::kConsumerRegs>();
@@ -87,23 +103,29 @@ PrefillTma<Traits> make_prefill_tma(const PrefillParams& p) {
         make_gmem_ptr(static_cast<const Element*>(ptr)),
         make_layout(make_shape(rows, Int<D>{}, heads), make_stride(stride_row, _1{}, stride_head)));
   };
+  auto q_view = view(p.q, p.total_q, p.num_qo_heads, p.q_stride_token, p.q_stride_head);
+  // The paged kernels gather K and V without TMA: their (unused) descriptors describe q.
+  auto k_view = Traits::kPaged
+                    ? q_view
+                    : view(p.k, p.total_kv, p.num_kv_heads, p.k_stride_token, p.k_stride_head);
+  auto v_view = Traits::kPaged
+                    ? q_view
+                    : view(p.v, p.total_kv, p.num_kv_heads, p.v_stride_token, p.v_stride_head);
   PrefillTma<Traits> tma{
-      make_tma_copy(SM90_TMA_LOAD{},
-                    view(p.q, p.total_q, p.num_qo_heads, p.q_stride_token, p.q_stride_head),
-                    typename Traits::SmemLayoutQ{}, Shape<Int<Traits::kBlockM>, Int<D>>{}, _1{}),
-      make_tma_copy(
-          SM90_TMA_LOAD{}, view(p.k, p.total_kv, p.num_kv_heads, p.k_stride_token, p.k_stride_head),
-          take<0, 2>(typename Traits::SmemLayoutK{}), Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{}),
-      make_tma_copy(
-          SM90_TMA_LOAD{}, view(p.v, p.total_kv, p.num_kv_heads, p.v_stride_token, p.v_stride_head),
-          take<0, 2>(typename Traits::SmemLayoutV{}), Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{})};
+      make_tma_copy(SM90_TMA_LOAD{}, q_view, typename Traits::SmemLayoutQ{},
+                    Shape<Int<Traits::kBlockM>, Int<D>>{}, _1{}),
+      make_tma_copy(SM90_TMA_LOAD{}, k_view, take<0, 2>(typename Traits::SmemLayoutK{}),
+                    Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{}),
+      make_tma_copy(SM90_TMA_LOAD{}, v_view, take<0, 2>(typename Traits::SmemLayoutV{}),
+                    Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{})};
   return tma;
 }
 
 // Launches `grid` persistent CTAs over the plan's work list (p.work / p.counts in the workspace).
-template <class Element, int kHeadDim, PrefillKind kKind>
+// kPaged: K and V from the paged cache (p.page_size > 0).
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged = false>
 cudaError_t launch_prefill_sm90(const PrefillParams& p, int grid, cudaStream_t stream) {
-  using Traits = PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain>;
+  using Traits = PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain, kPaged>;
   PrefillKernelArgs<Traits> args{p, make_prefill_tma<Traits>(p)};
   auto kernel = prefill_kernel<Traits, kKind>;
   cudaError_t err =

@@ -47,7 +47,8 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, const TA& a, const TB& 
 // Named barriers (id 0 is __syncthreads): Q's buffer is free again; one per consumer warpgroup
 // for its epilogue.
 // kBarrierTurn0 + w: warpgroup w may issue its GEMMs (ping-pong between two consumer warpgroups).
-enum : int { kBarrierQEmpty = 1, kBarrierEpilogue0 = 2, kBarrierTurn0 = 5 };
+// kBarrierProducer: the producer warpgroup of the paged kernels (its row lookups).
+enum : int { kBarrierQEmpty = 1, kBarrierEpilogue0 = 2, kBarrierTurn0 = 5, kBarrierProducer = 8 };
 
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
@@ -131,6 +132,115 @@ struct PrefillMainloop {
     }
   }
 
+  // Producer of the paged kernels: the whole warpgroup (128 threads). Each K or V block is
+  // gathered row by row: thread t copies 16-byte chunk t % (head_dim / 8) of rows
+  // t / (head_dim / 8) + i * (128 / (head_dim / 8)), each row found through the page table, into
+  // the swizzled position the MMA reads. Rows past the kv length are zero-filled. Each thread's
+  // copies arrive on the stage's barrier when they land (128 arrivals complete a stage).
+  __device__ static void load_paged(const PrefillParams& p, const PrefillTma<Traits>& tma,
+                                    SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v) {
+    using namespace cute;
+    static_assert(Traits::kStages >= 2, "the one-group lag of load_paged needs two stages");
+    constexpr int kChunks = kHeadDim / 8;
+    constexpr int kRowsPerPass = Traits::kNumProducerThreads / kChunks;
+    static_assert(kBlockN % kRowsPerPass == 0, "kv block rows must split evenly over the passes");
+    const int tid = threadIdx.x;  // 0..127: the producer warpgroup
+    const int warp = tid / 32, lane = tid % 32;
+    const int col = (tid % kChunks) * 8;
+    const int row0 = tid / kChunks;
+    PrefillScheduler sched(p);
+    PipelineState write = cutlass::make_producer_start_state<Pipeline>();
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor mQ = tma.q.get_tma_tensor(make_shape(p.total_q, Int<kHeadDim>{}, p.num_qo_heads));
+    auto& q_full = *reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full);
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutK{});
+    Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutV{});
+
+    // Rows of block n: thread r < kBlockN looks up row r's page once (into the other buffer than
+    // the previous block's), then the producer warpgroup syncs; the copies of K(n) and V(n) read
+    // the buffer. Double buffering makes one barrier per block enough: a thread writes the other
+    // buffer only after every thread has passed this block's barrier, so done reading it.
+    int buf = 1;  // the buffer of the block being gathered; alternates over all blocks
+    auto lookup_rows = [&](const PrefillTileInfo& t, int n) {
+      buf ^= 1;
+      if (tid < kBlockN) {
+        const int j = n * kBlockN + tid;
+        int64_t k_off = -1, v_off = -1;
+        if (j < t.kv_len) {
+          const int64_t page = __ldg(p.page_indices + t.page_start + j / p.page_size);
+          const int64_t slot = j % p.page_size;
+          k_off = page * p.k_stride_page + slot * p.k_stride_token;
+          v_off = page * p.v_stride_page + slot * p.v_stride_token;
+        }
+        shared.paged_k_rows[buf][tid] = k_off;
+        shared.paged_v_rows[buf][tid] = v_off;
+      }
+      named_barrier_sync(kBarrierProducer, Traits::kNumProducerThreads);
+    };
+    // The block of the last lookup into stage write.index() of `smem` (sK or sV) of `pipe`. The
+    // stage is signalled by the hardware when this thread's copies land (cp.async.mbarrier.arrive;
+    // the consumers then fence for the async proxy), so the producer never waits for memory.
+    auto gather = [&](Pipeline& pipe, auto& smem, const Element* base, const int64_t* rows) {
+      pipe.producer_acquire(write);
+#pragma unroll 2
+      for (int i = 0; i < kBlockN / kRowsPerPass; ++i) {
+        const int r = row0 + i * kRowsPerPass;
+        const int64_t off = rows[r];
+        const Element* src = base + (off >= 0 ? off : 0) + col;
+        const uint32_t dst = static_cast<uint32_t>(
+            __cvta_generic_to_shared(raw_pointer_cast(&smem(r, col, write.index()))));
+        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                     "r"(off >= 0 ? 16 : 0)
+                     : "memory");
+      }
+      pipe.producer_commit(write, cutlass::arch::cpasync_barrier_arrive);
+    };
+    auto load_k = [&](const Element* base, const PrefillTileInfo& t, int n) {
+      lookup_rows(t, n);
+      gather(pipe_k, sK, base, shared.paged_k_rows[buf]);
+    };
+    auto load_v = [&](const Element* base, const PrefillTileInfo&, int) {
+      gather(pipe_v, sV, base, shared.paged_v_rows[buf]);
+    };
+
+    bool first = true;
+    for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
+      const PrefillTileInfo t = sched.tile(w);
+      const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
+      int n_min, n_max;
+      mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+      const Element* k_base = static_cast<const Element*>(p.k) + t.kv_head * p.k_stride_head;
+      const Element* v_base = static_cast<const Element*>(p.v) + t.kv_head * p.v_stride_head;
+
+      int n = n_max - 1;
+      if (n >= n_min) load_k(k_base, t, n);
+      if (warp == 0) {
+        if (!first) named_barrier_sync(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
+        if (lane == 0) {
+          Tensor gQ = local_tile(domain_offset(make_coord(t.q_start, _0{}), mQ(_, _, t.qo_head)),
+                                 Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(t.m_block, _0{}));
+          auto [tQg, tQs] = tma_partition(tma.q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ),
+                                          group_modes<0, 2>(gQ));
+          q_full.arrive_and_expect_tx(Traits::kQBytes);
+          copy(tma.q.with(reinterpret_cast<uint64_t&>(shared.q_full), 0), tQg, tQs);
+        }
+        __syncwarp();
+      }
+      first = false;
+      if (n >= n_min) {
+        load_v(v_base, t, n);
+        ++write;
+      }
+      for (--n; n >= n_min; --n) {
+        load_k(k_base, t, n);
+        load_v(v_base, t, n);
+        ++write;
+      }
+    }
+    // Leave only once every copy has landed.
+    asm volatile("cp.async.wait_all;\n" ::: "memory");
+  }
+
   // Consumers: attention of one tile into the O accumulator tOrO and the per-row LSE. Returns
   // false when no kv block is visible (tOrO is then 0 and the LSE -inf, or the sink's).
   template <class TO>
@@ -174,6 +284,16 @@ struct PrefillMainloop {
     clear(tOrO);
 
     auto& q_full = *reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full);
+    // Paged kernels: K and V were written by cp.async (the generic proxy); order them before the
+    // wgmma reads (the async proxy) once their stage's barrier has completed.
+    auto wait_k = [&](PipelineState st) {
+      pipe_k.consumer_wait(st);
+      if constexpr (Traits::kPaged) cutlass::arch::fence_view_async_shared();
+    };
+    auto wait_v = [&](PipelineState st) {
+      pipe_v.consumer_wait(st);
+      if constexpr (Traits::kPaged) cutlass::arch::fence_view_async_shared();
+    };
     q_full.wait(q_phase);
     q_phase ^= 1;
 
@@ -231,7 +351,7 @@ struct PrefillMainloop {
       // First (last-in-order) block: nothing to overlap with yet.
       {
         Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-        pipe_k.consumer_wait(read);
+        wait_k(read);
         turn_begin();
         warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
         turn_end();
@@ -249,8 +369,8 @@ struct PrefillMainloop {
       ++read;
       for (int n = n_max - 2; n >= n_min; --n) {
         Tensor tSrS = partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{});
-        pipe_k.consumer_wait(read);
-        pipe_v.consumer_wait(prev);
+        wait_k(read);
+        wait_v(prev);
         turn_begin();
         warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
         warpgroup_gemm<false, true>(mma_pv, tOrP_a, tOrV(_, _, _, prev.index()), tOrO);
@@ -267,7 +387,7 @@ struct PrefillMainloop {
         prev = read;
         ++read;
       }
-      pipe_v.consumer_wait(prev);
+      wait_v(prev);
       turn_begin();
       warpgroup_gemm<false, true>(mma_pv, tOrP_a, tOrV(_, _, _, prev.index()), tOrO);
       turn_end();

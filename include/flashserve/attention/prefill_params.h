@@ -47,10 +47,12 @@ struct PrefillVariant {
 struct PrefillParams {
   const void* q = nullptr;  // [total_q, num_qo_heads, head_dim], last dim contiguous
   int64_t q_stride_token = 0, q_stride_head = 0;
-  const void* k = nullptr;  // ragged: [total_kv, num_kv_heads, head_dim]
-  int64_t k_stride_token = 0, k_stride_head = 0;
+  // Ragged: k, v [total_kv, num_kv_heads, head_dim]. Paged (page_size > 0): the caches, with
+  // token stride = the stride between slots of a page (NHD or HND, any strides).
+  const void* k = nullptr;
+  int64_t k_stride_token = 0, k_stride_head = 0, k_stride_page = 0;
   const void* v = nullptr;
-  int64_t v_stride_token = 0, v_stride_head = 0;
+  int64_t v_stride_token = 0, v_stride_head = 0, v_stride_page = 0;
   void* out = nullptr;  // like q
   int64_t out_stride_token = 0, out_stride_head = 0;
   float* lse = nullptr;  // optional [total_q, num_qo_heads], natural log
@@ -61,6 +63,12 @@ struct PrefillParams {
   const int32_t* qo_indptr = nullptr;
   const int32_t* kv_indptr = nullptr;
   int32_t total_q = 0, total_kv = 0;
+  // Paged KV (the paged kernels): request b's kv token j sits in page
+  // page_indices[page_indptr[b] + j / page_size], slot j % page_size; its kv length is still
+  // kv_indptr[b + 1] - kv_indptr[b] (the plan's, from the page counts and last_page_len).
+  int32_t page_size = 0;
+  const int32_t* page_indptr = nullptr;   // device [batch + 1]
+  const int32_t* page_indices = nullptr;  // device
   int32_t batch_size = 0, num_qo_heads = 0, num_kv_heads = 0, group = 1;
 
   float sm_scale = 0.f;

@@ -12,6 +12,7 @@ namespace flashserve::attention {
 struct PrefillTileInfo {
   int request = 0, m_block = 0, qo_head = 0, kv_head = 0;
   int q_start = 0, q_len = 0, kv_start = 0, kv_len = 0;
+  int page_start = 0;  // paged KV: the request's first entry of page_indices
 };
 
 struct PrefillScheduler {
@@ -35,6 +36,7 @@ struct PrefillScheduler {
     t.q_len = __ldg(p.qo_indptr + item.request + 1) - t.q_start;
     t.kv_start = __ldg(p.kv_indptr + item.request);
     t.kv_len = __ldg(p.kv_indptr + item.request + 1) - t.kv_start;
+    if (p.page_indptr != nullptr) t.page_start = __ldg(p.page_indptr + item.request);
     return t;
   }
 };

@@ -5,9 +5,15 @@
 // 1..kNumMmaWG are consumers, each owning 64 query rows of the kBlockM-row tile. S = Q K^T takes
 // both operands from shared memory; O += P V takes P from registers (the S accumulator converted
 // to 16 bits in place) and V from shared memory read as MN-major (V^T), so V needs no transpose.
+//
+// kPaged: K and V come from a paged cache. The whole producer warpgroup gathers them row by row
+// with cp.async (any page size, NHD or HND) into the same swizzled layout; each thread's copies
+// arrive on the stage's barrier when they land (PipelineAsync, 128 producer arrivals), and the
+// consumers fence for the async proxy before their wgmma reads. Q still comes in by TMA.
 #pragma once
 
 #include <cute/tensor.hpp>
+#include <type_traits>
 #include <cutlass/gemm/collective/builders/sm90_common.inl>
 #include <cutlass/pipeline/pipeline.hpp>
 
@@ -15,11 +21,12 @@
 
 namespace flashserve::attention::sm90 {
 
-template <class Element_, int kHeadDim_, bool kUnmasked = false>
+template <class Element_, int kHeadDim_, bool kUnmasked = false, bool kPaged_ = false>
 struct PrefillTraits {
   using Element = Element_;  // cutlass::bfloat16_t or cutlass::half_t
   static constexpr PrefillTile kTile = prefill_tile(kHeadDim_, kUnmasked);
   static constexpr int kHeadDim = kHeadDim_;
+  static constexpr bool kPaged = kPaged_;
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kStages = kTile.stages;
@@ -72,7 +79,9 @@ struct PrefillTraits {
       cute::take<0, 2>(SmemLayoutK{}), cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{},
       cute::_1{}));
 
-  using Pipeline = cutlass::PipelineTmaAsync<kStages>;
+  static constexpr int kNumProducerThreads = 128;  // the paged gather: the whole warpgroup
+  using Pipeline = std::conditional_t<kPaged, cutlass::PipelineAsync<kStages>,
+                                      cutlass::PipelineTmaAsync<kStages>>;
   using PipelineState = typename cutlass::PipelineState<kStages>;
 
   struct SharedStorage {
@@ -81,6 +90,10 @@ struct PrefillTraits {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>> v;
+    // Paged kernels: the element offset in the K and V caches of each row of the kv block being
+    // gathered (its page and slot), double-buffered; -1 past the kv length.
+    int64_t paged_k_rows[kPaged ? 2 : 1][kPaged ? kBlockN : 1];
+    int64_t paged_v_rows[kPaged ? 2 : 1][kPaged ? kBlockN : 1];
     typename Pipeline::SharedStorage pipeline_k;
     typename Pipeline::SharedStorage pipeline_v;
     alignas(8) uint64_t q_full;
