@@ -8,6 +8,7 @@
 
 #include "api/arg_check.h"
 #include "api/common.h"
+#include "api/paged_cache_check.h"
 #include "api/decode_kernels.h"
 #include "flashserve/attention/decode_kernel.cuh"
 #include "flashserve/attention/merge_kernel.cuh"
@@ -85,17 +86,6 @@ plan::DecodeScheduleInput schedule_input(const DecodePlanRequest& r, int sms) {
 
 // --- run -------------------------------------------------------------------------------------
 
-struct CacheDims {
-  int page_size, heads;
-};
-CacheDims cache_dims(KVLayout layout) {
-  return layout == KVLayout::kNHD ? CacheDims{1, 2} : CacheDims{2, 1};
-}
-
-int64_t stride_of(const TensorView& t, int d) {
-  return t.shape[d] == 1 ? 0 : t.strides[d];
-}
-
 Status validate_run(const DecodePlan& plan, const DecodeArgs& a, const void* workspace) {
   ArgCheck check(kRunOp);
   check.require(plan.workspace_bytes > 0 && plan.num_kv_heads > 0,
@@ -138,43 +128,13 @@ Status validate_run(const DecodePlan& plan, const DecodeArgs& a, const void* wor
         .writable();
     check.require(disjoint(a.lse, a.out), "lse: must not overlap out");
   }
-  const TensorView& kc = a.cache.k_cache;
-  const TensorView& vc = a.cache.v_cache;
   check.require(a.cache.layout == plan.layout, [&] {
     return std::string("cache.layout: expected ") + kv_layout_name(plan.layout) +
            " (the plan's), got " + kv_layout_name(a.cache.layout);
   });
-  check.arg(kc, "cache.k_cache")
-      .defined()
-      .ndim(4)
-      .dtype(plan.kv_dtype)
-      .inner_contiguous()
-      .nonnegative_strides();
-  check.arg(vc, "cache.v_cache")
-      .defined()
-      .same_shape(kc, "cache.k_cache")
-      .same_dtype(kc, "cache.k_cache")
-      .inner_contiguous()
-      .nonnegative_strides();
+  check_paged_cache(check, a.cache, plan.layout, plan.kv_dtype, plan.num_kv_heads, plan.page_size,
+                    D);
   if (!check.ok()) return check.status();
-  const CacheDims dims = cache_dims(plan.layout);
-  check.arg(kc, "cache.k_cache")
-      .size(dims.heads, plan.num_kv_heads, "plan.num_kv_heads")
-      .size(dims.page_size, plan.page_size, "plan.page_size")
-      .size(3, D, "plan.head_dim");
-  // cp.async moves 16-byte chunks: every row of the cache must start 16-byte aligned.
-  for (const TensorView* t : {&kc, &vc}) {
-    const int64_t es = dtype_size(t->dtype);
-    bool aligned = reinterpret_cast<uintptr_t>(t->data) % 16 == 0;
-    for (int d = 0; d < 3; ++d)
-      aligned = aligned && (stride_of(*t, d) * es) % 16 == 0;
-    check.require(aligned, [&] {
-      return std::string(t == &kc ? "cache.k_cache" : "cache.v_cache") +
-             ": expected a 16-byte aligned pointer and 16-byte multiple strides, "
-             "got " +
-             t->describe();
-    });
-  }
   check.require(std::isfinite(a.cache.k_scale) && a.cache.k_scale > 0.f, [&] {
     return "cache.k_scale: expected a finite value > 0, got " + format_float(a.cache.k_scale);
   });

@@ -8,6 +8,7 @@
 
 #include "api/arg_check.h"
 #include "api/common.h"
+#include "api/paged_cache_check.h"
 #include "flashserve/core/dispatch.h"
 #include "flashserve/page.h"
 #include "flashserve/page/append_kernel.cuh"
@@ -27,15 +28,6 @@ struct AppendCall {
   const TensorView& v;
   const TensorView& append_indptr;
 };
-
-// Dims of a 4-D cache tensor by layout.
-struct CacheDims {
-  int page_size;
-  int heads;
-};
-CacheDims cache_dims(KVLayout layout) {
-  return layout == KVLayout::kNHD ? CacheDims{1, 2} : CacheDims{2, 1};
-}
 
 bool is_empty(const TensorView& t) {
   if (t.ndim < 1 || t.ndim > TensorView::kMaxDims) return false;
@@ -201,12 +193,8 @@ Status debug_check_table(const AppendCall& c, cudaStream_t stream) {
   return plan::check_append_indptr(kAppendOp, t, append_indptr.data(), c.k.size(0));
 }
 
-// The stride of dim `d`, or 0 when the dim has size 1 (its stride is never used, and an odd one
-// must not force the scalar path).
-int64_t stride_of(const TensorView& t, int d) {
-  return t.shape[d] == 1 ? 0 : t.strides[d];
-}
-
+// The cache's page / slot / head strides, 0 for a dim of size 1 (stride_of: its stride is never
+// used, and an odd one must not force the scalar path).
 page::CacheStrides cache_strides(const TensorView& t, KVLayout layout) {
   const CacheDims dims = cache_dims(layout);
   return {stride_of(t, 0), stride_of(t, dims.page_size), stride_of(t, dims.heads)};

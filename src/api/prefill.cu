@@ -8,6 +8,7 @@
 
 #include "api/arg_check.h"
 #include "api/common.h"
+#include "api/paged_cache_check.h"
 #include "api/prefill_kernels.h"
 #include "flashserve/attention/prefill_tile_policy.h"
 #include "flashserve/prefill.h"
@@ -143,39 +144,11 @@ Status check_heads_tensor(ArgCheck& check, const TensorView& t, const char* name
 // Paged KV: the cache ([pages, page_size, heads, dim] NHD or [pages, heads, page_size, dim] HND,
 // the plan's dtype, 16-byte aligned rows: cp.async moves 16-byte chunks) and the device table.
 void validate_paged_kv(ArgCheck& check, const PrefillPlan& plan, const PrefillArgs& a) {
-  const TensorView& kc = a.cache.k_cache;
-  const TensorView& vc = a.cache.v_cache;
   check.require(a.cache.layout == KVLayout::kNHD || a.cache.layout == KVLayout::kHND,
                 "cache.layout: expected KVLayout::kNHD or KVLayout::kHND");
-  check.arg(kc, "cache.k_cache")
-      .defined()
-      .ndim(4)
-      .dtype(plan.dtype)
-      .inner_contiguous()
-      .nonnegative_strides();
-  check.arg(vc, "cache.v_cache")
-      .defined()
-      .same_shape(kc, "cache.k_cache")
-      .same_dtype(kc, "cache.k_cache")
-      .inner_contiguous()
-      .nonnegative_strides();
+  check_paged_cache(check, a.cache, a.cache.layout, plan.dtype, plan.num_kv_heads, plan.page_size,
+                    plan.head_dim);
   if (!check.ok()) return;
-  const int heads_dim = a.cache.layout == KVLayout::kNHD ? 2 : 1;
-  const int slot_dim = a.cache.layout == KVLayout::kNHD ? 1 : 2;
-  check.arg(kc, "cache.k_cache")
-      .size(heads_dim, plan.num_kv_heads, "plan.num_kv_heads")
-      .size(slot_dim, plan.page_size, "plan.page_size")
-      .size(3, plan.head_dim, "plan.head_dim");
-  for (const TensorView* t : {&kc, &vc}) {
-    bool aligned = reinterpret_cast<uintptr_t>(t->data) % 16 == 0;
-    for (int d = 0; d < 3; ++d)
-      aligned = aligned && (t->strides[d] * dtype_size(t->dtype)) % 16 == 0;
-    check.require(aligned, [&] {
-      return std::string(t == &kc ? "cache.k_cache" : "cache.v_cache") +
-             ": expected a 16-byte aligned pointer and 16-byte multiple strides, got " +
-             t->describe();
-    });
-  }
   check.arg(a.table.indptr, "table.indptr")
       .defined()
       .ndim(1)
@@ -468,8 +441,8 @@ Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* works
     // Cache strides: page, slot within the page (the kernel's token stride), head.
     const TensorView& kc = args.cache.k_cache;
     const TensorView& vc = args.cache.v_cache;
-    const int slot = args.cache.layout == KVLayout::kNHD ? 1 : 2;
-    const int head = args.cache.layout == KVLayout::kNHD ? 2 : 1;
+    const CacheDims dims = cache_dims(args.cache.layout);
+    const int slot = dims.page_size, head = dims.heads;
     p.k = kc.data;
     p.k_stride_page = kc.strides[0];
     p.k_stride_token = kc.strides[slot];
