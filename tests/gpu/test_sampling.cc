@@ -189,6 +189,65 @@ TEST_F(SamplingFilterTest, TopKThenTopPAndJoint) {
   }
 }
 
+TEST_F(SamplingFilterTest, LargeVocabulariesSplitOverClusters) {
+  // A row over 8..16 CTAs: each CTA gathers its keys of the crossing bin, the cluster refines on
+  // the union of those lists, and top-p after top-k gathers a second bin. The kept sets are small
+  // (tens of tokens), so their distribution is checked exactly.
+  for (bool first : {true, false}) {
+    FilterCase c;
+    c.vocab = 128256;
+    c.filter.top_k = 50;
+    c.filter.top_k_first = first;
+    c.want_top_p = 0.7;
+    run(c);
+  }
+  FilterCase c;
+  c.vocab = 151936;
+  c.sigma = 8.f;  // peaked: top-p 0.9 keeps a few tokens
+  c.want_top_p = 0.9;
+  run(c);
+  c.logits = false;
+  c.sigma = 5.f;
+  c.want_top_p = 0.6;
+  run(c);
+}
+
+TEST_F(SamplingTest, CrossingBinBeyondTheListCapacity) {
+  // Four probability levels, 32064 tokens each: top-p 0.55 crosses inside the level-3 bin, which
+  // holds ~4000 keys per CTA, more than a CTA's list (2048): the refinement then runs as cluster
+  // passes over the slices. Kept: levels 4 and 3, all ties included.
+  const int64_t vocab = 128256, per = vocab / 4;
+  std::vector<float> host(vocab);
+  for (int64_t i = 0; i < vocab; ++i)
+    host[i] = static_cast<float>(1 + i / per);
+  std::shuffle(host.begin(), host.end(), std::mt19937_64(next_seed()));
+  const DeviceTensor row = device_row(DType::kFloat32, host);
+  std::vector<char> keep(vocab);
+  for (int64_t i = 0; i < vocab; ++i)
+    keep[i] = host[i] >= 3.f;
+  SamplingArgs a = seeded();
+  a.top_p_value = 0.55f;
+  const std::vector<int64_t> tokens = sample_calls(false, repeated_rows(row, 1 << 16), a, 4);
+  EXPECT_EQ(count_outside(tokens, keep), 0);
+  int64_t fours = 0;
+  for (int64_t t : tokens)
+    fours += t >= 0 && t < vocab && host[t] == 4.f;
+  const double frac = static_cast<double>(fours) / static_cast<double>(tokens.size());
+  EXPECT_NEAR(frac, 4.0 / 7.0, 0.006) << "level-4 share of the draws";  // ~6 sigma
+  // The renormalized row: exactly the kept set, each value over the kept sum 7 * per.
+  DeviceTensor out(DType::kFloat32, {1, vocab});
+  out.poison();
+  const Status st = flashserve::top_p_renorm_probs(out.view(), row.view(), a);
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  const std::vector<float> got = out.download();
+  int64_t bad = 0;
+  for (int64_t i = 0; i < vocab; ++i) {
+    const double want = keep[i] ? host[i] / (7.0 * per) : 0.0;
+    bad += std::fabs(got[i] - want) > 1e-6 * want || (want == 0.0) != (got[i] == 0.f);
+  }
+  EXPECT_EQ(bad, 0);
+}
+
 TEST_F(SamplingTest, FilterOrdersKeepDifferentSets) {
   // probs 0.3 0.2 0.15 0.1 ... with top_k 3, top_p 0.7: top-k first renormalizes the top 3 to
   // 0.46 0.31 0.23 and keeps 2 tokens; joint needs 4 tokens for 0.7 of the row and keeps the top 3.

@@ -3,8 +3,8 @@
 //
 // Keys are 32-bit and ordered like the values: the bits of non-negative floats (probabilities, or
 // exp2((x - max) * log2(e) / T) for logits), or order_key() of arbitrary floats (exact top-k).
-// Masses are v * 2^(30 - e_max) rounded half up, e_max the row maximum's exponent, computed from
-// the bits with integer shifts (exact and identical on every CTA): every mass is < 2^31 and a
+// Masses are v * 2^(30 - e_max) rounded to an integer, e_max the row maximum's exponent (exact
+// scaling by powers of two, identical on every CTA and on the host): every mass is < 2^31 and a
 // normal row maximum's is >= 2^30 (subnormal rows are integer multiples of 2^-149, so their masses
 // are exact), so a row's sums fit in 64 bits and do not depend on summation order.
 #pragma once
@@ -13,6 +13,7 @@
 
 #include <cfloat>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
 
 namespace flashserve::sampling {
@@ -65,16 +66,40 @@ __host__ __device__ __forceinline__ int mass_exponent(uint32_t max_bits) {
   return e > 0 ? e : 1;
 }
 
-// v * 2^(30 - e_max), rounded half up, for the non-negative float v with bits `k` (v <= the row
-// maximum).
+// The factor 2^(157 - e_max) of a row's masses, as two float powers of two (one float cannot hold
+// it when the maximum is below 2^-96): v * s1 * s2 is exact for every v <= the row maximum whose
+// mass is >= 1, and < 2^31.
+struct MassScale {
+  float s1 = 1.f, s2 = 1.f;
+};
+
+__host__ __device__ __forceinline__ float pow2f(int e) {  // 2^e for -126 <= e <= 127
+  return bits_float(static_cast<uint32_t>(e + 127) << 23);
+}
+
+__host__ __device__ __forceinline__ MassScale mass_scale(int max_exponent) {
+  const int e = 157 - max_exponent;  // in [-97, 156]
+  MassScale s;
+  s.s1 = pow2f(e < 126 ? e : 126);
+  s.s2 = pow2f(e > 126 ? e - 126 : 0);
+  return s;
+}
+
+// v * 2^(30 - e_max), rounded to nearest (ties to even: no bias over a long tail of small
+// values), for the non-negative float v with bits `k` (v <= the row maximum): two exact
+// multiplications by powers of two and one conversion, the same bits on the host and the device
+// (no fused operations, no flush of subnormal inputs).
+__host__ __device__ __forceinline__ uint32_t key_mass(uint32_t k, MassScale s) {
+#ifdef __CUDA_ARCH__
+  return __float2uint_rn(__fmul_rn(__fmul_rn(__uint_as_float(k), s.s1), s.s2));
+#else
+  const float a = bits_float(k) * s.s1;
+  return static_cast<uint32_t>(std::nearbyint(a * s.s2));
+#endif
+}
+
 __host__ __device__ __forceinline__ uint32_t key_mass(uint32_t k, int max_exponent) {
-  const int e = static_cast<int>(k >> 23);
-  uint32_t m = k & 0x7fffffu;
-  if (e > 0) m |= 0x800000u;
-  const int shift = (e > 0 ? e : 1) - max_exponent + 7;  // <= 7: v <= max
-  if (shift >= 0) return m << shift;
-  const int d = -shift;
-  return d >= 25 ? 0u : (m + (1u << (d - 1))) >> d;
+  return key_mass(k, mass_scale(max_exponent));
 }
 
 // v * 2^40, rounded half up, for a probability v in [0, 1] given as float bits (speculative

@@ -12,10 +12,10 @@
 namespace flashserve::sampling {
 
 // Calls on_element(float) for elements [0, len) of `row`; stores the returned keys at keys[0, len)
-// when `keys` is set, and key 0 at [len, padded). `vec`: row is 16-byte aligned.
+// when `keys` is set, and `pad` at [len, padded). `vec`: row is 16-byte aligned.
 template <class T, class OnElement>
 __device__ __forceinline__ void load_slice(const T* row, int len, bool vec, uint32_t* keys,
-                                           int padded, OnElement&& on_element) {
+                                           int padded, OnElement&& on_element, uint32_t pad = 0u) {
   constexpr int kV = 16 / static_cast<int>(sizeof(T));
   constexpr int kInFlight = 4;
   using VecT = Vec<T, kV>;
@@ -56,7 +56,7 @@ __device__ __forceinline__ void load_slice(const T* row, int len, bool vec, uint
   }
   if (keys != nullptr) {
     for (int i = len + threadIdx.x; i < padded; i += blockDim.x)
-      keys[i] = 0u;
+      keys[i] = pad;
   }
 }
 

@@ -31,12 +31,13 @@ struct Crossing {
 };
 
 struct SelectShared {
-  uint32_t count[2][kBins];
-  uint32_t mass_lo[2][kBins];  // a CTA's masses: hi * 2^32 + lo
-  uint32_t mass_hi[2][kBins];
-  uint32_t total_count[kBins];  // the last pass, summed over the cluster
+  alignas(16) uint32_t count[2][kBins];    // 16-byte aligned: merged with 16-byte remote loads
+  alignas(16) uint32_t mass_lo[2][kBins];  // a CTA's masses: hi * 2^32 + lo
+  alignas(16) uint32_t mass_hi[2][kBins];
+  alignas(16) uint32_t total_count[kBins];  // the last pass, summed over the cluster
   unsigned long long total_mass[kBins];
   Crossing crossing;
+  unsigned long long scan_count[16], scan_mass[16];  // find_crossing's per-warp totals
 };
 
 struct SelectResult {
@@ -55,12 +56,19 @@ __device__ __forceinline__ void clear_histograms(SelectShared& s) {
   }
 }
 
+// This CTA's own histogram of a pass, kept when the pass's buffers are reused (level 0).
+struct OwnHistogram {
+  uint32_t* count = nullptr;
+  unsigned long long* mass = nullptr;
+};
+
 // Adds every key with bin_of(key) < kBins to this pass's histogram (masses too when with_mass),
-// then sums the cluster's histograms into total_count / total_mass. All threads of every CTA of
-// the cluster must call it.
+// then sums the cluster's histograms into total_count / total_mass (and copies this CTA's own into
+// `own` when set). All threads of every CTA of the cluster must call it.
 template <class Load, class BinOf, class MassOf>
 __device__ void histogram_pass(SelectShared& s, int& pass, const ChunkLayout& L, const Load& load,
-                               const BinOf& bin_of, bool with_mass, const MassOf& mass_of) {
+                               const BinOf& bin_of, bool with_mass, const MassOf& mass_of,
+                               OwnHistogram own = {}) {
   cg::cluster_group cluster = cg::this_cluster();
   const int buf = pass & 1;
   uint32_t* count = s.count[buf];
@@ -87,23 +95,61 @@ __device__ void histogram_pass(SelectShared& s, int& pass, const ChunkLayout& L,
     s.mass_lo[buf ^ 1][i] = 0u;
     s.mass_hi[buf ^ 1][i] = 0u;
   }
+  // The merge: thread t < 64 sums the counts of bins 4t..4t+3 over the cluster, thread 64 + t
+  // their masses, with 16-byte remote loads issued in batches (a remote load takes a round trip
+  // through the cluster: one per batch, not one per rank).
   const unsigned n = cluster.num_blocks();
-  for (int i = threadIdx.x; i < 2 * kBins; i += blockDim.x) {
-    const int bin = i & (kBins - 1);
-    if (i < kBins) {
-      uint32_t t = 0;
-#pragma unroll 4
-      for (unsigned r = 0; r < n; ++r)
-        t += *cluster.map_shared_rank(&count[bin], r);
-      s.total_count[bin] = t;
-    } else if (with_mass) {
-      unsigned long long t = 0;
-#pragma unroll 4
-      for (unsigned r = 0; r < n; ++r) {
-        t += (static_cast<unsigned long long>(*cluster.map_shared_rank(&mass_hi[bin], r)) << 32) |
-             *cluster.map_shared_rank(&mass_lo[bin], r);
+  const int t = threadIdx.x;
+  if (t < kBins / 4) {
+    uint4 acc = make_uint4(0u, 0u, 0u, 0u);
+    for (unsigned r0 = 0; r0 < n; r0 += 8) {
+      uint4 v[8];  // every load of the batch is issued before the first add
+#pragma unroll
+      for (unsigned j = 0; j < 8; ++j) {
+        const unsigned r = r0 + j < n ? r0 + j : r0;
+        v[j] = *reinterpret_cast<const uint4*>(cluster.map_shared_rank(&count[4 * t], r));
       }
-      s.total_mass[bin] = t;
+#pragma unroll
+      for (unsigned j = 0; j < 8; ++j) {
+        if (r0 + j < n) {
+          acc.x += v[j].x;
+          acc.y += v[j].y;
+          acc.z += v[j].z;
+          acc.w += v[j].w;
+        }
+      }
+    }
+    *reinterpret_cast<uint4*>(&s.total_count[4 * t]) = acc;
+    if (own.count != nullptr) {
+      *reinterpret_cast<uint4*>(&own.count[4 * t]) = *reinterpret_cast<const uint4*>(&count[4 * t]);
+    }
+  } else if (with_mass && t < kBins / 2) {
+    const int q = 4 * (t - kBins / 4);
+    unsigned long long acc[4] = {0ull, 0ull, 0ull, 0ull};
+    for (unsigned r0 = 0; r0 < n; r0 += 4) {
+      uint4 lo[4], hi[4];
+#pragma unroll
+      for (unsigned j = 0; j < 4; ++j) {
+        const unsigned r = r0 + j < n ? r0 + j : r0;
+        lo[j] = *reinterpret_cast<const uint4*>(cluster.map_shared_rank(&mass_lo[q], r));
+        hi[j] = *reinterpret_cast<const uint4*>(cluster.map_shared_rank(&mass_hi[q], r));
+      }
+#pragma unroll
+      for (unsigned j = 0; j < 4; ++j) {
+        if (r0 + j < n) {
+          acc[0] += (static_cast<unsigned long long>(hi[j].x) << 32) | lo[j].x;
+          acc[1] += (static_cast<unsigned long long>(hi[j].y) << 32) | lo[j].y;
+          acc[2] += (static_cast<unsigned long long>(hi[j].z) << 32) | lo[j].z;
+          acc[3] += (static_cast<unsigned long long>(hi[j].w) << 32) | lo[j].w;
+        }
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      s.total_mass[q + j] = acc[j];
+      if (own.mass != nullptr) {
+        own.mass[q + j] = (static_cast<unsigned long long>(mass_hi[q + j]) << 32) | mass_lo[q + j];
+      }
     }
   }
   __syncthreads();
@@ -111,51 +157,49 @@ __device__ void histogram_pass(SelectShared& s, int& pass, const ChunkLayout& L,
 }
 
 // The first bin (from bin 0, the largest keys) at which the running total of counts (or masses)
-// reaches `target` (>= 1), with the totals of the bins before it. Warp 0 computes it; every thread
-// gets it. If the histogram holds less than `target` (never, for valid targets), bin 255.
+// reaches `target` (>= 1), with the totals of the bins before it; every thread gets it. If the
+// histogram holds less than `target` (never, for valid targets), bin 255. One block-wide scan:
+// each thread takes kBins / blockDim.x consecutive bins (at least one), warps scan in parallel.
 __device__ __forceinline__ Crossing find_crossing(SelectShared& s, const uint32_t* count,
                                                   const unsigned long long* mass, bool by_mass,
                                                   uint64_t target) {
-  if (threadIdx.x < 32) {
-    const int lane = threadIdx.x;
-    uint64_t w[8], sum = 0;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      w[j] = by_mass ? mass[8 * lane + j] : count[8 * lane + j];
-      sum += w[j];
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5;
+  const int per = static_cast<int>(blockDim.x) >= kBins ? 1 : kBins / static_cast<int>(blockDim.x);
+  const int first = t * per;
+  uint64_t c = 0, m = 0;
+  if (first < kBins) {
+    for (int j = 0; j < per; ++j) {
+      c += count[first + j];
+      m += mass[first + j];
     }
-    const uint64_t incl = warp_inclusive_scan(sum), excl = incl - sum;
-    const unsigned here = __ballot_sync(0xffffffffu, excl < target && target <= incl);
-    const int owner = here != 0u ? __ffs(here) - 1 : 31;
-    int bin = kBins - 1;
-    if (lane == owner) {
-      uint64_t cum = excl;
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        if (cum + w[j] >= target) {
-          bin = 8 * lane + j;
-          break;
-        }
-        cum += w[j];
-      }
-    }
-    bin = __shfl_sync(0xffffffffu, bin, owner);
-    uint64_t bc = 0, bm = 0;
-#pragma unroll
-    for (int j = 0; j < 8; ++j) {
-      if (8 * lane + j < bin) {
-        bc += count[8 * lane + j];
-        bm += mass[8 * lane + j];
-      }
-    }
-    bc = warp_reduce(bc, SumOp());
-    bm = warp_reduce(bm, SumOp());
-    if (lane == 0) s.crossing = Crossing{bin, bc, bm};
+  }
+  const uint64_t ic = warp_inclusive_scan(c), im = warp_inclusive_scan(m);
+  if (lane == 31 && warp < 16) {
+    s.scan_count[warp] = ic;
+    s.scan_mass[warp] = im;
   }
   __syncthreads();
-  const Crossing c = s.crossing;
+  if (first < kBins) {
+    uint64_t bc = ic - c, bm = im - m;  // bins before this thread's
+    for (int w = 0; w < warp; ++w) {
+      bc += s.scan_count[w];
+      bm += s.scan_mass[w];
+    }
+    for (int j = 0; j < per; ++j) {
+      const uint64_t wc = count[first + j], wm = mass[first + j];
+      const uint64_t before = by_mass ? bm : bc, w = by_mass ? wm : wc;
+      if ((before < target && target <= before + w) ||
+          (first + j == kBins - 1 && before + w < target)) {
+        s.crossing = Crossing{first + j, bc, bm};
+      }
+      bc += wc;
+      bm += wm;
+    }
+  }
+  __syncthreads();
+  const Crossing cr = s.crossing;
   __syncthreads();  // the next call may overwrite s.crossing
-  return c;
+  return cr;
 }
 
 // Moves into the crossing bin: its keys, counts and the totals above it.
@@ -166,6 +210,48 @@ __device__ __forceinline__ void descend(RadixRange& r, const Crossing& c, bool b
   r.target -= by_mass ? c.before_mass : c.before_count;
   r.count = bin_count;
   r.mass = bin_mass;
+}
+
+// Pads a key list to whole 4-key groups: above every level-0 range (whose keys are at most those of
+// the largest finite float), so no pass over a bin's keys counts it.
+constexpr uint32_t kListPad = 0xffffffffu;
+
+// Gathers this CTA's keys in [lo, hi] into `list` (any order: the passes over it only build
+// histograms), padded with kListPad to a whole 4-key group; returns their number. The caller knows
+// beforehand that they fit (`capacity`, a multiple of 4, from its own histogram). One ballot and,
+// per warp, one shared atomic per 32 keys tested.
+template <class Load>
+__device__ int gather_keys(const ChunkLayout& L, const Load& load, uint32_t lo, uint32_t hi,
+                           uint32_t* list, int* len_slot) {
+  const int lane = threadIdx.x & 31;
+  if (threadIdx.x == 0) *len_slot = 0;
+  __syncthreads();
+  const unsigned lower = (1u << lane) - 1u;
+  for_each_group(L, load, [&](int, const uint32_t(&k)[4], bool active) {
+    bool in[4];
+    unsigned m[4];
+    int total = 0;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      in[j] = active && k[j] - lo <= hi - lo;
+      m[j] = __ballot_sync(0xffffffffu, in[j]);
+      total += __popc(m[j]);
+    }
+    if (total == 0) return;  // the whole warp
+    int base = 0;
+    if (lane == 0) base = atomicAdd(len_slot, total);
+    base = __shfl_sync(0xffffffffu, base, 0);
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      if (in[j]) list[base + __popc(m[j] & lower)] = k[j];
+      base += __popc(m[j]);
+    }
+  });
+  __syncthreads();
+  const int len = *len_slot;
+  if (threadIdx.x < ((4 - (len & 3)) & 3)) list[len + threadIdx.x] = kListPad;
+  __syncthreads();
+  return len;
 }
 
 // Refines `r` (whose bin already crossed the target) pass by pass until one key or one element

@@ -22,14 +22,21 @@ namespace flashserve::sampling {
 // Logits as probability keys relative to the row maximum `max`: exp2((x - max) * scale), where
 // scale = log2(e) / temperature. `greedy` (temperature <= 0, or an infinite maximum) keeps exactly
 // the maxima: their key is 1.0 and every other key 0, so sampling picks among tied maxima.
+// The exponential is the SFU's ex2.approx.ftz (2 ulp; results below 2^-126, whose masses are 0
+// anyway, flush to 0): -inf gives 0, NaN is clamped to 0 and x == max gives exactly 1.
+__device__ __forceinline__ float ex2_approx(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 struct LogitKey {
   float max = 0.f;
   float scale = 0.f;
   bool greedy = false;
   __device__ __forceinline__ uint32_t operator()(float x) const {
     if (greedy) return x == max ? kOneBits : 0u;
-    if (!(x > -INFINITY)) return 0u;  // -inf and NaN: probability 0
-    return __float_as_uint(exp2f((x - max) * scale));
+    return __float_as_uint(fminf(fmaxf(ex2_approx((x - max) * scale), 0.f), 1.f));
   }
 };
 
@@ -57,6 +64,21 @@ __device__ __forceinline__ ChunkLayout make_chunk_layout(int vocab, int chunk, i
   const int64_t left = vocab - L.begin;
   L.len = left <= 0 ? 0 : (left < chunk ? static_cast<int>(left) : chunk);
   L.nvec = chunk / 4;
+  const int nwarps = blockDim.x >> 5;
+  const int per_warp = (L.nvec + nwarps - 1) / nwarps;
+  const int warp = threadIdx.x >> 5;
+  L.vec_begin = warp * per_warp < L.nvec ? warp * per_warp : L.nvec;
+  L.vec_end = L.vec_begin + per_warp < L.nvec ? L.vec_begin + per_warp : L.nvec;
+  L.iters = (per_warp + 31) / 32;
+  return L;
+}
+
+// The layout of a key list held in shared memory (radix_select.cuh's candidate lists): `len` keys
+// padded with key 0 to whole 4-key groups, split over the warps like a chunk.
+__device__ __forceinline__ ChunkLayout make_list_layout(int len) {
+  ChunkLayout L;
+  L.len = len;
+  L.nvec = (len + 3) / 4;
   const int nwarps = blockDim.x >> 5;
   const int per_warp = (L.nvec + nwarps - 1) / nwarps;
   const int warp = threadIdx.x >> 5;

@@ -9,13 +9,16 @@
 //      log-probability spread a row over ~100 bins, so few atomics collide (the raw top byte of
 //      the keys would put nearly all of a row into 2-4 bins).
 //   3. top-k: radix refinement (radix_select.cuh) of the bin where the counts cross k, down to
-//      the k-th largest key.
+//      the k-th largest key. Each CTA first gathers its keys of that bin into a short list (one
+//      pass over its slice), and the refinement passes visit only the list.
 //   4. top-p: the same over masses, from the level-0 histogram restricted to keys >= the top-k
 //      threshold (top-k first) or over the whole row (joint), to the smallest set of largest keys
 //      holding top_p of the mass.
 //   5. min-p: keys >= min_p * v_max. The kept set is {key >= max of the three thresholds}.
-//   6. sampling: inverse CDF over the kept masses (inverse_cdf.cuh); or renormalization: kept
-//      values times 1 / their sum.
+//   6. sampling after a top-k / top-p selection: each CTA's kept mass comes from its own level-0
+//      histogram and list, without a pass; one cluster scan picks the CTA, its histogram the bin,
+//      and only that CTA walks its slice for the element. Without a selection: inverse CDF over
+//      the whole row (inverse_cdf.cuh). Renormalization: kept values times 1 / their sum.
 // A row whose values are all zero, negative, NaN or -inf (logits) has nothing to sample: its token
 // is 0 and its renormalized row is all zero.
 #pragma once
@@ -36,29 +39,58 @@
 
 namespace flashserve::sampling {
 
+#ifdef FLASHSERVE_SAMPLING_TRACE  // phase timestamps for tuning (bench/tools/sampling_trace.cu)
+__device__ unsigned long long g_sampling_trace[4096 * 16];
+__device__ __forceinline__ void trace_point(int i) {
+  __syncthreads();
+  if (threadIdx.x == 0 && blockIdx.x < 4096) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    g_sampling_trace[blockIdx.x * 16 + i] = t;
+  }
+}
+#define FS_TRACE(i) trace_point(i)
+#else
+#define FS_TRACE(i)
+#endif
+
+// Keys of one level-0 bin a CTA gathers so that the refinement passes of a selection visit only
+// them, not its whole slice (a bin that holds more is refined over the slice).
+constexpr int kListCap = 2048;
+
 struct FilterShared {
   SelectShared select;
   InverseCdfShared cdf;
-  uint32_t l0_count[kBins];  // level-0 histogram, kept for the second selection
+  uint32_t l0_count[kBins];  // level-0 histogram of the cluster, kept for the second selection
   unsigned long long l0_mass[kBins];
+  alignas(16)
+      uint32_t own_count[kBins];  // this CTA's level-0 histogram (list sizes, the sampling step)
+  unsigned long long own_mass[kBins];
+  alignas(16) uint32_t list[kListCap];  // this CTA's keys of level-0 bin list_bin
+  int list_len;                         // -1: the bin has more than kListCap keys here
+  int list_bin;                         // -1: none gathered yet
+  int rank_vec_begin[17];  // the cluster's lists as one sequence of 4-key groups (-1: overflow)
+  uint32_t lcount[kBins];  // histograms of the passes over the cluster's lists
+  uint32_t lmass_lo[kBins];
+  uint32_t lmass_hi[kBins];
   float reduce[32];
   uint64_t reduce64[32];
   float max_slot, max_result;
   uint64_t sample_slot, total_slot, total_result;
 };
 
-// Shared-memory keys that still hold raw logits: the first visit converts them in place.
+// Shared-memory keys that still hold raw logits: the first visit converts them in place. Padding
+// holds -inf, which converts to key 0.
 template <class KeyOf>
 struct ConvertSmemKeys {
   uint4* keys;
-  int len;
   KeyOf key_of;
   __device__ __forceinline__ void operator()(int v, uint32_t (&k)[4]) const {
     const uint4 raw = keys[v];
-    const uint32_t r[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      k[j] = 4 * v + j < len ? key_of(__uint_as_float(r[j])) : 0u;
+    k[0] = key_of(__uint_as_float(raw.x));
+    k[1] = key_of(__uint_as_float(raw.y));
+    k[2] = key_of(__uint_as_float(raw.z));
+    k[3] = key_of(__uint_as_float(raw.w));
     keys[v] = make_uint4(k[0], k[1], k[2], k[3]);
   }
 };
@@ -69,72 +101,202 @@ struct RowFilter {
   float min_p;  // in [0, 1]
 };
 
+// One refinement pass over the cluster's lists, read from every CTA's shared memory (no cluster
+// barrier: the lists do not change until the next gather), into this CTA's total_count /
+// total_mass. Every CTA computes the same histogram.
+template <class MassOf>
+__device__ void union_histogram_pass(FilterShared& sh, uint32_t lo, uint32_t hi, int shift,
+                                     const MassOf& mass_of) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const unsigned n = cluster.num_blocks();
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x) {
+    sh.lcount[i] = 0u;
+    sh.lmass_lo[i] = 0u;
+    sh.lmass_hi[i] = 0u;
+  }
+  __syncthreads();
+  const int total = sh.rank_vec_begin[n];
+  const auto add = [&](uint32_t k) {
+    const uint32_t b = radix_bin(k, lo, hi, shift);
+    if (b < kBins) {
+      atomicAdd(&sh.lcount[b], 1u);
+      const uint32_t m = static_cast<uint32_t>(mass_of(k));
+      const uint32_t old = atomicAdd(&sh.lmass_lo[b], m);
+      if (old > 0xffffffffu - m) atomicAdd(&sh.lmass_hi[b], 1u);
+    }
+  };
+  constexpr int kInFlight = 4;
+  for (int base = threadIdx.x; base < total; base += kInFlight * blockDim.x) {
+    uint4 q[kInFlight];
+    bool ok[kInFlight];
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {  // every load issued before the first use
+      const int v0 = base + j * static_cast<int>(blockDim.x);
+      ok[j] = v0 < total;
+      const int v = ok[j] ? v0 : base;
+      unsigned r = 0;
+      while (sh.rank_vec_begin[r + 1] <= v)
+        ++r;
+      const uint4* src = reinterpret_cast<const uint4*>(cluster.map_shared_rank(sh.list, r));
+      q[j] = src[v - sh.rank_vec_begin[r]];
+    }
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      if (!ok[j]) q[j] = make_uint4(kListPad, kListPad, kListPad, kListPad);
+    }
+#pragma unroll
+    for (int j = 0; j < kInFlight; ++j) {
+      add(q[j].x);
+      add(q[j].y);
+      add(q[j].z);
+      add(q[j].w);
+    }
+  }
+  __syncthreads();
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x) {
+    sh.select.total_count[i] = sh.lcount[i];
+    sh.select.total_mass[i] =
+        (static_cast<unsigned long long>(sh.lmass_hi[i]) << 32) | sh.lmass_lo[i];
+  }
+  __syncthreads();
+}
+
+// Refines a selection inside level-0 bin `bin` (keys [r.lo, r.hi] of it). Each CTA gathers its
+// keys of the bin into sh.list (one pass over its slice) and publishes it with one cluster
+// barrier; the refinement passes then read the cluster's lists from every CTA's shared memory,
+// so every CTA refines on its own, without further cluster barriers. If some CTA's keys of the
+// bin do not fit its list, the passes are cluster passes (radix_refine) over each CTA's list or
+// slice.
+template <class Load, class MassOf>
+__device__ SelectResult refine_in_bin(FilterShared& sh, int& pass, const ChunkLayout& L,
+                                      const Load& load, uint32_t max_key, int bin,
+                                      const MassOf& mass_of, bool by_mass, RadixRange r) {
+  if (!(r.count > 1 && r.lo < r.hi)) {
+    return SelectResult{r.lo, r.above_count + r.count, r.above_mass + r.mass};
+  }
+  cg::cluster_group cluster = cg::this_cluster();
+  if (sh.list_bin != bin) {
+    // Other CTAs may still read the list of an earlier selection; else every thread has read
+    // list_bin.
+    if (sh.list_bin >= 0) {
+      cluster.sync();
+    } else {
+      __syncthreads();
+    }
+    if (sh.own_count[bin] <= static_cast<uint32_t>(kListCap)) {
+      const RadixRange b = level0_range(max_key, bin);
+      gather_keys(L, load, b.lo, b.hi, sh.list, &sh.list_len);  // ends with a barrier
+    } else if (threadIdx.x == 0) {
+      sh.list_len = -1;
+    }
+    if (threadIdx.x == 0) sh.list_bin = bin;
+    cluster.sync();          // every CTA's list and its length are published
+    if (threadIdx.x < 32) {  // lane r reads rank r's length (one round trip), then a warp scan
+      const int lane = threadIdx.x;
+      const int n = static_cast<int>(cluster.num_blocks());
+      const int len = lane < n ? *cluster.map_shared_rank(&sh.list_len, lane) : 0;
+      const bool bad = __any_sync(0xffffffffu, len < 0);
+      const int mine = len < 0 ? 0 : (len + 3) / 4;
+      int incl = mine;
+#pragma unroll
+      for (int d = 1; d < 32; d <<= 1) {
+        const int y = __shfl_up_sync(0xffffffffu, incl, d);
+        if (lane >= d) incl += y;
+      }
+      const int total = __shfl_sync(0xffffffffu, incl, n - 1);
+      if (lane < n) sh.rank_vec_begin[lane] = incl - mine;
+      if (lane == 0) sh.rank_vec_begin[n] = bad ? -1 : total;
+    }
+    __syncthreads();
+  }
+  FS_TRACE(5);
+  if (sh.rank_vec_begin[cluster.num_blocks()] >= 0) {
+    while (r.count > 1 && r.lo < r.hi) {
+      const uint32_t lo = r.lo, hi = r.hi;
+      const int shift = radix_shift(hi - lo);
+      union_histogram_pass(sh, lo, hi, shift, mass_of);
+      const Crossing c =
+          find_crossing(sh.select, sh.select.total_count, sh.select.total_mass, by_mass, r.target);
+      descend(r, c, by_mass, sh.select.total_count[c.bin], sh.select.total_mass[c.bin]);
+      radix_bin_range(lo, hi, shift, c.bin, &r.lo, &r.hi);
+    }
+    return SelectResult{r.lo, r.above_count + r.count, r.above_mass + r.mass};
+  }
+  if (sh.list_len >= 0) {
+    return radix_refine(sh.select, pass, make_list_layout(sh.list_len),
+                        SmemKeys{reinterpret_cast<const uint4*>(sh.list)}, mass_of, by_mass, true,
+                        r);
+  }
+  return radix_refine(sh.select, pass, L, load, mass_of, by_mass, true, r);
+}
+
 // Steps 2-5: the threshold of the kept set, {key >= threshold}. `first` is the load of the first
-// sweep (it may convert the keys in place), `load` that of every later one.
+// sweep (it may convert the keys in place), `load` that of every later one. Level 0 always builds
+// masses and keeps this CTA's own histogram in sh.own_*: the sampling step starts from it.
 template <class First, class Load>
 __device__ uint32_t select_threshold(FilterShared& sh, const ChunkLayout& L, int vocab,
                                      bool top_k_first, uint32_t max_key, const RowFilter& f,
                                      const First& first, const Load& load) {
-  const int mexp = mass_exponent(max_key);
-  const auto mass_of = [=](uint32_t k) { return key_mass(k, mexp); };
+  const MassScale ms = mass_scale(mass_exponent(max_key));
+  const auto mass_of = [=](uint32_t k) { return key_mass(k, ms); };
   const bool need_k = f.top_k > 0 && f.top_k < vocab;
   const bool need_p = f.top_p < 1.f;
   const bool k_floor = need_k && need_p && top_k_first;
   uint32_t threshold = 0;
-  if (need_k || need_p) {
-    int pass = 0;
-    histogram_pass(
-        sh.select, pass, L, first, [=](uint32_t k) { return level0_bin(max_key, k); }, need_p,
-        mass_of);
-    uint64_t total_mass = 0;
-    for (int i = threadIdx.x; i < kBins; i += blockDim.x) {
-      sh.l0_count[i] = sh.select.total_count[i];
-      sh.l0_mass[i] = sh.select.total_mass[i];
-      total_mass += sh.select.total_mass[i];
-    }
-    total_mass = block_reduce(total_mass, sh.reduce64, SumOp(), uint64_t{0});  // has a barrier
-    Crossing ck{};
-    SelectResult rk{0, 0, 0};
-    if (need_k) {
-      ck = find_crossing(sh.select, sh.l0_count, sh.l0_mass, false, f.top_k);
-      RadixRange r = level0_range(max_key, ck.bin);
-      r.target = f.top_k;
-      descend(r, ck, false, sh.l0_count[ck.bin], sh.l0_mass[ck.bin]);
-      rk = radix_refine(sh.select, pass, L, load, mass_of, false, k_floor, r);
-      threshold = rk.threshold;
-    }
-    if (need_p) {
-      uint64_t base = total_mass;
-      if (k_floor) {
-        __syncthreads();  // every thread has read the level-0 bin of the top-k crossing
-        // Top-p over the top-k set: level 0 without the bins below the top-k bin, whose own
-        // count and mass shrink to the part at or above the top-k threshold.
-        for (int i = threadIdx.x; i < kBins; i += blockDim.x) {
-          if (i > ck.bin) {
-            sh.l0_count[i] = 0u;
-            sh.l0_mass[i] = 0ull;
-          } else if (i == ck.bin) {
-            sh.l0_count[i] = static_cast<uint32_t>(rk.count_ge - ck.before_count);
-            sh.l0_mass[i] = rk.mass_ge - ck.before_mass;
-          }
+  int pass = 0;
+  FS_TRACE(2);
+  histogram_pass(
+      sh.select, pass, L, first, [=](uint32_t k) { return level0_bin(max_key, k); }, true, mass_of,
+      OwnHistogram{sh.own_count, sh.own_mass});
+  FS_TRACE(3);
+  uint64_t total_mass = 0;
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x) {
+    sh.l0_count[i] = sh.select.total_count[i];
+    sh.l0_mass[i] = sh.select.total_mass[i];
+    total_mass += sh.select.total_mass[i];
+  }
+  if (threadIdx.x == 0) sh.list_bin = -1;
+  total_mass = block_reduce(total_mass, sh.reduce64, SumOp(), uint64_t{0});  // has a barrier
+  Crossing ck{};
+  SelectResult rk{0, 0, 0};
+  if (need_k) {
+    ck = find_crossing(sh.select, sh.l0_count, sh.l0_mass, false, f.top_k);
+    RadixRange r = level0_range(max_key, ck.bin);
+    r.target = f.top_k;
+    descend(r, ck, false, sh.l0_count[ck.bin], sh.l0_mass[ck.bin]);
+    rk = refine_in_bin(sh, pass, L, load, max_key, ck.bin, mass_of, false, r);
+    threshold = rk.threshold;
+  }
+  if (need_p) {
+    uint64_t base = total_mass;
+    if (k_floor) {
+      __syncthreads();  // every thread has read the level-0 bin of the top-k crossing
+      // Top-p over the top-k set: level 0 without the bins below the top-k bin, whose own
+      // count and mass shrink to the part at or above the top-k threshold.
+      for (int i = threadIdx.x; i < kBins; i += blockDim.x) {
+        if (i > ck.bin) {
+          sh.l0_count[i] = 0u;
+          sh.l0_mass[i] = 0ull;
+        } else if (i == ck.bin) {
+          sh.l0_count[i] = static_cast<uint32_t>(rk.count_ge - ck.before_count);
+          sh.l0_mass[i] = rk.mass_ge - ck.before_mass;
         }
-        __syncthreads();
-        base = rk.mass_ge;
       }
-      const double want = ceil(static_cast<double>(f.top_p) * static_cast<double>(base));
-      uint64_t target = want >= static_cast<double>(base) ? base : static_cast<uint64_t>(want);
-      if (target < 1) target = 1;
-      const Crossing cp = find_crossing(sh.select, sh.l0_count, sh.l0_mass, true, target);
-      RadixRange r = level0_range(max_key, cp.bin);
-      r.target = target;
-      descend(r, cp, true, sh.l0_count[cp.bin], sh.l0_mass[cp.bin]);
-      if (k_floor && cp.bin == ck.bin && r.lo < rk.threshold) r.lo = rk.threshold;
-      const SelectResult rp = radix_refine(sh.select, pass, L, load, mass_of, true, true, r);
-      threshold = rp.threshold > threshold ? rp.threshold : threshold;
+      __syncthreads();
+      base = rk.mass_ge;
     }
-  } else if constexpr (!std::is_same_v<First, Load>) {
-    for_each_group(L, first, [](int, const uint32_t(&)[4], bool) {});
-    __syncthreads();
+    const double want = ceil(static_cast<double>(f.top_p) * static_cast<double>(base));
+    uint64_t target = want >= static_cast<double>(base) ? base : static_cast<uint64_t>(want);
+    if (target < 1) target = 1;
+    const Crossing cp = find_crossing(sh.select, sh.l0_count, sh.l0_mass, true, target);
+    FS_TRACE(4);
+    RadixRange r = level0_range(max_key, cp.bin);
+    r.target = target;
+    descend(r, cp, true, sh.l0_count[cp.bin], sh.l0_mass[cp.bin]);
+    if (k_floor && cp.bin == ck.bin && r.lo < rk.threshold) r.lo = rk.threshold;
+    const SelectResult rp = refine_in_bin(sh, pass, L, load, max_key, cp.bin, mass_of, true, r);
+    FS_TRACE(6);
+    threshold = rp.threshold > threshold ? rp.threshold : threshold;
   }
   if (f.min_p > 0.f) {
     const uint32_t m = __float_as_uint(f.min_p * __uint_as_float(max_key));
@@ -143,15 +305,156 @@ __device__ uint32_t select_threshold(FilterShared& sh, const ChunkLayout& L, int
   return threshold;
 }
 
-// Step 6 for the kept set {key >= threshold}.
+// This CTA's mass of the kept set {key >= threshold}, from its level-0 histogram: the bins above
+// the threshold's bin whole, and of that bin the keys >= threshold (from the gathered list when
+// it holds that bin, else one pass over the slice). Every thread gets it.
+template <class Load>
+__device__ uint64_t kept_mass(FilterShared& sh, const ChunkLayout& L, const Load& load,
+                              uint32_t max_key, uint32_t threshold, MassScale ms, int* bin_out) {
+  const int bt = static_cast<int>(level0_bin(max_key, threshold));
+  const RadixRange br = level0_range(max_key, bt);
+  *bin_out = bt;
+  uint64_t mine = 0;
+  for (int i = threadIdx.x; i < bt; i += blockDim.x)
+    mine += sh.own_mass[i];
+  if (threshold <= br.lo) {
+    if (threadIdx.x == 0) mine += sh.own_mass[bt];
+  } else if (sh.list_bin == bt && sh.list_len >= 0) {
+    for (int i = threadIdx.x; i < sh.list_len; i += blockDim.x) {
+      const uint32_t k = sh.list[i];
+      if (k >= threshold) mine += key_mass(k, ms);  // the list holds only keys <= br.hi
+    }
+  } else {
+    for_each_group(L, load, [&](int, const uint32_t(&k)[4], bool active) {
+      if (!active) return;
+#pragma unroll
+      for (int j = 0; j < 4; ++j)
+        mine += k[j] - threshold <= br.hi - threshold ? key_mass(k[j], ms) : 0u;
+    });
+  }
+  return block_reduce(mine, sh.reduce64, SumOp(), uint64_t{0});
+}
+
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.release;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire;" ::: "memory");
+}
+
+// Step 6 after a top-k / top-p selection: one draw from the kept set. The CTAs' kept masses are
+// scanned in rank order and the draw's target falls in one CTA; that CTA finds the level-0 bin
+// from its own histogram and walks only that bin's keys (>= threshold) in its fixed visiting order.
+// The probability of an element is exactly its mass over the total, and the result does not
+// depend on timing. Returns after this CTA's last read of another CTA's shared memory has been
+// followed by its arrival on the cluster barrier (the kernel's last wait completes it).
+template <class T, class Load>
+__device__ void sample_kept(const FilterParams<T>& p, FilterShared& sh, const ChunkLayout& L,
+                            int64_t row, uint32_t max_key, uint32_t threshold, const Load& load) {
+  const MassScale ms = mass_scale(mass_exponent(max_key));
+  int bt = 0;
+  const uint64_t kept = kept_mass(sh, L, load, max_key, threshold, ms, &bt);
+  FS_TRACE(7);
+  const ClusterPrefix cta = cluster_exclusive_scan(kept, &sh.sample_slot, sh.cdf.prefix);
+  FS_TRACE(8);
+  cluster_arrive();
+  const auto write_id = [&](int64_t id) {
+    if (p.ids_int64) {
+      static_cast<int64_t*>(p.out_ids)[row] = id;
+    } else {
+      static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
+    }
+  };
+  if (cta.total == 0) {
+    if (cg::this_cluster().block_rank() == 0 && threadIdx.x == 0) write_id(0);
+    return;
+  }
+  const uint64_t u =
+      philox_u64(seed_value(p.seed), offset_value(p.seed), static_cast<uint32_t>(row), 0u);
+  const uint64_t target = scale_uniform(u, cta.total);
+  if (target < cta.before || target - cta.before >= kept) return;  // uniform over the CTA
+  uint64_t local = target - cta.before;
+  // The bin: warp 0 scans bins 0..bt (bin bt counts only its kept part, the rest of `kept`).
+  if (threadIdx.x < 32) {
+    const int lane = threadIdx.x;
+    const auto w = [&](int b) -> uint64_t { return b < bt ? sh.own_mass[b] : 0; };
+    uint64_t sum = 0;
+    for (int j = 0; j < 8; ++j)
+      sum += w(8 * lane + j);
+    const uint64_t above = warp_reduce(sum, SumOp());  // bins above bt
+    const uint64_t incl = warp_inclusive_scan(sum), excl = incl - sum;
+    const unsigned here = __ballot_sync(0xffffffffu, excl <= local && local < incl);
+    int bin = bt;
+    uint64_t before = above;
+    if (here != 0u) {
+      const int owner = __ffs(here) - 1;
+      if (lane == owner) {
+        uint64_t cum = excl;
+        for (int j = 0; j < 8; ++j) {
+          const uint64_t x = w(8 * lane + j);
+          if (local < cum + x) {
+            bin = 8 * lane + j;
+            before = cum;
+            break;
+          }
+          cum += x;
+        }
+      }
+      bin = __shfl_sync(0xffffffffu, bin, owner);
+      before = __shfl_sync(0xffffffffu, before, owner);
+    }
+    if (lane == 0) sh.select.crossing = Crossing{bin, 0, before};
+  }
+  __syncthreads();
+  const int bin = sh.select.crossing.bin;
+  local -= sh.select.crossing.before_mass;
+  const RadixRange br = level0_range(max_key, bin);
+  const uint32_t lo = threshold > br.lo ? threshold : br.lo, hi = br.hi;
+  const auto weight = [=](uint32_t k) -> uint64_t {
+    return k - lo <= hi - lo ? key_mass(k, ms) : 0u;
+  };
+  uint64_t mine = 0;
+  for_each_group(L, load, [&](int, const uint32_t(&k)[4], bool active) {
+    if (!active) return;
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      mine += weight(k[j]);
+  });
+  uint64_t cta_total = 0;
+  const uint64_t before_me = block_exclusive_scan(mine, sh.cdf.scan, cta_total);
+  if (local < before_me || local - before_me >= mine) return;
+  uint64_t run = before_me;
+  bool found = false;
+  for_each_group(L, load, [&](int first, const uint32_t(&k)[4], bool active) {
+    if (!active || found) return;
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const uint64_t w = weight(k[j]);
+      if (!found && local < run + w) {
+        found = true;
+        write_id(L.begin + first + j);
+      }
+      run += w;
+    }
+  });
+}
+
+// Step 6 without a top-k / top-p selection (min-p or no filter): an inverse-CDF draw over the
+// whole row, or, for either, the renormalized row. Ends with this CTA's arrival on the cluster
+// barrier, after its last read of another CTA's shared memory.
 template <class T, class Load>
 __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const ChunkLayout& L,
-                         int64_t row, uint32_t max_key, uint32_t threshold, const Load& load) {
-  const int mexp = mass_exponent(max_key);
+                         int64_t row, uint32_t max_key, uint32_t threshold, bool selected,
+                         const Load& load) {
+  const MassScale ms = mass_scale(mass_exponent(max_key));
   const auto weight = [=](uint32_t k) -> uint64_t {
-    return k >= threshold ? key_mass(k, mexp) : uint64_t{0};
+    return k >= threshold ? key_mass(k, ms) : uint64_t{0};
   };
   if (p.out_ids != nullptr) {
+    if (selected) {
+      sample_kept(p, sh, L, row, max_key, threshold, load);
+      return;
+    }
     const auto write_id = [&](int64_t id) {
       if (p.ids_int64) {
         static_cast<int64_t*>(p.out_ids)[row] = id;
@@ -163,21 +466,29 @@ __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const Chunk
         philox_u64(seed_value(p.seed), offset_value(p.seed), static_cast<uint32_t>(row), 0u);
     const uint64_t total =
         cluster_inverse_cdf(L, load, weight, u, sh.cdf, &sh.sample_slot, write_id);
+    cluster_arrive();  // the draw's walk reads only this CTA's shared memory
     if (total == 0 && cg::this_cluster().block_rank() == 0 && threadIdx.x == 0) write_id(0);
     return;
   }
   uint64_t mine = 0;
-  for_each_group(L, load, [&](int, const uint32_t(&k)[4], bool active) {
-    if (!active) return;
+  if (selected) {
+    int bt = 0;
+    mine = kept_mass(sh, L, load, max_key, threshold, ms, &bt);
+  } else {
+    for_each_group(L, load, [&](int, const uint32_t(&k)[4], bool active) {
+      if (!active) return;
 #pragma unroll
-    for (int j = 0; j < 4; ++j)
-      mine += weight(k[j]);
-  });
-  mine = block_reduce(mine, sh.reduce64, SumOp(), uint64_t{0});
+      for (int j = 0; j < 4; ++j)
+        mine += weight(k[j]);
+    });
+    mine = block_reduce(mine, sh.reduce64, SumOp(), uint64_t{0});
+  }
   const uint64_t total =
       cluster_reduce(mine, &sh.total_slot, &sh.total_result, SumOp(), uint64_t{0});
+  cluster_arrive();
   // v / sum(v) = v * 2^(157 - mexp) / total (masses are v * 2^(30 - (mexp - 127))); in double,
   // which neither overflows nor underflows for any float maximum.
+  const int mexp = mass_exponent(max_key);
   const double inv = total > 0 ? ldexp(1.0, 157 - mexp) / static_cast<double>(total) : 0.0;
   float* out = p.renorm_out + row * p.renorm_stride + L.begin;
   for_each_group(L, load, [&](int first, const uint32_t(&k)[4], bool active) {
@@ -195,7 +506,7 @@ __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const Chunk
 }
 
 template <class T, bool kLogits, bool kResident>
-__global__ void __launch_bounds__(kSamplingThreads) filter_kernel(const FilterParams<T> p) {
+__global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const FilterParams<T> p) {
   extern __shared__ uint4 smem_keys[];
   __shared__ FilterShared sh;
   cg::cluster_group cluster = cg::this_cluster();
@@ -204,19 +515,24 @@ __global__ void __launch_bounds__(kSamplingThreads) filter_kernel(const FilterPa
   const T* in = p.input + row * p.input_stride + L.begin;
   clear_histograms(sh.select);
 
+  FS_TRACE(0);
   float local_max = -INFINITY;
-  load_slice(in, L.len, p.vec_loads, kResident ? reinterpret_cast<uint32_t*>(smem_keys) : nullptr,
-             4 * L.nvec, [&](float x) -> uint32_t {
-               if constexpr (kLogits) {
-                 local_max = fmaxf(local_max, x);
-                 return __float_as_uint(x);
-               } else {
-                 const uint32_t k = prob_key(x);
-                 local_max = fmaxf(local_max, __uint_as_float(k));
-                 return k;
-               }
-             });
+  load_slice(
+      in, L.len, p.vec_loads, kResident ? reinterpret_cast<uint32_t*>(smem_keys) : nullptr,
+      4 * L.nvec,
+      [&](float x) -> uint32_t {
+        if constexpr (kLogits) {
+          local_max = fmaxf(local_max, x);
+          return __float_as_uint(x);
+        } else {
+          const uint32_t k = prob_key(x);
+          local_max = fmaxf(local_max, __uint_as_float(k));
+          return k;
+        }
+      },
+      kLogits ? 0xff800000u : 0u);  // padding: -inf logits, zero probabilities
   const float block_max = block_reduce(local_max, sh.reduce, MaxOp(), -INFINITY);
+  FS_TRACE(1);
   const float row_max = cluster_reduce(block_max, &sh.max_slot, &sh.max_result, MaxOp(), -INFINITY);
 
   RowFilter f;
@@ -224,6 +540,7 @@ __global__ void __launch_bounds__(kSamplingThreads) filter_kernel(const FilterPa
   const float top_p = p.top_p.get(row), min_p = p.min_p.get(row);
   f.top_p = top_p < 1.f ? (top_p > 0.f ? top_p : 0.f) : 1.f;  // NaN: 1
   f.min_p = min_p > 0.f ? (min_p < 1.f ? min_p : 1.f) : 0.f;  // NaN: 0
+  const bool selected = (f.top_k > 0 && f.top_k < p.vocab) || f.top_p < 1.f;
 
   uint32_t max_key;
   LogitKey logit_key;
@@ -238,45 +555,55 @@ __global__ void __launch_bounds__(kSamplingThreads) filter_kernel(const FilterPa
   } else {
     max_key = row_max > 0.f ? __float_as_uint(row_max) : 0u;
   }
+  const uint32_t min_p_threshold =
+      f.min_p > 0.f ? __float_as_uint(f.min_p * __uint_as_float(max_key)) : 0u;
 
+  // Each path ends with this CTA's arrival on the cluster barrier once it no longer reads another
+  // CTA's shared memory; the wait below keeps every CTA's shared memory alive until all arrived.
   if (max_key != 0u) {
+    const auto run = [&](const auto& first, const auto& load) {
+      uint32_t threshold = min_p_threshold;
+      if (selected) {
+        threshold = select_threshold(sh, L, p.vocab, p.top_k_first, max_key, f, first, load);
+      } else if constexpr (!std::is_same_v<std::decay_t<decltype(first)>,
+                                           std::decay_t<decltype(load)>>) {
+        for_each_group(L, first, [](int, const uint32_t(&)[4], bool) {});  // convert the keys
+        __syncthreads();
+      }
+      emit_row(p, sh, L, row, max_key, threshold, selected, load);
+    };
     if constexpr (kResident) {
-      const SmemKeys load{smem_keys};
-      uint32_t threshold;
       if constexpr (kLogits) {
-        const ConvertSmemKeys<LogitKey> convert{smem_keys, L.len, logit_key};
-        threshold = select_threshold(sh, L, p.vocab, p.top_k_first, max_key, f, convert, load);
+        run(ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, SmemKeys{smem_keys});
       } else {
-        threshold = select_threshold(sh, L, p.vocab, p.top_k_first, max_key, f, load, load);
+        run(SmemKeys{smem_keys}, SmemKeys{smem_keys});
       }
-      emit_row(p, sh, L, row, max_key, threshold, load);
+    } else if constexpr (kLogits) {
+      const GlobalKeys<T, LogitKey> load{in, L.len, logit_key};
+      run(load, load);
     } else {
-      if constexpr (kLogits) {
-        const GlobalKeys<T, LogitKey> load{in, L.len, logit_key};
-        const uint32_t threshold =
-            select_threshold(sh, L, p.vocab, p.top_k_first, max_key, f, load, load);
-        emit_row(p, sh, L, row, max_key, threshold, load);
-      } else {
-        const GlobalKeys<T, ProbKey> load{in, L.len, ProbKey{}};
-        const uint32_t threshold =
-            select_threshold(sh, L, p.vocab, p.top_k_first, max_key, f, load, load);
-        emit_row(p, sh, L, row, max_key, threshold, load);
-      }
-    }
-  } else if (p.out_ids != nullptr) {
-    if (cluster.block_rank() == 0 && threadIdx.x == 0) {
-      if (p.ids_int64) {
-        static_cast<int64_t*>(p.out_ids)[row] = 0;
-      } else {
-        static_cast<int32_t*>(p.out_ids)[row] = 0;
-      }
+      const GlobalKeys<T, ProbKey> load{in, L.len, ProbKey{}};
+      run(load, load);
     }
   } else {
-    float* out = p.renorm_out + row * p.renorm_stride + L.begin;
-    for (int i = threadIdx.x; i < L.len; i += blockDim.x)
-      out[i] = 0.f;
+    cluster_arrive();
+    if (p.out_ids != nullptr) {
+      if (cluster.block_rank() == 0 && threadIdx.x == 0) {
+        if (p.ids_int64) {
+          static_cast<int64_t*>(p.out_ids)[row] = 0;
+        } else {
+          static_cast<int32_t*>(p.out_ids)[row] = 0;
+        }
+      }
+    } else {
+      float* out = p.renorm_out + row * p.renorm_stride + L.begin;
+      for (int i = threadIdx.x; i < L.len; i += blockDim.x)
+        out[i] = 0.f;
+    }
   }
-  cluster.sync();  // no CTA leaves while another may still read its shared memory
+  FS_TRACE(9);
+  cluster_wait();
+  FS_TRACE(10);
 }
 
 template <class T, bool kLogits>

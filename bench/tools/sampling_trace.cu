@@ -1,0 +1,97 @@
+// Phase timestamps of the top-p / top-k sampling kernel, for tuning (not part of the build):
+//   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_SAMPLING_TRACE \
+//     -Iinclude bench/tools/sampling_trace.cu -o sampling_trace && ./sampling_trace 64 128256
+// Prints, per phase, the median and max over CTAs of the time since the previous trace point.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <vector>
+
+#include "flashserve/sampling/top_k_top_p_kernel.cuh"
+
+namespace fs = flashserve::sampling;
+
+int main(int argc, char** argv) {
+  const int rows = argc > 1 ? std::atoi(argv[1]) : 64;
+  const int vocab = argc > 2 ? std::atoi(argv[2]) : 128256;
+  const int top_k = argc > 3 ? std::atoi(argv[3]) : 0;
+  std::vector<float> host(static_cast<size_t>(rows) * vocab);
+  std::mt19937 rng(1);
+  std::normal_distribution<float> nd;
+  for (float& x : host)
+    x = nd(rng);
+  float* d_in = nullptr;
+  int* d_ids = nullptr;
+  cudaMalloc(&d_in, host.size() * 4);
+  cudaMalloc(&d_ids, rows * 4);
+  cudaMemcpy(d_in, host.data(), host.size() * 4, cudaMemcpyHostToDevice);
+  fs::DeviceLimits dev;
+  cudaDeviceGetAttribute(&dev.num_sms, cudaDevAttrMultiProcessorCount, 0);
+  cudaDeviceGetAttribute(&dev.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
+  fs::SamplingTile tile;
+  if (fs::plan_filter<float, true>(rows, vocab, dev, &tile) != cudaSuccess) return 1;
+  fs::FilterParams<float> p;
+  p.input = d_in;
+  p.input_stride = vocab;
+  p.rows = rows;
+  p.vocab = vocab;
+  p.chunk = tile.chunk;
+  p.vec_loads = true;
+  p.top_k.value = top_k;
+  p.top_p.value = 0.9f;
+  p.min_p.value = 0.f;
+  p.temperature.value = 1.f;
+  p.seed.seed = 1;
+  p.out_ids = d_ids;
+  for (int it = 0; it < 5; ++it)
+    fs::launch_filter<float, true>(p, tile, dev, nullptr);
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  cudaEventRecord(a);
+  fs::launch_filter<float, true>(p, tile, dev, nullptr);
+  cudaEventRecord(b);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  std::vector<unsigned long long> tr(4096 * 16);
+  cudaMemcpyFromSymbol(tr.data(), fs::g_sampling_trace, tr.size() * 8);
+  const int ctas = std::min(4096, rows * tile.cluster);
+  printf("rows %d vocab %d cluster %d chunk %d threads %d: %.2f us (event)\n", rows, vocab,
+         tile.cluster, tile.chunk, tile.threads, ms * 1000);
+  unsigned long long t0 = ~0ull, tend = 0;
+  for (int c = 0; c < ctas; ++c) {
+    t0 = std::min(t0, tr[c * 16 + 0]);
+    tend = std::max(tend, tr[c * 16 + 10]);
+  }
+  printf("first start to last end: %.2f us\n", (tend - t0) / 1000.0);
+  const char* names[] = {"start",        "load+blockmax", "clustermax", "level0+merge",
+                         "crossing",     "gather",        "refine",     "kept_mass",
+                         "cluster scan", "walk",          "final wait"};
+  int prev_of[11] = {0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+  for (int i = 1; i <= 10; ++i) {
+    std::vector<double> d;
+    for (int c = 0; c < ctas; ++c) {
+      const unsigned long long x = tr[c * 16 + i], y = tr[c * 16 + prev_of[i]];
+      if (x != 0 && y != 0 && x >= y) d.push_back((x - y) / 1000.0);
+    }
+    std::sort(d.begin(), d.end());
+    if (d.empty()) {
+      printf("%-14s  (not reached)\n", names[i]);
+      continue;
+    }
+    printf("%-14s  median %7.2f us  max %7.2f us  (%zu CTAs)\n", names[i], d[d.size() / 2],
+           d.back(), d.size());
+  }
+  // When did CTAs start, relative to the first (waves)?
+  std::vector<double> st;
+  for (int c = 0; c < ctas; ++c)
+    st.push_back((tr[c * 16] - t0) / 1000.0);
+  std::sort(st.begin(), st.end());
+  printf("start offsets: p0 %.1f p25 %.1f p50 %.1f p75 %.1f p100 %.1f us\n", st[0],
+         st[st.size() / 4], st[st.size() / 2], st[3 * st.size() / 4], st.back());
+  return 0;
+}
