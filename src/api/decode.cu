@@ -1,5 +1,6 @@
 // Public entry points of paged decode attention: plan (host schedule -> workspace), run (validate,
-// log, check the page table in debug mode, dispatch, launch the decode and merge kernels).
+// log, check the page table in debug mode, dispatch, launch the decode kernel, which also merges
+// split-KV partials).
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -11,7 +12,6 @@
 #include "api/paged_cache_check.h"
 #include "api/decode_kernels.h"
 #include "flashserve/attention/decode_kernel.cuh"
-#include "flashserve/attention/merge_kernel.cuh"
 #include "flashserve/core/dispatch.h"
 #include "flashserve/decode.h"
 #include "flashserve/runtime.h"
@@ -253,6 +253,8 @@ attention::DecodeParams<TQ, TKV> make_params(const DecodePlan& plan, const Decod
   p.work = reinterpret_cast<const DecodeWorkItem*>(ws + plan.work_offset);
   p.partial_out = reinterpret_cast<float*>(ws + plan.partial_out_offset);
   p.partial_lse = reinterpret_cast<float*>(ws + plan.partial_lse_offset);
+  p.merge_counters = reinterpret_cast<int32_t*>(
+      ws + plan::decode_counters_offset(plan.merge_offset, plan.merge_capacity));
   return p;
 }
 
@@ -261,33 +263,6 @@ int decode_grid(const DecodePlan& plan, int blocks_per_sm) {
   return static_cast<int>(std::max<int64_t>(
       1,
       std::min<int64_t>(plan.work_capacity, int64_t{plan.num_sms} * std::max(blocks_per_sm, 1))));
-}
-
-template <class TQ, class TKV>
-cudaError_t launch_merge(const DecodePlan& plan, const attention::DecodeParams<TQ, TKV>& p,
-                         void* workspace, cudaStream_t stream) {
-  using namespace attention;
-  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
-  if (plan.merge_capacity == 0 || (plan.num_merge == 0 && capture == cudaStreamCaptureStatusNone))
-    return cudaSuccess;
-  auto* ws = static_cast<uint8_t*>(workspace);
-  DecodeMergeParams<TQ> mp;
-  mp.out = p.out;
-  mp.out_stride_token = p.out_stride_token;
-  mp.out_stride_head = p.out_stride_head;
-  mp.lse = p.lse;
-  mp.lse_stride_token = p.lse_stride_token;
-  mp.lse_stride_head = p.lse_stride_head;
-  mp.group = p.group;
-  mp.head_dim = plan.head_dim;
-  mp.sinks = p.variant.sinks;
-  mp.counts = p.counts;
-  mp.merge = reinterpret_cast<const DecodeMergeItem*>(ws + plan.merge_offset);
-  mp.partial_out = p.partial_out;
-  mp.partial_lse = p.partial_lse;
-  const int64_t merge_grid = decode_merge_grid(plan.merge_capacity, plan.num_sms);
-  return launch_decode_merge(mp, static_cast<int>(merge_grid), stream);
 }
 
 // Threads and dynamic shared memory of the decode kernel (the same tile for a prebuilt and a
@@ -327,7 +302,7 @@ Status run_typed(const DecodePlan& plan, const DecodeArgs& a, void* ws, cudaStre
     if (!st.ok())
       return Status(st.code(), std::string(kRunOp) + ": " + k.name + ": " + st.message());
   }
-  return launch_status(kRunOp, launch_merge(plan, p, ws, stream));
+  return Status();
 }
 
 Status dispatch_run(const DecodePlan& plan, const DecodeArgs& a, void* ws, cudaStream_t stream,

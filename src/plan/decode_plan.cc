@@ -86,7 +86,8 @@ DecodeWorkspaceLayout decode_workspace_layout(const DecodeCapacity& cap, int hea
   l.counts = 0;
   l.work = align256(sizeof(DecodeCounts));
   l.merge = align256(l.work + cap.work * sizeof(DecodeWorkItem));
-  l.partial_out = align256(l.merge + cap.merge * sizeof(DecodeMergeItem));
+  l.counters = decode_counters_offset(l.merge, cap.merge);
+  l.partial_out = align256(l.counters + cap.merge * sizeof(int32_t));
   l.partial_lse = align256(l.partial_out + static_cast<size_t>(cap.partials) * kDecodeMaxRows *
                                                head_dim * sizeof(float));
   l.total =
@@ -187,7 +188,12 @@ Status make_decode_schedule(const char* op, const DecodeScheduleInput& in, Decod
         w.kv_len = static_cast<int32_t>(len);
         w.q_begin = in.q_indptr ? in.q_indptr[b] : static_cast<int32_t>(b);
         w.num_q = static_cast<int32_t>(n);
+        w.page_begin = in.indptr[b];
+        w.page_end = in.indptr[b + 1];
         if (splits > 1) {
+          w.merge = static_cast<int32_t>(s.merge.size());
+          w.num_partials = static_cast<int32_t>(splits);
+          w.partial_begin = static_cast<int32_t>(partial);
           DecodeMergeItem m;
           m.request = w.request;
           m.kv_head = h;
@@ -225,7 +231,8 @@ Status make_decode_schedule(const char* op, const DecodeScheduleInput& in, Decod
 }
 
 std::vector<unsigned char> decode_workspace_image(const DecodeSchedule& s) {
-  std::vector<unsigned char> img(s.layout.merge + s.merge.size() * sizeof(DecodeMergeItem), 0);
+  // Up to the merge counters of this plan's units, all 0 (the kernel leaves them at 0 again).
+  std::vector<unsigned char> img(s.layout.counters + s.merge.size() * sizeof(int32_t), 0);
   DecodeCounts counts;
   counts.num_work = static_cast<int32_t>(s.work.size());
   counts.num_merge = static_cast<int32_t>(s.merge.size());

@@ -11,7 +11,7 @@
 //    `target_ctas` (a few CTAs per SM): batch 1 with 32k tokens fills the chip, while a large
 //    batch is not split at all (no merge).
 // A unit whose kv range fits one split writes the final output directly; the others write fp32
-// partials that the merge kernel combines.
+// partials that the unit's last item to finish combines, inside the decode kernel.
 #pragma once
 
 #include <cstddef>
@@ -56,8 +56,16 @@ struct DecodeCapacity {
 
 // Byte offsets in the workspace, each 256-byte aligned.
 struct DecodeWorkspaceLayout {
-  size_t counts = 0, work = 0, merge = 0, partial_out = 0, partial_lse = 0, total = 0;
+  size_t counts = 0, work = 0, merge = 0, counters = 0, partial_out = 0, partial_lse = 0, total = 0;
 };
+
+// Where the merge counters (int32, one per merge item) start: after the merge list. A function of
+// the plan's public merge_offset and merge_capacity, so decode_run finds them without a new field.
+inline size_t decode_counters_offset(size_t merge_offset, int64_t merge_capacity) {
+  return (merge_offset + static_cast<size_t>(merge_capacity) * sizeof(attention::DecodeMergeItem) +
+          255) /
+         256 * 256;
+}
 
 struct DecodeSchedule {
   std::vector<attention::DecodeWorkItem> work;

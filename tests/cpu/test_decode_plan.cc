@@ -44,9 +44,26 @@ struct Table {
 void expect_cover(const DecodeScheduleInput& in, const std::vector<int>& lens,
                   const std::vector<int>& nq, const DecodeSchedule& s) {
   std::map<std::tuple<int, int, int>, std::vector<int>> seen;  // (b, head, row) -> token counts
+  std::map<int, int> items_of_merge;  // merge item -> work items that count into it
   for (const auto& w : s.work) {
     ASSERT_LE(w.row_end - w.row_begin, flashserve::attention::kDecodeMaxRows);
     ASSERT_EQ(w.kv_len, lens[w.request]);
+    ASSERT_EQ(w.page_begin, in.indptr[w.request]);
+    ASSERT_EQ(w.page_end, in.indptr[w.request + 1]);
+    if (w.partial >= 0) {
+      // The unit's merge record: same rows, and the partial inside its range.
+      ASSERT_GE(w.merge, 0);
+      ASSERT_LT(w.merge, static_cast<int>(s.merge.size()));
+      const auto& m = s.merge[w.merge];
+      EXPECT_EQ(m.request, w.request);
+      EXPECT_EQ(m.kv_head, w.kv_head);
+      EXPECT_EQ(m.row_begin, w.row_begin);
+      EXPECT_EQ(m.num_partials, w.num_partials);
+      EXPECT_EQ(m.partial_begin, w.partial_begin);
+      EXPECT_GE(w.partial, m.partial_begin);
+      EXPECT_LT(w.partial, m.partial_begin + m.num_partials);
+      items_of_merge[w.merge]++;
+    }
     for (int r = w.row_begin; r < w.row_end; ++r) {
       auto& v = seen[{w.request, w.kv_head, r}];
       v.resize(lens[w.request] + 1, 0);
@@ -70,8 +87,10 @@ void expect_cover(const DecodeScheduleInput& in, const std::vector<int>& lens,
     }
   }
   int64_t partials = 0;
-  for (const auto& m : s.merge)
-    partials += m.num_partials;
+  for (size_t i = 0; i < s.merge.size(); ++i) {
+    partials += s.merge[i].num_partials;
+    EXPECT_EQ(items_of_merge[static_cast<int>(i)], s.merge[i].num_partials) << "merge " << i;
+  }
   EXPECT_EQ(partials, s.num_partials);
   EXPECT_LE(static_cast<int64_t>(s.work.size()), s.capacity.work);
   EXPECT_LE(static_cast<int64_t>(s.merge.size()), s.capacity.merge);
@@ -154,9 +173,14 @@ TEST(DecodePlan, CapacityAndWorkspace) {
   const auto st = make_decode_schedule("test", in2, &s2);
   EXPECT_EQ(st.code(), flashserve::StatusCode::kInvalidArgument);
   EXPECT_NE(st.message().find("max_batch_size"), std::string::npos) << st.message();
-  // The image holds the counts and the lists.
+  // The image holds the counts, the lists and the plan's merge counters, zeroed.
   const auto img = flashserve::plan::decode_workspace_image(s1);
-  EXPECT_EQ(img.size(), s1.layout.merge + s1.merge.size() * sizeof(s1.merge[0]));
+  EXPECT_EQ(s1.layout.counters,
+            flashserve::plan::decode_counters_offset(s1.layout.merge, s1.capacity.merge));
+  EXPECT_GE(s1.layout.partial_out, s1.layout.counters + s1.capacity.merge * sizeof(int32_t));
+  ASSERT_EQ(img.size(), s1.layout.counters + s1.merge.size() * sizeof(int32_t));
+  for (size_t i = s1.layout.counters; i < img.size(); ++i)
+    ASSERT_EQ(img[i], 0) << "counter byte " << i;
 }
 
 TEST(DecodePlan, RejectsBadTables) {

@@ -18,7 +18,8 @@
 //     lane's bytes are contiguous) and convert pairs into B fragments; k_scale is in q_scale and
 //     v_scale is applied to the output, as on the CUDA-core body.
 //  3. The 4 warps' (m, l, acc) are combined through shared memory (aliasing the pipeline) and
-//     written as the final output + LSE, or as an fp32 partial + log2-LSE for the merge kernel.
+//     written as the final output + LSE, or as an fp32 partial + log2-LSE; the unit's last split
+//     to finish merges the unit's partials into the output (finish_item, merge_unit).
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -36,6 +37,22 @@
 #include "flashserve/core/vec.cuh"
 
 namespace flashserve::attention {
+
+// Phase timestamps for tuning (bench/tools/decode_trace.cu): with -DFLASHSERVE_DECODE_TRACE,
+// thread 0 of every CTA writes the globaltimer at each FS_DTRACE point of its last item.
+#ifdef FLASHSERVE_DECODE_TRACE
+__device__ unsigned long long g_decode_trace[4096][16];
+__device__ __forceinline__ void decode_trace_point(int i) {
+  if (threadIdx.x == 0 && blockIdx.x < 4096) {
+    unsigned long long t;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+    g_decode_trace[blockIdx.x][i] = t;
+  }
+}
+#define FS_DTRACE(i) decode_trace_point(i)
+#else
+#define FS_DTRACE(i)
+#endif
 
 template <class Tile>
 struct DecodeSmem {
@@ -60,37 +77,48 @@ constexpr int decode_smem_bytes() {
   return DecodeSmem<Tile>::kBytes;
 }
 
-// Where one token's K and V rows start (element offsets), or valid == false.
-struct TokenAddr {
-  int64_t k = 0, v = 0;
-  bool valid = false;
+// The page id of a lane's token of one tile (lane < the tile's tokens), looked up one tile ahead
+// of its copies: the load is issued here and only consumed by load_tile, so its latency hides
+// behind the current tile's wait and compute instead of stalling the warp before every tile's
+// copies.
+struct PageRef {
+  int32_t page = 0;  // the raw table entry (range-checked in load_tile)
+  int32_t slot = 0;  // the token's slot in its page
+  bool in_range = false;
 };
 
-template <class TQ, class TKV>
-__device__ __forceinline__ TokenAddr token_addr(const DecodeParams<TQ, TKV>& p, int pos, int kv_end,
-                                                int64_t page_begin, int64_t page_end, int kv_head) {
-  TokenAddr a;
-  if (pos >= kv_end) return a;
-  const int page_local = pos / p.page_size;
-  const int64_t idx = page_begin + page_local;
-  if (idx >= page_end || idx >= p.num_indices) return a;
-  const int64_t page = __ldg(p.indices + idx);
-  if (page < 0 || page >= p.num_pages) return a;
-  const int64_t slot = pos - static_cast<int64_t>(page_local) * p.page_size;
-  a.k = page * p.k_strides.page + slot * p.k_strides.slot + kv_head * p.k_strides.head;
-  a.v = page * p.v_strides.page + slot * p.v_strides.slot + kv_head * p.v_strides.head;
-  a.valid = true;
-  return a;
+template <class Tile, class TQ, class TKV>
+__device__ __forceinline__ PageRef page_ref(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
+                                            int base, int lane) {
+  PageRef r;
+  const int pos = base + lane;
+  if (lane < Tile::kTileTokens && pos < w.kv_end) {
+    const int page_local = pos / p.page_size;
+    const int64_t idx = static_cast<int64_t>(w.page_begin) + page_local;
+    if (idx < w.page_end && idx < p.num_indices) {
+      r.page = __ldg(p.indices + idx);
+      r.slot = pos - page_local * p.page_size;
+      r.in_range = true;
+    }
+  }
+  return r;
 }
 
-// Issues one tile's K and V copies (this warp's share of the stage) and commits them as a group.
+// Issues one tile's K and V copies (this warp's share of the stage; `ref` is this lane's token
+// from page_ref) and commits them as a group. Each copy instruction moves whole rows (consecutive
+// lanes take consecutive 16-byte chunks of a token), so the token addresses are shuffled from
+// their lanes. Tokens past the range or on a bad page id are zero-filled. (Lanes that copy only
+// their own token's chunks, with no shuffles, made each instruction touch 16 rows: b64 x 2048
+// fell from 2.84 to 2.50 TB/s on the H100.)
 template <class Tile, class TQ, class TKV>
-__device__ __forceinline__ void load_tile(const DecodeParams<TQ, TKV>& p, uint8_t* stage, int base,
-                                          int kv_end, int64_t page_begin, int64_t page_end,
-                                          int kv_head, int lane) {
-  TokenAddr a;
-  if (lane < Tile::kTileTokens)
-    a = token_addr(p, base + lane, kv_end, page_begin, page_end, kv_head);
+__device__ __forceinline__ void load_tile(const DecodeParams<TQ, TKV>& p, uint8_t* stage,
+                                          const PageRef& ref, int kv_head, int lane) {
+  const bool ok = ref.in_range && ref.page >= 0 && ref.page < p.num_pages;
+  int64_t k_addr = 0, v_addr = 0;
+  if (ok) {
+    k_addr = ref.page * p.k_strides.page + ref.slot * p.k_strides.slot + kv_head * p.k_strides.head;
+    v_addr = ref.page * p.v_strides.page + ref.slot * p.v_strides.slot + kv_head * p.v_strides.head;
+  }
   uint8_t* ks = stage;
   uint8_t* vs = stage + Tile::kTileBytes;
   constexpr int kCopies = Tile::kTileTokens * Tile::kRowChunks / 32;
@@ -100,9 +128,9 @@ __device__ __forceinline__ void load_tile(const DecodeParams<TQ, TKV>& p, uint8_
     const int f = i * 32 + lane;
     const int tok = f / Tile::kRowChunks;
     const int c = f % Tile::kRowChunks;
-    const int64_t koff = __shfl_sync(0xffffffffu, a.k, tok);
-    const int64_t voff = __shfl_sync(0xffffffffu, a.v, tok);
-    const bool valid = __shfl_sync(0xffffffffu, a.valid, tok);
+    const int64_t koff = __shfl_sync(0xffffffffu, k_addr, tok);
+    const int64_t voff = __shfl_sync(0xffffffffu, v_addr, tok);
+    const bool valid = __shfl_sync(0xffffffffu, ok, tok);
     const int part = c / Tile::kPartChunks;
     const int cc = c % Tile::kPartChunks;
     const int phys = part * Tile::kPartChunks + (cc ^ (tok & (Tile::kPartChunks - 1)));
@@ -113,6 +141,55 @@ __device__ __forceinline__ void load_tile(const DecodeParams<TQ, TKV>& p, uint8_
   }
   cp_async_commit();
 }
+
+// A warp's walk over its tiles w, w + kWarps, ... of the item's range: the two-stage cp.async
+// pipeline with the page ids of the tile after next already in flight. start() issues tile 0
+// (and looks up tile 1); next(k) issues tile k + 1 (and looks up tile k + 2).
+template <class Tile, class TQ, class TKV>
+struct TileStream {
+  static_assert(Tile::kStages == 2, "the page-id lookahead is written for two stages");
+  const DecodeParams<TQ, TKV>& p;
+  const DecodeWorkItem& w;
+  uint8_t* pipe;
+  int warp, lane, my_tiles;
+  PageRef ahead;
+
+  __device__ __forceinline__ TileStream(const DecodeParams<TQ, TKV>& p_, const DecodeWorkItem& w_,
+                                        uint8_t* smem, int warp_, int lane_)
+      : p(p_),
+        w(w_),
+        pipe(smem + warp_ * Tile::kStages * Tile::kStageBytes),
+        warp(warp_),
+        lane(lane_) {
+    const int num_tiles = (w.kv_end - w.kv_begin + Tile::kTileTokens - 1) / Tile::kTileTokens;
+    my_tiles = num_tiles > warp ? (num_tiles - warp + Tile::kWarps - 1) / Tile::kWarps : 0;
+  }
+  __device__ __forceinline__ int base(int k) const {
+    return w.kv_begin + (warp + k * Tile::kWarps) * Tile::kTileTokens;
+  }
+  __device__ __forceinline__ const uint8_t* stage(int k) const {
+    return pipe + (k % Tile::kStages) * Tile::kStageBytes;
+  }
+  // Tile t's copies from its looked-up page ids, or an empty group past this warp's tiles.
+  __device__ __forceinline__ void issue(int t, const PageRef& ref) {
+    if (t < my_tiles) {
+      load_tile<Tile>(p, pipe + (t % Tile::kStages) * Tile::kStageBytes, ref, w.kv_head, lane);
+    } else {
+      cp_async_commit();
+    }
+  }
+  // Looks up tiles 0 and 1 (both page-id loads in flight together) and issues tile 0.
+  __device__ __forceinline__ void start() {
+    const PageRef first = page_ref<Tile>(p, w, base(0), lane);
+    ahead = page_ref<Tile>(p, w, base(1), lane);
+    issue(0, first);
+  }
+  // Issues tile k + 1 (looked up one step ago) and looks up tile k + 2.
+  __device__ __forceinline__ void next(int k) {
+    issue(k + 1, ahead);
+    ahead = page_ref<Tile>(p, w, base(k + 2), lane);
+  }
+};
 
 template <int N, class T>
 __device__ __forceinline__ void load_floats(const uint8_t* src, float (&out)[N]) {
@@ -133,22 +210,75 @@ __device__ __forceinline__ int q_index(int r, int d) {
          d % Tile::kPartElems;
 }
 
-// The item's q rows, times `scale`, into shared memory as fp32 (rows past the item's are zero).
+// Whether q and out rows allow 16-byte vectors (the API does not require it; checked once per
+// item, warp-uniform).
+template <class TQ, class TKV>
+__device__ __forceinline__ bool qo_vec_aligned(const DecodeParams<TQ, TKV>& p) {
+  constexpr int kV = kVec16<TQ>;
+  return (reinterpret_cast<uintptr_t>(p.q) | reinterpret_cast<uintptr_t>(p.out)) % 16 == 0 &&
+         (p.q_stride_token | p.q_stride_head | p.out_stride_token | p.out_stride_head) % kV == 0;
+}
+
+// The item's q rows in two steps, so that their loads overlap the first page-id lookups:
+// fetch_q loads them into registers (one 16-byte load per thread and chunk of kVec16 dims; scalar
+// loads if q is not so aligned; rows past the item's are zero), store_q writes them, times
+// `scale`, into shared memory as fp32 and synchronizes the CTA.
+template <class Tile, class TQ>
+struct QFetch {
+  static constexpr int kV = kVec16<TQ>;
+  static constexpr int kChunks = Tile::kHeadDim / kV;
+  static constexpr int kPer = (kDecodeMaxRows * kChunks + Tile::kThreads - 1) / Tile::kThreads;
+  static_assert(Tile::kHeadDim % kV == 0 && Tile::kPartElems % kV == 0, "a chunk lies in a part");
+  Vec<TQ, kV> v[kPer];
+};
+
 template <class Tile, class TQ, class TKV>
-__device__ __forceinline__ void load_q(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
-                                       float* q_s, float scale) {
-  constexpr int D = Tile::kHeadDim;
+__device__ __forceinline__ QFetch<Tile, TQ> fetch_q(const DecodeParams<TQ, TKV>& p,
+                                                    const DecodeWorkItem& w) {
+  using F = QFetch<Tile, TQ>;
   const int nr = w.row_end - w.row_begin;
-  for (int i = threadIdx.x; i < kDecodeMaxRows * D; i += Tile::kThreads) {
-    const int r = i / D, d = i % D;
-    float v = 0.f;
+  const bool vec = qo_vec_aligned(p);
+  F f;
+#pragma unroll
+  for (int k = 0; k < F::kPer; ++k) {
+    const int i = threadIdx.x + k * Tile::kThreads;
+    const int r = i / F::kChunks, d0 = (i % F::kChunks) * F::kV;
+#pragma unroll
+    for (int e = 0; e < F::kV; ++e)
+      f.v[k].v[e] = from_float<TQ>(0.f);
     if (r < nr) {
       const int row = w.row_begin + r;
-      const int64_t tok = w.q_begin + row / p.group;
-      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + row % p.group;
-      v = to_float(p.q[tok * p.q_stride_token + head * p.q_stride_head + d]) * scale;
+      const int qr = row / p.group;
+      const int64_t tok = w.q_begin + qr;
+      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + (row - qr * p.group);
+      const TQ* src = p.q + tok * p.q_stride_token + head * p.q_stride_head + d0;
+      if (vec) {
+        f.v[k] = Vec<TQ, F::kV>::load(src);
+      } else {
+#pragma unroll
+        for (int e = 0; e < F::kV; ++e)
+          f.v[k].v[e] = src[e];
+      }
     }
-    q_s[q_index<Tile>(r, d)] = v;
+  }
+  return f;
+}
+
+template <class Tile, class TQ>
+__device__ __forceinline__ void store_q(const QFetch<Tile, TQ>& f, float* q_s, float scale) {
+  using F = QFetch<Tile, TQ>;
+#pragma unroll
+  for (int k = 0; k < F::kPer; ++k) {
+    const int i = threadIdx.x + k * Tile::kThreads;
+    if (i < kDecodeMaxRows * F::kChunks) {
+      const int r = i / F::kChunks, d0 = (i % F::kChunks) * F::kV;
+      float* dst = q_s + q_index<Tile>(r, d0);
+#pragma unroll
+      for (int e = 0; e < F::kV; e += 4)
+        *reinterpret_cast<float4*>(dst + e) =
+            make_float4(to_float(f.v[k].v[e]) * scale, to_float(f.v[k].v[e + 1]) * scale,
+                        to_float(f.v[k].v[e + 2]) * scale, to_float(f.v[k].v[e + 3]) * scale);
+    }
   }
   __syncthreads();
 }
@@ -161,40 +291,73 @@ __device__ __forceinline__ void combine_and_store(const DecodeParams<TQ, TKV>& p
                                                   const DecodeWorkItem& w, uint8_t* smem) {
   constexpr int kRows = kDecodeMaxRows;
   constexpr int D = Tile::kHeadDim;
-  const int tid = threadIdx.x;
+  constexpr int kV = 8;  // dims per thread and step: two float4 of each warp's accumulator
+  constexpr int kChunks = D / kV;
   const int nr = w.row_end - w.row_begin;
   const float* c_acc = reinterpret_cast<const float*>(smem);
   const float* c_m = c_acc + Tile::kWarps * kRows * D;
   const float* c_l = c_m + Tile::kWarps * kRows;
+  const bool vec = qo_vec_aligned(p);
   __syncthreads();
-  for (int i = tid; i < nr * D; i += Tile::kThreads) {
-    const int r = i / D, d = i % D;
+  for (int i = threadIdx.x; i < nr * kChunks; i += Tile::kThreads) {
+    const int r = i / kChunks, d0 = (i % kChunks) * kV;
     float mm = -INFINITY;
 #pragma unroll
     for (int x = 0; x < Tile::kWarps; ++x)
       mm = fmaxf(mm, c_m[x * kRows + r]);
-    float lt = 0.f, o = 0.f;
+    float lt = 0.f, o[kV];
+#pragma unroll
+    for (int e = 0; e < kV; ++e)
+      o[e] = 0.f;
     if (mm != -INFINITY) {
 #pragma unroll
       for (int x = 0; x < Tile::kWarps; ++x) {
         const float f = exp2f(c_m[x * kRows + r] - mm);
         lt += c_l[x * kRows + r] * f;
-        o += c_acc[(x * kRows + r) * D + d] * f;
+        const float4* a = reinterpret_cast<const float4*>(c_acc + (x * kRows + r) * D + d0);
+#pragma unroll
+        for (int h = 0; h < kV / 4; ++h) {
+          const float4 v = a[h];
+          o[4 * h] += v.x * f;
+          o[4 * h + 1] += v.y * f;
+          o[4 * h + 2] += v.z * f;
+          o[4 * h + 3] += v.w * f;
+        }
       }
     }
     const int row = w.row_begin + r;
     if (w.partial >= 0) {
       const int64_t slot = static_cast<int64_t>(w.partial) * kRows + r;
-      p.partial_out[slot * D + d] = lt > 0.f ? o / lt * p.v_scale : 0.f;
-      if (d == 0) p.partial_lse[slot] = lt > 0.f ? mm + log2f(lt) : -INFINITY;
+      const float inv = lt > 0.f ? p.v_scale / lt : 0.f;
+      float4* dst = reinterpret_cast<float4*>(p.partial_out + slot * D + d0);
+#pragma unroll
+      for (int h = 0; h < kV / 4; ++h)
+        dst[h] =
+            make_float4(o[4 * h] * inv, o[4 * h + 1] * inv, o[4 * h + 2] * inv, o[4 * h + 3] * inv);
+      if (d0 == 0) p.partial_lse[slot] = lt > 0.f ? mm + log2f(lt) : -INFINITY;
     } else {
-      const int64_t qtok = w.q_begin + row / p.group;
-      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + row % p.group;
+      const int qr = row / p.group;
+      const int64_t qtok = w.q_begin + qr;
+      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + (row - qr * p.group);
       const RowFinal f =
           finalize_row(mm, lt, p.variant.sinks != nullptr ? p.variant.sinks + head : nullptr);
-      p.out[qtok * p.out_stride_token + head * p.out_stride_head + d] =
-          from_float<TQ>(o * f.scale * p.v_scale);
-      if (d == 0 && p.lse != nullptr)
+      TQ* dst = p.out + qtok * p.out_stride_token + head * p.out_stride_head + d0;
+      const float sc = f.scale * p.v_scale;
+      if (vec) {
+#pragma unroll
+        for (int h = 0; h < kV; h += kVec16<TQ>) {
+          Vec<TQ, kVec16<TQ>> y;
+#pragma unroll
+          for (int e = 0; e < kVec16<TQ>; ++e)
+            y.v[e] = from_float<TQ>(o[h + e] * sc);
+          y.store(dst + h);
+        }
+      } else {
+#pragma unroll
+        for (int e = 0; e < kV; ++e)
+          dst[e] = from_float<TQ>(o[e] * sc);
+      }
+      if (d0 == 0 && p.lse != nullptr)
         p.lse[qtok * p.lse_stride_token + head * p.lse_stride_head] = f.lse;
     }
   }
@@ -213,8 +376,12 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
   float* p_s = q_s + Smem::kQFloats + warp * kRows * T;
   const int nr = w.row_end - w.row_begin;
 
-  // 1. q rows, scaled, into shared memory (rows past nr are zero).
-  load_q<Tile>(p, w, q_s, p.q_scale);
+  // 1. q rows, scaled, into shared memory (rows past nr are zero). Their loads go out first, then
+  //    the first tile's page-id lookups and copies (the pipelines do not alias q_s).
+  const QFetch<Tile, TQ> qf = fetch_q<Tile>(p, w);
+  TileStream<Tile, TQ, TKV> tiles(p, w, smem, warp, lane);
+  tiles.start();
+  store_q<Tile>(qf, q_s, p.q_scale);
 
   int qpos[kR];
 #pragma unroll
@@ -234,35 +401,14 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
   }
 
   // 2. This warp's tiles: w, w + kWarps, ... of the range.
-  const int64_t page_begin = __ldg(p.indptr + w.request);
-  const int64_t page_end = __ldg(p.indptr + w.request + 1);
-  const int num_tiles = (w.kv_end - w.kv_begin + T - 1) / T;
-  const int my_tiles = num_tiles > warp ? (num_tiles - warp + Tile::kWarps - 1) / Tile::kWarps : 0;
-  uint8_t* pipe = smem + warp * Tile::kStages * Tile::kStageBytes;
-  auto tile_base = [&](int k) { return w.kv_begin + (warp + k * Tile::kWarps) * T; };
-#pragma unroll
-  for (int s = 0; s < Tile::kStages - 1; ++s) {
-    if (s < my_tiles) {
-      load_tile<Tile>(p, pipe + s * Tile::kStageBytes, tile_base(s), w.kv_end, page_begin, page_end,
-                      w.kv_head, lane);
-    } else {
-      cp_async_commit();
-    }
-  }
   const int tok = lane % T, part = lane / T;
-  for (int k = 0; k < my_tiles; ++k) {
+  for (int k = 0; k < tiles.my_tiles; ++k) {
     cp_async_wait<Tile::kStages - 2>();
     __syncwarp();
-    const int next = k + Tile::kStages - 1;
-    if (next < my_tiles) {
-      load_tile<Tile>(p, pipe + (next % Tile::kStages) * Tile::kStageBytes, tile_base(next),
-                      w.kv_end, page_begin, page_end, w.kv_head, lane);
-    } else {
-      cp_async_commit();
-    }
-    const uint8_t* ks = pipe + (k % Tile::kStages) * Tile::kStageBytes;
+    tiles.next(k);
+    const uint8_t* ks = tiles.stage(k);
     const uint8_t* vs = ks + Tile::kTileBytes;
-    const int pos = tile_base(k) + tok;
+    const int pos = tiles.base(k) + tok;
 
     // QK over this lane's part of its token's row.
     constexpr int E = 16 / static_cast<int>(sizeof(TKV));
@@ -405,27 +551,13 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   float* q_s = reinterpret_cast<float*>(smem + Tile::kPipeBytes);
   const int nr = w.row_end - w.row_begin;
 
-  // The tiles of this warp: w, w + kWarps, ... of the range.
-  const int64_t page_begin = __ldg(p.indptr + w.request);
-  const int64_t page_end = __ldg(p.indptr + w.request + 1);
-  const int num_tiles = (w.kv_end - w.kv_begin + T - 1) / T;
-  const int my_tiles = num_tiles > warp ? (num_tiles - warp + Tile::kWarps - 1) / Tile::kWarps : 0;
-  uint8_t* pipe = smem + warp * Tile::kStages * Tile::kStageBytes;
-  auto tile_base = [&](int k) { return w.kv_begin + (warp + k * Tile::kWarps) * T; };
-  auto prologue = [&]() {
-#pragma unroll
-    for (int s = 0; s < Tile::kStages - 1; ++s) {
-      if (s < my_tiles) {
-        load_tile<Tile>(p, pipe + s * Tile::kStageBytes, tile_base(s), w.kv_end, page_begin,
-                        page_end, w.kv_head, lane);
-      } else {
-        cp_async_commit();
-      }
-    }
-  };
-  // kDecodeEarlyPrefetch: the first tiles' copies overlap the q load (the pipelines do not alias
-  // q_s, and the previous item's combine finished before the kernel's __syncthreads).
-  if constexpr (kDecodeEarlyPrefetch) prologue();
+  // The tiles of this warp: w, w + kWarps, ... of the range. kDecodeEarlyPrefetch: the first
+  // tiles' copies overlap the q load (the pipelines do not alias q_s, and the previous item's
+  // combine finished before the kernel's __syncthreads).
+  const QFetch<Tile, TQ> qf = fetch_q<Tile>(p, w);  // q loads in flight with the page-id lookups
+  TileStream<Tile, TQ, TKV> tiles(p, w, smem, warp, lane);
+  if constexpr (kDecodeEarlyPrefetch) tiles.start();
+  FS_DTRACE(1);
 
   // 1. q rows into shared memory, then into A fragments of the mma type. q_scale is applied to the
   //    fp32 scores instead: q scaled and rounded back to 16 bits would put one rounding error per
@@ -433,7 +565,8 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   //    the k index of QK (any permutation shared by q and K gives the same dot products): at k-step
   //    ks, lane t's k indices {2t, 2t+1} / {2t+8, 2t+9} are dims 32t + 4ks + {0, 1} / {2, 3}, so a
   //    lane's K bytes for all of QK are one 32-byte run of its token's row (two 16-byte loads).
-  load_q<Tile>(p, w, q_s, 1.f);
+  store_q<Tile>(qf, q_s, 1.f);
+  FS_DTRACE(2);
   uint32_t qa[kQSteps][4];
 #pragma unroll
   for (int ks = 0; ks < kQSteps; ++ks) {
@@ -473,26 +606,18 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   // 2. The pipeline. kDecodeEarlyPrefetch: tile k + 1 (into the stage tile k - 1 left, drained by
   //    the __syncwarp that ended step k - 1) is issued before waiting for tile k, so two tiles are
   //    in flight while the warp waits; otherwise the wait comes first.
-  if constexpr (!kDecodeEarlyPrefetch) prologue();
-  auto issue_next = [&](int k) {
-    const int next = k + Tile::kStages - 1;
-    if (next < my_tiles) {
-      load_tile<Tile>(p, pipe + (next % Tile::kStages) * Tile::kStageBytes, tile_base(next),
-                      w.kv_end, page_begin, page_end, w.kv_head, lane);
-    } else {
-      cp_async_commit();
-    }
-  };
-  for (int k = 0; k < my_tiles; ++k) {
+  if constexpr (!kDecodeEarlyPrefetch) tiles.start();
+  for (int k = 0; k < tiles.my_tiles; ++k) {
     if constexpr (kDecodeEarlyPrefetch) {
-      issue_next(k);
+      tiles.next(k);
       cp_async_wait<Tile::kStages - 1>();
     } else {
       cp_async_wait<Tile::kStages - 2>();
     }
     __syncwarp();
-    if constexpr (!kDecodeEarlyPrefetch) issue_next(k);
-    const uint8_t* ks_tile = pipe + (k % Tile::kStages) * Tile::kStageBytes;
+    if constexpr (!kDecodeEarlyPrefetch) tiles.next(k);
+    if (k == 0) FS_DTRACE(3);
+    const uint8_t* ks_tile = tiles.stage(k);
     const uint8_t* vs_tile = ks_tile + Tile::kTileBytes;
 
     // S = Q K^T.
@@ -536,7 +661,7 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
     }
 
     // Variants, masks and the online softmax of row g (exp2 space).
-    const int pos0 = tile_base(k) + 2 * t;
+    const int pos0 = tiles.base(k) + 2 * t;
     float mx = -INFINITY;
 #pragma unroll
     for (int j = 0; j < kSTiles; ++j) {
@@ -625,6 +750,7 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
     __syncwarp();  // the stage is rewritten next iteration
   }
   cp_async_wait<0>();
+  FS_DTRACE(4);
   l += __shfl_xor_sync(0xffffffffu, l, 1);
   l += __shfl_xor_sync(0xffffffffu, l, 2);
 
@@ -655,8 +781,176 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   combine_and_store<Tile>(p, w, smem);
 }
 
-// Persistent over the work list: the grid is sized from the plan's capacity, the item count is
-// read from the workspace (a graph replayed after a re-plan sees the new list).
+// The split-KV merge, run by the last item of a unit to finish (see finish_item): combines the
+// unit's partials (fp32 outputs normalized per split, log2-LSEs) into the output and the LSE,
+// o = sum_s 2^(lse_s - m) o_s / sum_s 2^(lse_s - m), in split order (deterministic whichever CTA
+// runs it). Only the item's rows of each partial are read; they stream from L2 into the (free)
+// pipeline buffers by bulk copies (TMA), two chunks of partials in flight, with the chunk's LSEs.
+// (16-byte cp.async copies read them at ~15 GB/s, one CTA alone: 4.7 us for 66 KB at batch 1.)
+// Thread column c = (row c / (D / 4), float4 c % (D / 4)) keeps a running max m over the chunks
+// (rescaling its sums when it grows), so no pass over the LSEs precedes the data. (A separate max
+// pass over the LSEs in L2 waited ~3.5 us behind the chunks' copies at batch 1.)
+template <class Tile, class TQ, class TKV>
+__device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w, uint8_t* smem) {
+  constexpr int kRows = kDecodeMaxRows;
+  constexpr int D = Tile::kHeadDim;
+  constexpr int kSlotFloats = kRows * D;  // one partial in the workspace: [rows][D]
+  constexpr int kVecsPerRow = D / 4;
+  constexpr int kBufs = 2;
+  constexpr int kBufBytes = Tile::kPipeBytes / kBufs;
+  constexpr int kMaxPer = 32;  // partials per chunk at most (the LSE buffers' size)
+  constexpr int kCols = kRows * kVecsPerRow / Tile::kThreads;
+  static_assert(kBufBytes >= kSlotFloats * 4, "a buffer holds at least one whole partial");
+  static_assert(kCols >= 1 && kRows * kVecsPerRow % Tile::kThreads == 0,
+                "whole columns per thread");
+  static_assert(kBufs * kMaxPer * kRows <= DecodeSmem<Tile>::kQFloats + DecodeSmem<Tile>::kPFloats,
+                "the LSE buffers fit the q / p area");
+  const int tid = threadIdx.x;
+  const int n = w.num_partials;
+  const int nr = w.row_end - w.row_begin;
+  const int slot_vecs = nr * kVecsPerRow;  // float4s of the item's rows of one partial
+  const int per = min(kMaxPer, kBufBytes / (slot_vecs * 16));
+  const int chunks = (n + per - 1) / per;
+  const float* g_out = p.partial_out + static_cast<int64_t>(w.partial_begin) * kSlotFloats;
+  const float* g_lse = p.partial_lse + static_cast<int64_t>(w.partial_begin) * kRows;
+  float* s_lse = reinterpret_cast<float*>(smem + Tile::kPipeBytes);  // [kBufs][kMaxPer][rows]
+  // Thread 0 issues a chunk: one bulk copy per partial (its rows are contiguous) and one for the
+  // chunk's LSEs, all completing on the buffer's barrier.
+  __shared__ alignas(8) uint64_t bars[kBufs];
+  auto issue = [&](int c) {
+    if (tid == 0 && c < chunks) {
+      const int b = c % kBufs;
+      const int s0 = c * per;
+      const int cnt = min(per, n - s0);
+      const uint32_t slot_bytes = static_cast<uint32_t>(slot_vecs) * 16;
+      const uint32_t lse_bytes = static_cast<uint32_t>(cnt) * kRows * 4;
+      fence_proxy_async();  // the buffer's earlier generic reads / writes come first
+      mbarrier_arrive_expect_tx(&bars[b], cnt * slot_bytes + lse_bytes);
+      uint8_t* dst = smem + b * kBufBytes;
+      for (int s = 0; s < cnt; ++s)
+        bulk_copy_g2s(dst + s * slot_bytes, g_out + static_cast<int64_t>(s0 + s) * kSlotFloats,
+                      slot_bytes, &bars[b]);
+      bulk_copy_g2s(s_lse + b * kMaxPer * kRows, g_lse + static_cast<int64_t>(s0) * kRows,
+                    lse_bytes, &bars[b]);
+    }
+  };
+  if (tid == 0) {
+#pragma unroll
+    for (int b = 0; b < kBufs; ++b)
+      mbarrier_init(&bars[b], 1);
+    fence_proxy_async();  // the barriers' init and the partials' acquire precede the bulk copies
+  }
+  __syncthreads();
+#pragma unroll
+  for (int c = 0; c < kBufs; ++c)
+    issue(c);
+  float4 acc[kCols];
+  float lt[kCols], m[kCols];
+#pragma unroll
+  for (int j = 0; j < kCols; ++j) {
+    acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
+    lt[j] = 0.f;
+    m[j] = -INFINITY;
+  }
+  for (int c = 0; c < chunks; ++c) {
+    mbarrier_wait(&bars[c % kBufs], (c / kBufs) & 1);  // chunk c has landed
+    const float4* buf = reinterpret_cast<const float4*>(smem + (c % kBufs) * kBufBytes);
+    const float* ld = s_lse + (c % kBufs) * kMaxPer * kRows;
+    const int cnt = min(per, n - c * per);
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) {
+      const int col = tid + j * Tile::kThreads;
+      if (col < slot_vecs) {
+        const int r = col / kVecsPerRow;
+        float mc = m[j];
+        for (int s = 0; s < cnt; ++s)
+          mc = fmaxf(mc, ld[s * kRows + r]);
+        if (mc != -INFINITY) {
+          const float scale = exp2f(m[j] - mc);  // 0 while m is still -inf
+          lt[j] *= scale;
+          acc[j].x *= scale;
+          acc[j].y *= scale;
+          acc[j].z *= scale;
+          acc[j].w *= scale;
+          m[j] = mc;
+#pragma unroll 4
+          for (int s = 0; s < cnt; ++s) {
+            const float wgt = exp2f(ld[s * kRows + r] - mc);
+            const float4 x = buf[s * slot_vecs + col];
+            lt[j] += wgt;
+            acc[j].x += wgt * x.x;
+            acc[j].y += wgt * x.y;
+            acc[j].z += wgt * x.z;
+            acc[j].w += wgt * x.w;
+          }
+        }
+      }
+    }
+    __syncthreads();  // buffer c % kBufs is refilled next
+    issue(c + kBufs);
+  }
+  if (tid == 0) {
+#pragma unroll
+    for (int b = 0; b < kBufs; ++b)
+      mbarrier_inval(&bars[b]);
+  }
+#pragma unroll
+  for (int j = 0; j < kCols; ++j) {
+    const int col = tid + j * Tile::kThreads;
+    if (col >= slot_vecs) continue;
+    const int r = col / kVecsPerRow, v = col % kVecsPerRow;
+    const int row = w.row_begin + r;
+    const int qr = row / p.group;
+    const int64_t qtok = w.q_begin + qr;
+    const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + (row - qr * p.group);
+    const RowFinal f =
+        finalize_row(m[j], lt[j], p.variant.sinks != nullptr ? p.variant.sinks + head : nullptr);
+    TQ* out = p.out + qtok * p.out_stride_token + head * p.out_stride_head + 4 * v;
+    out[0] = from_float<TQ>(acc[j].x * f.scale);
+    out[1] = from_float<TQ>(acc[j].y * f.scale);
+    out[2] = from_float<TQ>(acc[j].z * f.scale);
+    out[3] = from_float<TQ>(acc[j].w * f.scale);
+    if (v == 0 && p.lse != nullptr)
+      p.lse[qtok * p.lse_stride_token + head * p.lse_stride_head] = f.lse;
+    if (j == 0 && tid == 0) FS_DTRACE(10);
+  }
+}
+
+// After an item's partial is stored: count it in the unit's merge counter; the unit's last item
+// (whichever CTA that is) merges the unit and resets the counter to 0 for the next run. The
+// fences order every thread's partial stores before the count, and the count before the merge's
+// loads (which bypass L1: cp.async.cg and ld.global.cg).
+template <class Tile, class TQ, class TKV>
+__device__ __forceinline__ void finish_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
+                                            uint8_t* smem) {
+  __shared__ int last;
+  __threadfence();
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(p.merge_counters + w.merge, 1) == w.num_partials - 1;
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  FS_DTRACE(7);
+  merge_unit<Tile>(p, w, smem);
+  FS_DTRACE(11);
+  if (threadIdx.x == 0) p.merge_counters[w.merge] = 0;
+}
+
+// One 64-byte work item in four 16-byte loads.
+__device__ __forceinline__ DecodeWorkItem load_work_item(const DecodeWorkItem* src) {
+  static_assert(sizeof(DecodeWorkItem) == 4 * sizeof(uint4), "four 16-byte words");
+  DecodeWorkItem w;
+  const uint4* s = reinterpret_cast<const uint4*>(src);
+  uint4* d = reinterpret_cast<uint4*>(&w);
+#pragma unroll
+  for (int i = 0; i < 4; ++i)
+    d[i] = __ldg(s + i);
+  return w;
+}
+
+// Persistent over the work list: the grid is sized from the plan's capacity (at most its work
+// capacity, so the first item's slot always exists and is loaded together with the count), the
+// item count is read from the workspace (a graph replayed after a re-plan sees the new list).
 // mma tiles run every item on the tensor-core body (its cost does not depend on the row count).
 // Otherwise items of at most kDecodeSmallRows rows (GQA group <= 4 with one query token:
 // Llama-3-8B, Qwen2.5-7B) run a body that computes only those rows (half the QK/PV FMAs and q loads
@@ -665,13 +959,11 @@ template <class Tile, class TQ, class TKV>
 __global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
     decode_kernel(const __grid_constant__ DecodeParams<TQ, TKV> p) {
   extern __shared__ __align__(128) uint8_t smem[];
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  // The merge kernel may start launching (it waits for this grid's completion before reading).
-  if constexpr (kDecodeMergePdl) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-  const int num_work = p.counts->num_work;
+  FS_DTRACE(0);
+  const int num_work = __ldg(&p.counts->num_work);
+  DecodeWorkItem w = load_work_item(p.work + blockIdx.x);
   for (int i = blockIdx.x; i < num_work; i += gridDim.x) {
-    const DecodeWorkItem w = p.work[i];
+    if (i != static_cast<int>(blockIdx.x)) w = load_work_item(p.work + i);
     if constexpr (Tile::kUseMma) {
       decode_item_mma<Tile>(p, w, smem);
     } else if (w.row_end - w.row_begin <= kDecodeSmallRows) {
@@ -679,6 +971,9 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
     } else {
       decode_item<Tile, kDecodeMaxRows>(p, w, smem);
     }
+    FS_DTRACE(5);
+    if (w.partial >= 0) finish_item<Tile>(p, w, smem);
+    FS_DTRACE(6);
     __syncthreads();  // the next item rewrites q_s and the pipelines
   }
 }

@@ -16,7 +16,11 @@ constexpr int kDecodeMaxRows = 8;
 
 // One CTA's work: rows [row_begin, row_end) of one (request, kv_head) over kv positions
 // [kv_begin, kv_end). partial < 0: the item covers the whole kv range and writes the final output;
-// otherwise it writes an fp32 partial output and log2-LSE into workspace slot `partial`.
+// otherwise it writes an fp32 partial output and log2-LSE into workspace slot `partial`, and the
+// last of the unit's `num_partials` items to finish (counted in the workspace's merge counter
+// `merge`) combines the unit's partials [partial_begin, partial_begin + num_partials) into the
+// output. page_begin / page_end are the request's range of table.indices (indptr[request] and
+// indptr[request + 1], copied here by the plan so the kernel does not wait on a load of indptr).
 struct DecodeWorkItem {
   int32_t request = 0;
   int32_t kv_head = 0;
@@ -26,8 +30,13 @@ struct DecodeWorkItem {
   int32_t q_begin = 0;  // first query token of the request in q / out
   int32_t num_q = 1;    // query tokens of the request
   int32_t partial = -1;
-  int32_t pad_[2] = {0, 0};  // 48 bytes: three 16-byte words
+  int32_t merge = -1;  // the unit's merge counter (partial >= 0)
+  int32_t num_partials = 0;
+  int32_t partial_begin = 0;
+  int32_t page_begin = 0, page_end = 0;
+  int32_t pad_ = 0;  // 64 bytes: four 16-byte words
 };
+static_assert(sizeof(DecodeWorkItem) == 64, "a work item is four 16-byte loads");
 
 // Combines the partials [partial_begin, partial_begin + num_partials) of one row chunk.
 struct DecodeMergeItem {
@@ -85,23 +94,9 @@ struct DecodeParams {
   // Workspace.
   const DecodeCounts* counts = nullptr;
   const DecodeWorkItem* work = nullptr;
-  float* partial_out = nullptr;  // [partials, kDecodeMaxRows, head_dim]
-  float* partial_lse = nullptr;  // [partials, kDecodeMaxRows] log2
-};
-
-template <class TQ>
-struct DecodeMergeParams {
-  TQ* out = nullptr;
-  int64_t out_stride_token = 0, out_stride_head = 0;
-  float* lse = nullptr;
-  int64_t lse_stride_token = 0, lse_stride_head = 0;
-  int group = 1;
-  int head_dim = 0;
-  const float* sinks = nullptr;
-  const DecodeCounts* counts = nullptr;
-  const DecodeMergeItem* merge = nullptr;
-  const float* partial_out = nullptr;
-  const float* partial_lse = nullptr;
+  float* partial_out = nullptr;       // [partials, kDecodeMaxRows, head_dim]
+  float* partial_lse = nullptr;       // [partials, kDecodeMaxRows] log2
+  int32_t* merge_counters = nullptr;  // [merge items]: partials finished; 0 between runs
 };
 
 }  // namespace flashserve::attention

@@ -32,13 +32,6 @@ constexpr bool kDecodeFp8UseMma = true;
 // false: the previous order (wait, then issue the next tile; q first).
 constexpr bool kDecodeEarlyPrefetch = true;
 
-// Split plans: the merge kernel is launched with programmatic dependent launch (sm_90): every
-// decode CTA allows it at its start (griddepcontrol.launch_dependents), and the merge kernel waits
-// for the whole decode grid and its memory (griddepcontrol.wait) before reading anything, so its
-// launch latency overlaps the decode kernel instead of following it (batch-1 latency). false: a
-// plain stream-ordered launch.
-constexpr bool kDecodeMergePdl = true;
-
 template <int kHeadDim_, int kKVBytes_>
 struct DecodeTile {
   static constexpr int kHeadDim = kHeadDim_;

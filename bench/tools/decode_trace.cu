@@ -1,0 +1,163 @@
+// Phase timestamps of the paged decode kernel, for tuning (not part of the build):
+//   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_DECODE_TRACE \
+//     -Iinclude -Isrc bench/tools/decode_trace.cu src/plan/decode_plan.cc -o decode_trace
+//   ./decode_trace batch kv_len q_heads kv_heads     (bf16, head_dim 128, page 16, NHD)
+// Prints, per phase, the median and max over CTAs (their last item) of the time since the
+// previous point, and the spread of CTA start and end times. The merge points are those of the
+// units' last items.
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <random>
+#include <vector>
+
+#include "flashserve/attention/decode_kernel.cuh"
+#include "plan/decode_plan.h"
+
+namespace fa = flashserve::attention;
+using T = __nv_bfloat16;
+
+int main(int argc, char** argv) {
+  const int batch = argc > 1 ? std::atoi(argv[1]) : 1;
+  const int kv_len = argc > 2 ? std::atoi(argv[2]) : 4096;
+  const int qh = argc > 3 ? std::atoi(argv[3]) : 32;
+  const int kvh = argc > 4 ? std::atoi(argv[4]) : 8;
+  constexpr int D = 128, PS = 16;
+  const int pages_per = (kv_len + PS - 1) / PS, num_pages = batch * pages_per + 1;
+  std::vector<int32_t> indptr(batch + 1), last(batch), indices(batch * pages_per), perm(num_pages);
+  std::iota(perm.begin(), perm.end(), 0);
+  std::shuffle(perm.begin(), perm.end(), std::mt19937(1));
+  for (int b = 0; b <= batch; ++b)
+    indptr[b] = b * pages_per;
+  for (int b = 0; b < batch; ++b) {
+    last[b] = kv_len - (pages_per - 1) * PS;
+    for (int i = 0; i < pages_per; ++i)
+      indices[b * pages_per + i] = perm[b * pages_per + i];
+  }
+  int sms = 0;
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);
+  flashserve::plan::DecodeScheduleInput in;
+  in.indptr = indptr.data();
+  in.last_page_len = last.data();
+  in.batch = batch;
+  in.page_size = PS;
+  in.num_kv_heads = kvh;
+  in.group = qh / kvh;
+  in.head_dim = D;
+  in.target_ctas = sms * fa::kDecodeCtasPerSm;
+  flashserve::plan::DecodeSchedule s;
+  if (!flashserve::plan::make_decode_schedule("trace", in, &s).ok()) return 1;
+  const auto img = flashserve::plan::decode_workspace_image(s);
+
+  const size_t cache_elems = static_cast<size_t>(num_pages) * PS * kvh * D;
+  T *q, *out, *kc, *vc;
+  int32_t *d_indptr, *d_indices;
+  uint8_t* ws;
+  cudaMalloc(&q, sizeof(T) * batch * qh * D);
+  cudaMalloc(&out, sizeof(T) * batch * qh * D);
+  cudaMalloc(&kc, sizeof(T) * cache_elems);
+  cudaMalloc(&vc, sizeof(T) * cache_elems);
+  cudaMemset(q, 0x3c, sizeof(T) * batch * qh * D);
+  cudaMemset(kc, 0x3c, sizeof(T) * cache_elems);
+  cudaMemset(vc, 0x3c, sizeof(T) * cache_elems);
+  cudaMalloc(&d_indptr, 4 * indptr.size());
+  cudaMalloc(&d_indices, 4 * indices.size());
+  cudaMalloc(&ws, s.layout.total);
+  cudaMemcpy(d_indptr, indptr.data(), 4 * indptr.size(), cudaMemcpyHostToDevice);
+  cudaMemcpy(d_indices, indices.data(), 4 * indices.size(), cudaMemcpyHostToDevice);
+  cudaMemcpy(ws, img.data(), img.size(), cudaMemcpyHostToDevice);
+
+  fa::DecodeParams<T, T> p;
+  p.q = q;
+  p.q_stride_token = qh * D;
+  p.q_stride_head = D;
+  p.out = out;
+  p.out_stride_token = qh * D;
+  p.out_stride_head = D;
+  p.k_cache = kc;
+  p.v_cache = vc;
+  p.k_strides = {int64_t{PS} * kvh * D, int64_t{kvh} * D, D};
+  p.v_strides = p.k_strides;
+  p.indptr = d_indptr;
+  p.indices = d_indices;
+  p.num_indices = static_cast<int64_t>(indices.size());
+  p.num_pages = num_pages;
+  p.page_size = PS;
+  p.group = qh / kvh;
+  p.q_scale = 1.f / std::sqrt(float(D)) * 1.4426950408889634f;
+  p.counts = reinterpret_cast<const fa::DecodeCounts*>(ws);
+  p.work = reinterpret_cast<const fa::DecodeWorkItem*>(ws + s.layout.work);
+  p.partial_out = reinterpret_cast<float*>(ws + s.layout.partial_out);
+  p.partial_lse = reinterpret_cast<float*>(ws + s.layout.partial_lse);
+  p.merge_counters = reinterpret_cast<int32_t*>(ws + s.layout.counters);
+  const int grid =
+      static_cast<int>(std::min<int64_t>(s.capacity.work, int64_t{sms} * fa::kDecodeCtasPerSm));
+  for (int it = 0; it < 20; ++it)
+    fa::launch_decode<D>(p, grid, nullptr);
+  cudaEvent_t a, b;
+  cudaEventCreate(&a);
+  cudaEventCreate(&b);
+  cudaEventRecord(a);
+  fa::launch_decode<D>(p, grid, nullptr);
+  cudaEventRecord(b);
+  cudaEventSynchronize(b);
+  float ms = 0;
+  cudaEventElapsedTime(&ms, a, b);
+  if (cudaGetLastError() != cudaSuccess) return 2;
+  std::vector<unsigned long long> tr(4096 * 16);
+  cudaMemcpyFromSymbol(tr.data(), fa::g_decode_trace, tr.size() * 8);
+  const int ctas = std::min(4096, grid);
+  printf("b%d kv%d %d/%d: %zu items, %zu merges, split %d, grid %d: %.2f us (event)\n", batch,
+         kv_len, qh, kvh, s.work.size(), s.merge.size(), s.split_tokens, grid, ms * 1000);
+  unsigned long long t0 = ~0ull, tend = 0;
+  for (int c = 0; c < ctas; ++c) {
+    if (tr[c * 16 + 6] == 0) continue;
+    t0 = std::min(t0, tr[c * 16 + 0]);
+    tend = std::max(tend, std::max(tr[c * 16 + 6], tr[c * 16 + 11]));
+  }
+  printf("first start to last end: %.2f us\n", (tend - t0) / 1000.0);
+  const char* names[] = {"start",
+                         "item+page ids",
+                         "q",
+                         "tile 0 wait",
+                         "tiles",
+                         "combine+store",
+                         "count+merge",
+                         "(last) count",
+                         "",
+                         "",
+                         "(merge) chunks",
+                         "(merge) store"};
+  const int prev_of[12] = {0, 0, 1, 2, 3, 4, 5, 5, 7, 8, 7, 10};
+  for (int i = 1; i < 12; ++i) {
+    if (names[i][0] == 0) continue;
+    std::vector<double> d;
+    for (int c = 0; c < ctas; ++c) {
+      const unsigned long long x = tr[c * 16 + i], y = tr[c * 16 + prev_of[i]];
+      if (x != 0 && y != 0 && x >= y) d.push_back((x - y) / 1000.0);
+    }
+    std::sort(d.begin(), d.end());
+    if (d.empty()) continue;
+    printf("%-14s  median %7.2f us  max %7.2f us  (%zu CTAs)\n", names[i], d[d.size() / 2],
+           d.back(), d.size());
+  }
+  std::vector<double> st, en;
+  for (int c = 0; c < ctas; ++c) {
+    if (tr[c * 16 + 6] == 0) continue;  // a CTA without an item
+    st.push_back((tr[c * 16] - t0) / 1000.0);
+    en.push_back((tr[c * 16 + 6] - t0) / 1000.0);
+  }
+  std::sort(st.begin(), st.end());
+  std::sort(en.begin(), en.end());
+  auto pct = [](const std::vector<double>& v, const char* n) {
+    printf("%s: p0 %.1f p25 %.1f p50 %.1f p75 %.1f p100 %.1f us\n", n, v[0], v[v.size() / 4],
+           v[v.size() / 2], v[3 * v.size() / 4], v.back());
+  };
+  pct(st, "CTA start");
+  pct(en, "CTA end  ");
+  return 0;
+}
