@@ -97,6 +97,11 @@ ArtifactState decode_artifact(const std::string& bytes, ArtifactInfo* info, std:
   const uint64_t expected = kArtifactHeaderBytes + m + n;
   if (bytes.size() < expected) return ArtifactState::kTruncated;
   if (bytes.size() > expected) return ArtifactState::kCorrupt;
+  // Bytes 56..63 of the header are reserved (written as 0) and not hashed: a flipped bit there is
+  // corruption too.
+  for (size_t i = 24 + 32; i < static_cast<size_t>(kArtifactHeaderBytes); ++i) {
+    if (bytes[i] != '\0') return ArtifactState::kCorrupt;
+  }
   Sha256 h;
   h.update(bytes.data() + kArtifactHeaderBytes, m + n);
   const auto d = h.digest();

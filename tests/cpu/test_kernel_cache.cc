@@ -81,6 +81,11 @@ TEST(KernelArtifact, RoundTripAndEveryCorruption) {
     bad[at] = static_cast<char>(bad[at] ^ (1 << (rng() % 8)));
     EXPECT_EQ(rt::decode_artifact(bad, nullptr, nullptr), rt::ArtifactState::kCorrupt) << at;
   }
+  for (size_t at = 56; at < 64; ++at) {  // the header's reserved bytes (not hashed)
+    std::string bad = file;
+    bad[at] = static_cast<char>(bad[at] ^ 1);
+    EXPECT_EQ(rt::decode_artifact(bad, nullptr, nullptr), rt::ArtifactState::kCorrupt) << at;
+  }
   EXPECT_EQ(rt::decode_artifact(file + "x", nullptr, nullptr), rt::ArtifactState::kCorrupt);
   std::string magic = file;
   magic[0] = 'X';
