@@ -210,6 +210,19 @@ __device__ __forceinline__ int q_index(int r, int d) {
          d % Tile::kPartElems;
 }
 
+// Where item row r (r = query token j of the request * group + q head of the group) lives in
+// q / out / lse: the query token and the q head.
+struct QRow {
+  int64_t tok, head;
+};
+template <class TQ, class TKV>
+__device__ __forceinline__ QRow q_row(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
+                                      int r) {
+  const int row = w.row_begin + r;
+  const int qr = row / p.group;
+  return {w.q_begin + qr, static_cast<int64_t>(w.kv_head) * p.group + (row - qr * p.group)};
+}
+
 // Whether q and out rows allow 16-byte vectors (the API does not require it; checked once per
 // item, warp-uniform).
 template <class TQ, class TKV>
@@ -247,11 +260,8 @@ __device__ __forceinline__ QFetch<Tile, TQ> fetch_q(const DecodeParams<TQ, TKV>&
     for (int e = 0; e < F::kV; ++e)
       f.v[k].v[e] = from_float<TQ>(0.f);
     if (r < nr) {
-      const int row = w.row_begin + r;
-      const int qr = row / p.group;
-      const int64_t tok = w.q_begin + qr;
-      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + (row - qr * p.group);
-      const TQ* src = p.q + tok * p.q_stride_token + head * p.q_stride_head + d0;
+      const QRow q = q_row(p, w, r);
+      const TQ* src = p.q + q.tok * p.q_stride_token + q.head * p.q_stride_head + d0;
       if (vec) {
         f.v[k] = Vec<TQ, F::kV>::load(src);
       } else {
@@ -325,7 +335,6 @@ __device__ __forceinline__ void combine_and_store(const DecodeParams<TQ, TKV>& p
         }
       }
     }
-    const int row = w.row_begin + r;
     if (w.partial >= 0) {
       const int64_t slot = static_cast<int64_t>(w.partial) * kRows + r;
       const float inv = lt > 0.f ? p.v_scale / lt : 0.f;
@@ -336,9 +345,8 @@ __device__ __forceinline__ void combine_and_store(const DecodeParams<TQ, TKV>& p
             make_float4(o[4 * h] * inv, o[4 * h + 1] * inv, o[4 * h + 2] * inv, o[4 * h + 3] * inv);
       if (d0 == 0) p.partial_lse[slot] = lt > 0.f ? mm + log2f(lt) : -INFINITY;
     } else {
-      const int qr = row / p.group;
-      const int64_t qtok = w.q_begin + qr;
-      const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + (row - qr * p.group);
+      const QRow q = q_row(p, w, r);
+      const int64_t qtok = q.tok, head = q.head;
       const RowFinal f =
           finalize_row(mm, lt, p.variant.sinks != nullptr ? p.variant.sinks + head : nullptr);
       TQ* dst = p.out + qtok * p.out_stride_token + head * p.out_stride_head + d0;
@@ -899,10 +907,8 @@ __device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem&
     const int col = tid + j * Tile::kThreads;
     if (col >= slot_vecs) continue;
     const int r = col / kVecsPerRow, v = col % kVecsPerRow;
-    const int row = w.row_begin + r;
-    const int qr = row / p.group;
-    const int64_t qtok = w.q_begin + qr;
-    const int64_t head = static_cast<int64_t>(w.kv_head) * p.group + (row - qr * p.group);
+    const QRow q = q_row(p, w, r);
+    const int64_t qtok = q.tok, head = q.head;
     const RowFinal f =
         finalize_row(m[j], lt[j], p.variant.sinks != nullptr ? p.variant.sinks + head : nullptr);
     TQ* out = p.out + qtok * p.out_stride_token + head * p.out_stride_head + 4 * v;
