@@ -1,7 +1,7 @@
 // Phase timestamps of the paged decode kernel, for tuning (not part of the build):
 //   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_DECODE_TRACE \
 //     -Iinclude -Isrc bench/tools/decode_trace.cu src/plan/decode_plan.cc -o decode_trace
-//   ./decode_trace batch kv_len q_heads kv_heads     (bf16, head_dim 128, page 16, NHD)
+//   ./decode_trace batch kv_len q_heads kv_heads [fixed_split]   (bf16, head_dim 128, page 16, NHD)
 // Prints, per phase, the median and max over CTAs (their last item) of the time since the
 // previous point, and the spread of CTA start and end times. The merge points are those of the
 // units' last items.
@@ -26,6 +26,7 @@ int main(int argc, char** argv) {
   const int kv_len = argc > 2 ? std::atoi(argv[2]) : 4096;
   const int qh = argc > 3 ? std::atoi(argv[3]) : 32;
   const int kvh = argc > 4 ? std::atoi(argv[4]) : 8;
+  const int fixed_split = argc > 5 ? std::atoi(argv[5]) : 0;  // > 0: deterministic, this split
   constexpr int D = 128, PS = 16;
   const int pages_per = (kv_len + PS - 1) / PS, num_pages = batch * pages_per + 1;
   std::vector<int32_t> indptr(batch + 1), last(batch), indices(batch * pages_per), perm(num_pages);
@@ -49,6 +50,8 @@ int main(int argc, char** argv) {
   in.group = qh / kvh;
   in.head_dim = D;
   in.target_ctas = sms * fa::kDecodeCtasPerSm;
+  in.deterministic = fixed_split > 0;
+  in.fixed_split_tokens = fixed_split;
   flashserve::plan::DecodeSchedule s;
   if (!flashserve::plan::make_decode_schedule("trace", in, &s).ok()) return 1;
   const auto img = flashserve::plan::decode_workspace_image(s);
@@ -107,6 +110,27 @@ int main(int argc, char** argv) {
   cudaEventSynchronize(b);
   float ms = 0;
   cudaEventElapsedTime(&ms, a, b);
+  // Back-to-back launches in a graph: the per-launch time the bench reports.
+  cudaStream_t gs;
+  cudaStreamCreate(&gs);
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  cudaStreamBeginCapture(gs, cudaStreamCaptureModeGlobal);
+  for (int it = 0; it < 50; ++it)
+    fa::launch_decode<D>(p, grid, gs);
+  cudaStreamEndCapture(gs, &g);
+  cudaGraphInstantiate(&ge, g, 0);
+  cudaGraphLaunch(ge, gs);
+  cudaEventRecord(a, gs);
+  for (int it = 0; it < 10; ++it)
+    cudaGraphLaunch(ge, gs);
+  cudaEventRecord(b, gs);
+  cudaEventSynchronize(b);
+  float gms = 0;
+  cudaEventElapsedTime(&gms, a, b);
+  printf("graph of 50 launches: %.2f us per launch\n", gms * 1000 / 500);
+  cudaGraphLaunch(ge, gs);  // the trace below is of this graph's last launch
+  cudaStreamSynchronize(gs);
   if (cudaGetLastError() != cudaSuccess) return 2;
   std::vector<unsigned long long> tr(4096 * 16);
   cudaMemcpyFromSymbol(tr.data(), fa::g_decode_trace, tr.size() * 8);
@@ -120,19 +144,11 @@ int main(int argc, char** argv) {
     tend = std::max(tend, std::max(tr[c * 16 + 6], tr[c * 16 + 11]));
   }
   printf("first start to last end: %.2f us\n", (tend - t0) / 1000.0);
-  const char* names[] = {"start",
-                         "item+page ids",
-                         "q",
-                         "tile 0 wait",
-                         "tiles",
-                         "combine+store",
-                         "count+merge",
-                         "(last) count",
-                         "",
-                         "",
-                         "(merge) chunks",
-                         "(merge) store"};
-  const int prev_of[12] = {0, 0, 1, 2, 3, 4, 5, 5, 7, 8, 7, 10};
+  const char* names[] = {"start",         "item+page ids", "q",
+                         "tile 0 wait",   "tiles",         "combine+store",
+                         "count+merge",   "(last) count",  "(merge) start",
+                         "(merge) loads", "(merge) store", "(merge) end"};
+  const int prev_of[12] = {0, 0, 1, 2, 3, 4, 5, 5, 7, 8, 9, 10};
   for (int i = 1; i < 12; ++i) {
     if (names[i][0] == 0) continue;
     std::vector<double> d;

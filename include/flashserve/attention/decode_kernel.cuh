@@ -791,135 +791,183 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
 
 // The split-KV merge, run by the last item of a unit to finish (see finish_item): combines the
 // unit's partials (fp32 outputs normalized per split, log2-LSEs) into the output and the LSE,
-// o = sum_s 2^(lse_s - m) o_s / sum_s 2^(lse_s - m), in split order (deterministic whichever CTA
-// runs it). Only the item's rows of each partial are read; they stream from L2 into the (free)
-// pipeline buffers by bulk copies (TMA), two chunks of partials in flight, with the chunk's LSEs.
-// (16-byte cp.async copies read them at ~15 GB/s, one CTA alone: 4.7 us for 66 KB at batch 1.)
-// Thread column c = (row c / (D / 4), float4 c % (D / 4)) keeps a running max m over the chunks
-// (rescaling its sums when it grows), so no pass over the LSEs precedes the data. (A separate max
-// pass over the LSEs in L2 waited ~3.5 us behind the chunks' copies at batch 1.)
-template <class Tile, class TQ, class TKV>
-__device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w, uint8_t* smem) {
-  constexpr int kRows = kDecodeMaxRows;
-  constexpr int D = Tile::kHeadDim;
-  constexpr int kSlotFloats = kRows * D;  // one partial in the workspace: [rows][D]
-  constexpr int kVecsPerRow = D / 4;
-  constexpr int kBufs = 2;
-  constexpr int kBufBytes = Tile::kPipeBytes / kBufs;
-  constexpr int kMaxPer = 32;  // partials per chunk at most (the LSE buffers' size)
-  constexpr int kCols = kRows * kVecsPerRow / Tile::kThreads;
-  static_assert(kBufBytes >= kSlotFloats * 4, "a buffer holds at least one whole partial");
-  static_assert(kCols >= 1 && kRows * kVecsPerRow % Tile::kThreads == 0,
-                "whole columns per thread");
-  static_assert(kBufs * kMaxPer * kRows <= DecodeSmem<Tile>::kQFloats + DecodeSmem<Tile>::kPFloats,
-                "the LSE buffers fit the q / p area");
-  const int tid = threadIdx.x;
-  const int n = w.num_partials;
-  const int nr = w.row_end - w.row_begin;
-  const int slot_vecs = nr * kVecsPerRow;  // float4s of the item's rows of one partial
-  const int per = min(kMaxPer, kBufBytes / (slot_vecs * 16));
-  const int chunks = (n + per - 1) / per;
-  const float* g_out = p.partial_out + static_cast<int64_t>(w.partial_begin) * kSlotFloats;
-  const float* g_lse = p.partial_lse + static_cast<int64_t>(w.partial_begin) * kRows;
-  float* s_lse = reinterpret_cast<float*>(smem + Tile::kPipeBytes);  // [kBufs][kMaxPer][rows]
-  // Thread 0 issues a chunk: one bulk copy per partial (its rows are contiguous) and one for the
-  // chunk's LSEs, all completing on the buffer's barrier.
-  __shared__ alignas(8) uint64_t bars[kBufs];
-  auto issue = [&](int c) {
-    if (tid == 0 && c < chunks) {
-      const int b = c % kBufs;
-      const int s0 = c * per;
-      const int cnt = min(per, n - s0);
-      const uint32_t slot_bytes = static_cast<uint32_t>(slot_vecs) * 16;
-      const uint32_t lse_bytes = static_cast<uint32_t>(cnt) * kRows * 4;
-      fence_proxy_async();  // the buffer's earlier generic reads / writes come first
-      mbarrier_arrive_expect_tx(&bars[b], cnt * slot_bytes + lse_bytes);
-      uint8_t* dst = smem + b * kBufBytes;
-      for (int s = 0; s < cnt; ++s)
-        bulk_copy_g2s(dst + s * slot_bytes, g_out + static_cast<int64_t>(s0 + s) * kSlotFloats,
-                      slot_bytes, &bars[b]);
-      bulk_copy_g2s(s_lse + b * kMaxPer * kRows, g_lse + static_cast<int64_t>(s0) * kRows,
-                    lse_bytes, &bars[b]);
-    }
-  };
-  if (tid == 0) {
+// o = sum_s 2^(lse_s - m) o_s / sum_s 2^(lse_s - m). Only the item's rows of each partial are read,
+// with 16-byte L2 loads straight into registers, kMergeLoads of them in flight per thread and
+// round (one L2 round trip, ~0.6 us at batch 1 on the H100). Staging the partials in shared
+// memory was slower: bulk copies (TMA) took ~2 us to land the first 32 KB, cp.async ~15 GB/s.
+// A column is one float4 of one row; with C columns and T threads:
+//  - C <= T: the partials are cut into G = T / C contiguous groups, one thread per (column,
+//    group); the groups meet in shared memory and are combined in group order;
+//  - C > T: thread t takes columns t, t + T, ..., their loads interleaved in the same rounds.
+// Each thread keeps a running max (rescaling its sums when it grows), and its rounds are of equal
+// size. The order of every sum depends only on the unit's shape (rows, partials), so the output
+// bits do not depend on which CTA merges or on the rest of the batch.
+constexpr int kMergeLoads = 24;
+
+struct MergeAcc {
+  float m, l;
+  float4 acc;
+};
+
+__device__ __forceinline__ void merge_acc_init(MergeAcc& a) {
+  a.m = -INFINITY;
+  a.l = 0.f;
+  a.acc = make_float4(0.f, 0.f, 0.f, 0.f);
+}
+
+// Folds b into a (a running max and rescaled sums; an empty side, m = -inf, adds nothing).
+__device__ __forceinline__ void merge_acc_add(MergeAcc& a, const MergeAcc& b) {
+  const float mc = fmaxf(a.m, b.m);
+  if (mc == -INFINITY) return;
+  const float fa = exp2f(a.m - mc), fb = exp2f(b.m - mc);
+  a.l = a.l * fa + b.l * fb;
+  a.acc.x = a.acc.x * fa + b.acc.x * fb;
+  a.acc.y = a.acc.y * fa + b.acc.y * fb;
+  a.acc.z = a.acc.z * fa + b.acc.z * fb;
+  a.acc.w = a.acc.w * fa + b.acc.w * fb;
+  a.m = mc;
+}
+
+// Partials [s_begin, s_end) of kC columns (col[c], of row row[c]; skipped unless on[c]), in equal
+// rounds of at most kPer partials per column.
+template <int kC, int kPer, int kSlotVecs>
+__device__ __forceinline__ void merge_columns(const float4* g_out, const float* g_lse,
+                                              const int (&col)[kC], const int (&row)[kC],
+                                              const bool (&on)[kC], int s_begin, int s_end,
+                                              MergeAcc (&a)[kC]) {
 #pragma unroll
-    for (int b = 0; b < kBufs; ++b)
-      mbarrier_init(&bars[b], 1);
-    fence_proxy_async();  // the barriers' init and the partials' acquire precede the bulk copies
-  }
-  __syncthreads();
+  for (int c = 0; c < kC; ++c)
+    merge_acc_init(a[c]);
+  const int len = s_end - s_begin;
+  if (len <= 0) return;
+  const int rounds = (len + kPer - 1) / kPer;
+  const int per = (len + rounds - 1) / rounds;
+  for (int s0 = s_begin; s0 < s_end; s0 += per) {
+    float4 x[kC][kPer];
+    float l[kC][kPer];
 #pragma unroll
-  for (int c = 0; c < kBufs; ++c)
-    issue(c);
-  float4 acc[kCols];
-  float lt[kCols], m[kCols];
+    for (int c = 0; c < kC; ++c) {
 #pragma unroll
-  for (int j = 0; j < kCols; ++j) {
-    acc[j] = make_float4(0.f, 0.f, 0.f, 0.f);
-    lt[j] = 0.f;
-    m[j] = -INFINITY;
-  }
-  for (int c = 0; c < chunks; ++c) {
-    mbarrier_wait(&bars[c % kBufs], (c / kBufs) & 1);  // chunk c has landed
-    const float4* buf = reinterpret_cast<const float4*>(smem + (c % kBufs) * kBufBytes);
-    const float* ld = s_lse + (c % kBufs) * kMaxPer * kRows;
-    const int cnt = min(per, n - c * per);
-#pragma unroll
-    for (int j = 0; j < kCols; ++j) {
-      const int col = tid + j * Tile::kThreads;
-      if (col < slot_vecs) {
-        const int r = col / kVecsPerRow;
-        float mc = m[j];
-        for (int s = 0; s < cnt; ++s)
-          mc = fmaxf(mc, ld[s * kRows + r]);
-        if (mc != -INFINITY) {
-          const float scale = exp2f(m[j] - mc);  // 0 while m is still -inf
-          lt[j] *= scale;
-          acc[j].x *= scale;
-          acc[j].y *= scale;
-          acc[j].z *= scale;
-          acc[j].w *= scale;
-          m[j] = mc;
-#pragma unroll 4
-          for (int s = 0; s < cnt; ++s) {
-            const float wgt = exp2f(ld[s * kRows + r] - mc);
-            const float4 x = buf[s * slot_vecs + col];
-            lt[j] += wgt;
-            acc[j].x += wgt * x.x;
-            acc[j].y += wgt * x.y;
-            acc[j].z += wgt * x.z;
-            acc[j].w += wgt * x.w;
-          }
+      for (int u = 0; u < kPer; ++u) {
+        const int s = s0 + u;
+        if (on[c] && u < per && s < s_end) {
+          x[c][u] = __ldcg(g_out + static_cast<int64_t>(s) * kSlotVecs + col[c]);
+          l[c][u] = __ldcg(g_lse + s * kDecodeMaxRows + row[c]);
+        } else {
+          x[c][u] = make_float4(0.f, 0.f, 0.f, 0.f);
+          l[c][u] = -INFINITY;
         }
       }
     }
-    __syncthreads();  // buffer c % kBufs is refilled next
-    issue(c + kBufs);
-  }
-  if (tid == 0) {
 #pragma unroll
-    for (int b = 0; b < kBufs; ++b)
-      mbarrier_inval(&bars[b]);
-  }
+    for (int c = 0; c < kC; ++c) {
+      float mc = a[c].m;
 #pragma unroll
-  for (int j = 0; j < kCols; ++j) {
-    const int col = tid + j * Tile::kThreads;
-    if (col >= slot_vecs) continue;
-    const int r = col / kVecsPerRow, v = col % kVecsPerRow;
-    const QRow q = q_row(p, w, r);
-    const int64_t qtok = q.tok, head = q.head;
-    const RowFinal f =
-        finalize_row(m[j], lt[j], p.variant.sinks != nullptr ? p.variant.sinks + head : nullptr);
-    TQ* out = p.out + qtok * p.out_stride_token + head * p.out_stride_head + 4 * v;
-    out[0] = from_float<TQ>(acc[j].x * f.scale);
-    out[1] = from_float<TQ>(acc[j].y * f.scale);
-    out[2] = from_float<TQ>(acc[j].z * f.scale);
-    out[3] = from_float<TQ>(acc[j].w * f.scale);
-    if (v == 0 && p.lse != nullptr)
-      p.lse[qtok * p.lse_stride_token + head * p.lse_stride_head] = f.lse;
-    if (j == 0 && tid == 0) FS_DTRACE(10);
+      for (int u = 0; u < kPer; ++u)
+        mc = fmaxf(mc, l[c][u]);
+      if (mc == -INFINITY) continue;
+      const float scale = exp2f(a[c].m - mc);  // 0 while m is still -inf
+      a[c].l *= scale;
+      a[c].acc.x *= scale;
+      a[c].acc.y *= scale;
+      a[c].acc.z *= scale;
+      a[c].acc.w *= scale;
+      a[c].m = mc;
+#pragma unroll
+      for (int u = 0; u < kPer; ++u) {
+        const float wgt = exp2f(l[c][u] - mc);
+        a[c].l += wgt;
+        a[c].acc.x += wgt * x[c][u].x;
+        a[c].acc.y += wgt * x[c][u].y;
+        a[c].acc.z += wgt * x[c][u].z;
+        a[c].acc.w += wgt * x[c][u].w;
+      }
+    }
   }
+}
+
+// Writes one merged column (row r, float4 v of the row) to the output, and the row's LSE.
+template <class TQ, class TKV>
+__device__ __forceinline__ void store_merged(const DecodeParams<TQ, TKV>& p,
+                                             const DecodeWorkItem& w, int r, int v,
+                                             const MergeAcc& a) {
+  const QRow q = q_row(p, w, r);
+  const RowFinal f =
+      finalize_row(a.m, a.l, p.variant.sinks != nullptr ? p.variant.sinks + q.head : nullptr);
+  TQ* out = p.out + q.tok * p.out_stride_token + q.head * p.out_stride_head + 4 * v;
+  out[0] = from_float<TQ>(a.acc.x * f.scale);
+  out[1] = from_float<TQ>(a.acc.y * f.scale);
+  out[2] = from_float<TQ>(a.acc.z * f.scale);
+  out[3] = from_float<TQ>(a.acc.w * f.scale);
+  if (v == 0 && p.lse != nullptr)
+    p.lse[q.tok * p.lse_stride_token + q.head * p.lse_stride_head] = f.lse;
+}
+
+template <class Tile, class TQ, class TKV>
+__device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w, uint8_t* smem) {
+  constexpr int D = Tile::kHeadDim;
+  constexpr int T = Tile::kThreads;
+  constexpr int kVecsPerRow = D / 4;
+  constexpr int kSlotVecs = kDecodeMaxRows * kVecsPerRow;  // one partial in the workspace
+  constexpr int kCols = kSlotVecs / T;                     // columns per thread at most
+  static_assert(kCols >= 1 && kSlotVecs % T == 0, "whole columns per thread");
+  static_assert(kMergeLoads % kCols == 0, "equal loads per column");
+  static_assert(T * (sizeof(float4) + 2 * sizeof(float)) <= Tile::kPipeBytes,
+                "the groups' partial sums fit the pipeline buffers");
+  const int t = threadIdx.x;
+  const int n = w.num_partials;
+  const int C = (w.row_end - w.row_begin) * kVecsPerRow;
+  const float4* g_out = reinterpret_cast<const float4*>(p.partial_out) +
+                        static_cast<int64_t>(w.partial_begin) * kSlotVecs;
+  const float* g_lse = p.partial_lse + static_cast<int64_t>(w.partial_begin) * kDecodeMaxRows;
+  FS_DTRACE(8);
+  if (C <= T) {
+    const int G = min(T / C, n);
+    const int col = t % C, g = t / C;
+    MergeAcc a[1];
+    {
+      const int cols[1] = {col}, rows[1] = {col / kVecsPerRow};
+      const bool on[1] = {g < G};
+      merge_columns<1, kMergeLoads, kSlotVecs>(g_out, g_lse, cols, rows, on, g * n / G,
+                                               (g + 1) * n / G, a);
+    }
+    FS_DTRACE(9);
+    if (G > 1) {
+      float4* s_acc = reinterpret_cast<float4*>(smem);
+      float* s_m = reinterpret_cast<float*>(s_acc + T);
+      float* s_l = s_m + T;
+      if (g < G) {
+        s_acc[t] = a[0].acc;
+        s_m[t] = a[0].m;
+        s_l[t] = a[0].l;
+      }
+      __syncthreads();
+      if (g == 0) {
+        for (int h = 1; h < G; ++h) {
+          const int e = h * C + col;
+          const MergeAcc b{s_m[e], s_l[e], s_acc[e]};
+          merge_acc_add(a[0], b);
+        }
+      }
+    }
+    if (g == 0) store_merged(p, w, col / kVecsPerRow, col % kVecsPerRow, a[0]);
+  } else if constexpr (kCols > 1) {
+    int cols[kCols], rows[kCols];
+    bool on[kCols];
+#pragma unroll
+    for (int j = 0; j < kCols; ++j) {
+      cols[j] = t + j * T;
+      rows[j] = cols[j] / kVecsPerRow;
+      on[j] = cols[j] < C;
+    }
+    MergeAcc a[kCols];
+    merge_columns<kCols, kMergeLoads / kCols, kSlotVecs>(g_out, g_lse, cols, rows, on, 0, n, a);
+    FS_DTRACE(9);
+#pragma unroll
+    for (int j = 0; j < kCols; ++j)
+      if (on[j]) store_merged(p, w, rows[j], cols[j] % kVecsPerRow, a[j]);
+  }
+  FS_DTRACE(10);
 }
 
 // After an item's partial is stored: count it in the unit's merge counter; the unit's last item
