@@ -97,6 +97,7 @@ int main(int argc, char** argv) {
   p.partial_out = reinterpret_cast<float*>(ws + s.layout.partial_out);
   p.partial_lse = reinterpret_cast<float*>(ws + s.layout.partial_lse);
   p.merge_counters = reinterpret_cast<int32_t*>(ws + s.layout.counters);
+  p.group_counters = p.merge_counters + s.capacity.merge;
   const int grid =
       static_cast<int>(std::min<int64_t>(s.capacity.work, int64_t{sms} * fa::kDecodeCtasPerSm));
   for (int it = 0; it < 20; ++it)

@@ -255,6 +255,7 @@ attention::DecodeParams<TQ, TKV> make_params(const DecodePlan& plan, const Decod
   p.partial_lse = reinterpret_cast<float*>(ws + plan.partial_lse_offset);
   p.merge_counters = reinterpret_cast<int32_t*>(
       ws + plan::decode_counters_offset(plan.merge_offset, plan.merge_capacity));
+  p.group_counters = p.merge_counters + plan.merge_capacity;
   return p;
 }
 

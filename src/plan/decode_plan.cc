@@ -1,5 +1,7 @@
 #include "plan/decode_plan.h"
 
+#include "flashserve/attention/tile_policy.h"
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -7,6 +9,7 @@
 namespace flashserve::plan {
 namespace {
 
+using attention::decode_merge_group;
 using attention::DecodeCounts;
 using attention::DecodeMergeItem;
 using attention::DecodeWorkItem;
@@ -77,7 +80,9 @@ DecodeCapacity decode_capacity(const DecodeScheduleInput& in) {
     c.work = units + std::max(in.target_ctas, 1);
   }
   c.merge = units;
-  c.partials = c.work;
+  // Every item may write a partial; a two-level merge adds at most 3/8 of a unit's partials as
+  // group partials (decode_merge_group).
+  c.partials = c.work + (3 * c.work + 7) / 8;
   return c;
 }
 
@@ -87,7 +92,9 @@ DecodeWorkspaceLayout decode_workspace_layout(const DecodeCapacity& cap, int hea
   l.work = align256(sizeof(DecodeCounts));
   l.merge = align256(l.work + cap.work * sizeof(DecodeWorkItem));
   l.counters = decode_counters_offset(l.merge, cap.merge);
-  l.partial_out = align256(l.counters + cap.merge * sizeof(int32_t));
+  // Counters: one per unit, then one per partial slot (a group's counter sits at the slot of its
+  // first partial).
+  l.partial_out = align256(l.counters + (cap.merge + cap.partials) * sizeof(int32_t));
   l.partial_lse = align256(l.partial_out + static_cast<size_t>(cap.partials) * kDecodeMaxRows *
                                                head_dim * sizeof(float));
   l.total =
@@ -190,10 +197,14 @@ Status make_decode_schedule(const char* op, const DecodeScheduleInput& in, Decod
         w.num_q = static_cast<int32_t>(n);
         w.page_begin = in.indptr[b];
         w.page_end = in.indptr[b + 1];
+        int64_t groups = 0;
         if (splits > 1) {
           w.merge = static_cast<int32_t>(s.merge.size());
           w.num_partials = static_cast<int32_t>(splits);
           w.partial_begin = static_cast<int32_t>(partial);
+          w.merge_group =
+              decode_merge_group(static_cast<int>(splits), w.row_end - w.row_begin, in.head_dim);
+          if (w.merge_group > 0) groups = ceil_div(splits, w.merge_group);
           DecodeMergeItem m;
           m.request = w.request;
           m.kv_head = h;
@@ -211,6 +222,7 @@ Status make_decode_schedule(const char* op, const DecodeScheduleInput& in, Decod
           w.partial = splits > 1 ? static_cast<int32_t>(partial++) : -1;
           s.work.push_back(w);
         }
+        partial += groups;  // the group partials' slots follow the unit's split partials
       }
     }
   }
@@ -231,8 +243,10 @@ Status make_decode_schedule(const char* op, const DecodeScheduleInput& in, Decod
 }
 
 std::vector<unsigned char> decode_workspace_image(const DecodeSchedule& s) {
-  // Up to the merge counters of this plan's units, all 0 (the kernel leaves them at 0 again).
-  std::vector<unsigned char> img(s.layout.counters + s.merge.size() * sizeof(int32_t), 0);
+  // Up to the group counters of this plan's partial slots, all counters 0 (the kernel leaves them
+  // at 0 again).
+  std::vector<unsigned char> img(
+      s.layout.counters + (s.capacity.merge + s.num_partials) * sizeof(int32_t), 0);
   DecodeCounts counts;
   counts.num_work = static_cast<int32_t>(s.work.size());
   counts.num_merge = static_cast<int32_t>(s.merge.size());

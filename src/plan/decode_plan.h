@@ -59,7 +59,8 @@ struct DecodeWorkspaceLayout {
   size_t counts = 0, work = 0, merge = 0, counters = 0, partial_out = 0, partial_lse = 0, total = 0;
 };
 
-// Where the merge counters (int32, one per merge item) start: after the merge list. A function of
+// Where the merge counters start (int32, one per merge item, then one per partial slot for the
+// groups of two-level merges): after the merge list. A function of
 // the plan's public merge_offset and merge_capacity, so decode_run finds them without a new field.
 inline size_t decode_counters_offset(size_t merge_offset, int64_t merge_capacity) {
   return (merge_offset + static_cast<size_t>(merge_capacity) * sizeof(attention::DecodeMergeItem) +

@@ -8,6 +8,7 @@
 #include <tuple>
 #include <vector>
 
+#include "flashserve/attention/tile_policy.h"
 #include "plan/decode_plan.h"
 
 namespace {
@@ -86,12 +87,33 @@ void expect_cover(const DecodeScheduleInput& in, const std::vector<int>& lens,
       }
     }
   }
+  // Slots: a unit's split partials, then its group partials (two-level merge), disjoint from every
+  // other unit's; the tree is the one decode_merge_group picks for the unit's shape.
+  std::map<int, int> group_of_merge;
+  for (const auto& w : s.work) {
+    if (w.partial < 0) {
+      EXPECT_EQ(w.merge_group, 0);
+      continue;
+    }
+    const int expected = flashserve::attention::decode_merge_group(
+        w.num_partials, w.row_end - w.row_begin, in.head_dim);
+    EXPECT_EQ(w.merge_group, expected) << "merge " << w.merge;
+    group_of_merge[w.merge] = w.merge_group;
+  }
   int64_t partials = 0;
+  std::vector<std::pair<int, int>> ranges;
   for (size_t i = 0; i < s.merge.size(); ++i) {
-    partials += s.merge[i].num_partials;
+    const int n = s.merge[i].num_partials, k = group_of_merge[static_cast<int>(i)];
+    const int slots = n + (k > 0 ? (n + k - 1) / k : 0);
+    partials += slots;
+    ranges.emplace_back(s.merge[i].partial_begin, s.merge[i].partial_begin + slots);
     EXPECT_EQ(items_of_merge[static_cast<int>(i)], s.merge[i].num_partials) << "merge " << i;
   }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i)
+    EXPECT_LE(ranges[i - 1].second, ranges[i].first) << "overlapping partial slots";
   EXPECT_EQ(partials, s.num_partials);
+  EXPECT_LE(s.num_partials, s.capacity.partials);
   EXPECT_LE(static_cast<int64_t>(s.work.size()), s.capacity.work);
   EXPECT_LE(static_cast<int64_t>(s.merge.size()), s.capacity.merge);
 }
@@ -178,7 +200,10 @@ TEST(DecodePlan, CapacityAndWorkspace) {
   EXPECT_EQ(s1.layout.counters,
             flashserve::plan::decode_counters_offset(s1.layout.merge, s1.capacity.merge));
   EXPECT_GE(s1.layout.partial_out, s1.layout.counters + s1.capacity.merge * sizeof(int32_t));
-  ASSERT_EQ(img.size(), s1.layout.counters + s1.merge.size() * sizeof(int32_t));
+  EXPECT_GE(s1.layout.partial_out,
+            s1.layout.counters + (s1.capacity.merge + s1.capacity.partials) * sizeof(int32_t));
+  ASSERT_EQ(img.size(),
+            s1.layout.counters + (s1.capacity.merge + s1.num_partials) * sizeof(int32_t));
   for (size_t i = s1.layout.counters; i < img.size(); ++i)
     ASSERT_EQ(img[i], 0) << "counter byte " << i;
 }
@@ -200,3 +225,41 @@ TEST(DecodePlan, RejectsBadTables) {
 }
 
 }  // namespace
+
+// The merge rules: rounds of loads of one CTA, and where a two-level merge saves >= 2 of them.
+TEST(DecodePlan, MergeRoundsAndTwoLevelTrees) {
+  using flashserve::attention::decode_merge_group;
+  using flashserve::attention::decode_merge_rounds;
+  EXPECT_EQ(decode_merge_rounds(33, 4, 128), 2);  // Llama-3-8B 1 x 4k: 128 columns, 24 per round
+  EXPECT_EQ(decode_merge_rounds(66, 7, 128), 6);  // Qwen2.5-7B 1 x 32k: 2 columns x 12 per round
+  EXPECT_EQ(decode_merge_rounds(16, 1, 128), 1);  // 32 columns: 4 groups of 4 partials
+  EXPECT_EQ(decode_merge_rounds(40, 8, 256), 7);  // 4 columns per thread x 6 per round
+  EXPECT_EQ(decode_merge_group(33, 4, 128), 0);
+  EXPECT_EQ(decode_merge_group(32, 4, 128), 0);
+  EXPECT_EQ(decode_merge_group(33, 8, 128), 0);
+  EXPECT_GT(decode_merge_group(66, 7, 128), 0);
+  for (int d : {64, 128, 256}) {
+    for (int rows = 1; rows <= flashserve::attention::kDecodeMaxRows; ++rows) {
+      for (int n = 2; n <= 700; ++n) {
+        const int k = decode_merge_group(n, rows, d);
+        if (k == 0) continue;
+        const int ng = (n + k - 1) / k;
+        ASSERT_GE(k, 4);
+        ASSERT_GE(n, 2 * k);
+        ASSERT_LE(8 * ng, 3 * n) << "n " << n << " k " << k;
+        ASSERT_LE(decode_merge_rounds(k, rows, d) + decode_merge_rounds(ng, rows, d),
+                  decode_merge_rounds(n, rows, d) - 2)
+            << "n " << n << " rows " << rows << " d " << d;
+      }
+    }
+  }
+  // Batch 1 at 32k with Qwen2.5-7B's heads (28 / 4): every unit merges in two levels.
+  Table t({32768}, 16);
+  DecodeSchedule s;
+  const auto in = t.input(4, 7, 16);
+  ASSERT_TRUE(make_decode_schedule("test", in, &s).ok());
+  ASSERT_FALSE(s.merge.empty());
+  for (const auto& w : s.work)
+    EXPECT_GT(w.merge_group, 0);
+  expect_cover(in, {32768}, {1}, s);
+}

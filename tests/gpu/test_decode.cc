@@ -228,6 +228,9 @@ class Decode : public GpuTest {
     ASSERT_TRUE(st.ok()) << st.to_string();
     check_against_reference(s);
   }
+  // One request of `len` tokens in deterministic mode: bitwise identical across runs and inside a
+  // bigger batch, and right.
+  void check_deterministic(int len, int qo_heads, int fixed_split);
 };
 
 const std::vector<int> kRagged{1, 17, 0, 1000, 5};
@@ -267,6 +270,16 @@ TEST_F(Decode, LongContextSplitsAndMerges) {
   run_case(c);
   c.lens = {33000};  // batch 1: split over the whole chip
   run_case(c);
+  // Two-level merges (decode_merge_group picks them for these units: 7 and 8 + 8 rows, ~170
+  // splits), beside single-level ones (the 5000-token request), at every head_dim.
+  for (int d : {64, 128, 256}) {
+    for (int group : {7, 16}) {
+      c.lens = {33000, 17, 5000};
+      c.head_dim = d;
+      c.qo_heads = group;
+      run_case(c);
+    }
+  }
 }
 
 TEST_F(Decode, Fp8Cache) {
@@ -310,10 +323,18 @@ TEST_F(Decode, Variants) {
 }
 
 TEST_F(Decode, DeterministicAcrossRunsAndBatches) {
+  check_deterministic(5000, 8, 256);
+  // 258 splits of 7 rows: a two-level merge (decode_merge_group), deterministic too.
+  check_deterministic(33000, 14, 128);
+}
+
+void Decode::check_deterministic(int len, int qo_heads, int fixed_split) {
   DecodeCase c;
-  c.lens = {5000};
+  c.lens = {len};
+  c.qo_heads = qo_heads;
   c.deterministic = true;
-  c.fixed_split = 256;
+  c.fixed_split = fixed_split;
+  SCOPED_TRACE(describe(c));
   const uint64_t seed = next_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   DecodeSetup a;
@@ -328,7 +349,7 @@ TEST_F(Decode, DeterministicAcrossRunsAndBatches) {
 
   // The same request inside a bigger batch (request 2 of 4): the same bits.
   DecodeCase cb = c;
-  cb.lens = {100, 7000, 5000, 3};
+  cb.lens = {100, 7000, len, 3};
   DecodeSetup b;
   make_setup(&b, cb, seed + 1);
   // Copy request 0 of `a` into request 2 of `b`: its q row and its pages' K/V.

@@ -789,12 +789,13 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   combine_and_store<Tile>(p, w, smem);
 }
 
-// The split-KV merge, run by the last item of a unit to finish (see finish_item): combines the
-// unit's partials (fp32 outputs normalized per split, log2-LSEs) into the output and the LSE,
-// o = sum_s 2^(lse_s - m) o_s / sum_s 2^(lse_s - m). Only the item's rows of each partial are read,
-// with 16-byte L2 loads straight into registers, kMergeLoads of them in flight per thread and
-// round (one L2 round trip, ~0.6 us at batch 1 on the H100). Staging the partials in shared
-// memory was slower: bulk copies (TMA) took ~2 us to land the first 32 KB, cp.async ~15 GB/s.
+// The split-KV merge, run by the last item of a unit (or of a group of its splits) to finish (see
+// finish_item): combines `count` partials from slot `first` (fp32 outputs normalized per split,
+// log2-LSEs), o = sum_s 2^(lse_s - m) o_s / sum_s 2^(lse_s - m), into the output and the LSE, or
+// into partial slot `dest` (a group's partial, same format) when dest >= 0. Only the item's rows of
+// each partial are read, with 16-byte L2 loads straight into registers, kDecodeMergeLoads of them
+// in flight per thread and round (tile_policy.h). Staging the partials in shared memory was slower:
+// bulk copies (TMA) took ~2 us to land the first 32 KB, cp.async ~15 GB/s.
 // A column is one float4 of one row; with C columns and T threads:
 //  - C <= T: the partials are cut into G = T / C contiguous groups, one thread per (column,
 //    group); the groups meet in shared memory and are combined in group order;
@@ -802,7 +803,7 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
 // Each thread keeps a running max (rescaling its sums when it grows), and its rounds are of equal
 // size. The order of every sum depends only on the unit's shape (rows, partials), so the output
 // bits do not depend on which CTA merges or on the rest of the batch.
-constexpr int kMergeLoads = 24;
+constexpr int kMergeLoads = kDecodeMergeLoads;
 
 struct MergeAcc {
   float m, l;
@@ -903,8 +904,20 @@ __device__ __forceinline__ void store_merged(const DecodeParams<TQ, TKV>& p,
     p.lse[q.tok * p.lse_stride_token + q.head * p.lse_stride_head] = f.lse;
 }
 
+// Writes one merged column as a partial (normalized, log2-LSE) into slot `dest`.
+template <int D, class TQ, class TKV>
+__device__ __forceinline__ void store_group_partial(const DecodeParams<TQ, TKV>& p, int dest, int r,
+                                                    int v, const MergeAcc& a) {
+  const int64_t slot = static_cast<int64_t>(dest) * kDecodeMaxRows + r;
+  const float inv = a.l > 0.f ? 1.f / a.l : 0.f;
+  reinterpret_cast<float4*>(p.partial_out + slot * D)[v] =
+      make_float4(a.acc.x * inv, a.acc.y * inv, a.acc.z * inv, a.acc.w * inv);
+  if (v == 0) p.partial_lse[slot] = a.l > 0.f ? a.m + log2f(a.l) : -INFINITY;
+}
+
 template <class Tile, class TQ, class TKV>
-__device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w, uint8_t* smem) {
+__device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w, uint8_t* smem,
+                           int first, int count, int dest) {
   constexpr int D = Tile::kHeadDim;
   constexpr int T = Tile::kThreads;
   constexpr int kVecsPerRow = D / 4;
@@ -912,14 +925,22 @@ __device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem&
   constexpr int kCols = kSlotVecs / T;                     // columns per thread at most
   static_assert(kCols >= 1 && kSlotVecs % T == 0, "whole columns per thread");
   static_assert(kMergeLoads % kCols == 0, "equal loads per column");
+  static_assert(T == kDecodeMergeThreads, "the plan's merge rules assume this many threads");
   static_assert(T * (sizeof(float4) + 2 * sizeof(float)) <= Tile::kPipeBytes,
                 "the groups' partial sums fit the pipeline buffers");
   const int t = threadIdx.x;
-  const int n = w.num_partials;
+  const int n = count;
   const int C = (w.row_end - w.row_begin) * kVecsPerRow;
-  const float4* g_out = reinterpret_cast<const float4*>(p.partial_out) +
-                        static_cast<int64_t>(w.partial_begin) * kSlotVecs;
-  const float* g_lse = p.partial_lse + static_cast<int64_t>(w.partial_begin) * kDecodeMaxRows;
+  const float4* g_out =
+      reinterpret_cast<const float4*>(p.partial_out) + static_cast<int64_t>(first) * kSlotVecs;
+  const float* g_lse = p.partial_lse + static_cast<int64_t>(first) * kDecodeMaxRows;
+  auto store = [&](int r, int v, const MergeAcc& a) {
+    if (dest >= 0) {
+      store_group_partial<D>(p, dest, r, v, a);
+    } else {
+      store_merged(p, w, r, v, a);
+    }
+  };
   FS_DTRACE(8);
   if (C <= T) {
     const int G = min(T / C, n);
@@ -950,7 +971,7 @@ __device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem&
         }
       }
     }
-    if (g == 0) store_merged(p, w, col / kVecsPerRow, col % kVecsPerRow, a[0]);
+    if (g == 0) store(col / kVecsPerRow, col % kVecsPerRow, a[0]);
   } else if constexpr (kCols > 1) {
     int cols[kCols], rows[kCols];
     bool on[kCols];
@@ -965,27 +986,47 @@ __device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem&
     FS_DTRACE(9);
 #pragma unroll
     for (int j = 0; j < kCols; ++j)
-      if (on[j]) store_merged(p, w, rows[j], cols[j] % kVecsPerRow, a[j]);
+      if (on[j]) store(rows[j], cols[j] % kVecsPerRow, a[j]);
   }
   FS_DTRACE(10);
 }
 
-// After an item's partial is stored: count it in the unit's merge counter; the unit's last item
-// (whichever CTA that is) merges the unit and resets the counter to 0 for the next run. The
-// fences order every thread's partial stores before the count, and the count before the merge's
-// loads (which bypass L1: cp.async.cg and ld.global.cg).
-template <class Tile, class TQ, class TKV>
-__device__ __forceinline__ void finish_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
-                                            uint8_t* smem) {
+// Counts one arrival in *counter (after this CTA's stores: every thread fences, then one atomic);
+// true, in every thread, for the `total`-th arrival, which then sees every other arrival's stores
+// (its loads bypass L1: ld.global.cg).
+__device__ __forceinline__ bool arrive_last(int32_t* counter, int total) {
   __shared__ int last;
   __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(p.merge_counters + w.merge, 1) == w.num_partials - 1;
+  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == total - 1;
   __syncthreads();
-  if (!last) return;
+  if (!last) return false;
   __threadfence();
+  return true;
+}
+
+// After an item's partial is stored: the unit's last item to finish (whichever CTA that is)
+// merges the unit's partials and resets its counter to 0 for the next run. With a two-level merge
+// (w.merge_group > 0) the last item of each group of splits first merges the group into a group
+// partial, and the last group then merges the groups.
+template <class Tile, class TQ, class TKV>
+__device__ __forceinline__ void finish_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
+                                            uint8_t* smem) {
+  const int n = w.num_partials, k = w.merge_group;
+  int first = w.partial_begin, count = n;  // what the unit's final merge combines
+  if (k > 0) {
+    const int g = (w.partial - w.partial_begin) / k;
+    const int in_group = min(k, n - g * k);
+    int32_t* gc = p.group_counters + w.partial_begin + g;
+    if (!arrive_last(gc, in_group)) return;
+    merge_unit<Tile>(p, w, smem, w.partial_begin + g * k, in_group, w.partial_begin + n + g);
+    if (threadIdx.x == 0) *gc = 0;
+    first = w.partial_begin + n;
+    count = (n + k - 1) / k;
+  }
+  if (!arrive_last(p.merge_counters + w.merge, count)) return;
   FS_DTRACE(7);
-  merge_unit<Tile>(p, w, smem);
+  merge_unit<Tile>(p, w, smem, first, count, -1);
   FS_DTRACE(11);
   if (threadIdx.x == 0) p.merge_counters[w.merge] = 0;
 }

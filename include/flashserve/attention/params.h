@@ -34,7 +34,11 @@ struct DecodeWorkItem {
   int32_t num_partials = 0;
   int32_t partial_begin = 0;
   int32_t page_begin = 0, page_end = 0;
-  int32_t pad_ = 0;  // 64 bytes: four 16-byte words
+  // > 0: two-level merge (decode_merge_group): partial i of the unit belongs to group i /
+  // merge_group, whose counter is group_counters[partial_begin + group] and whose merged partial
+  // goes to slot partial_begin + num_partials + group; the last group merges the groups. 0: one
+  // level.
+  int32_t merge_group = 0;  // 64 bytes: four 16-byte words
 };
 static_assert(sizeof(DecodeWorkItem) == 64, "a work item is four 16-byte loads");
 
@@ -94,9 +98,12 @@ struct DecodeParams {
   // Workspace.
   const DecodeCounts* counts = nullptr;
   const DecodeWorkItem* work = nullptr;
-  float* partial_out = nullptr;       // [partials, kDecodeMaxRows, head_dim]
-  float* partial_lse = nullptr;       // [partials, kDecodeMaxRows] log2
-  int32_t* merge_counters = nullptr;  // [merge items]: partials finished; 0 between runs
+  float* partial_out = nullptr;  // [partials, kDecodeMaxRows, head_dim]
+  float* partial_lse = nullptr;  // [partials, kDecodeMaxRows] log2
+  int32_t* merge_counters =
+      nullptr;  // [merge items]: partials (or groups) finished; 0 between runs
+  int32_t* group_counters =
+      nullptr;  // [partial slots]: a group's partials finished; 0 between runs
 };
 
 }  // namespace flashserve::attention

@@ -84,4 +84,46 @@ constexpr int kDecodeCtasPerSm = 2;
 // body).
 constexpr int kDecodeSmallRows = 4;
 
+// The split-KV merge (merge_unit in decode_kernel.cuh) by the CTA of a unit's last item: its
+// 128 threads load partials straight into registers, up to kDecodeMergeLoads 16-byte loads per
+// thread and round; a round costs one L2 round trip (0.6..1 us at batch 1 on the H100: the
+// partials were just written by other SMs). A column is 4 dims of one row: with at most 128 columns
+// the partials are shared out between 128 / columns thread groups, otherwise each thread takes
+// head_dim / 64 columns, kDecodeMergeLoads / (head_dim / 64) partials of each per round.
+constexpr int kDecodeMergeThreads = 128;  // DecodeTile::kThreads (static_asserted in the kernel)
+constexpr int kDecodeMergeLoads = 24;
+
+// Rounds of loads to merge n partials of `rows` rows in one CTA.
+constexpr int decode_merge_rounds(int n, int rows, int head_dim) {
+  const int cols = rows * head_dim / 4;
+  if (cols <= kDecodeMergeThreads) {
+    const int groups = kDecodeMergeThreads / cols < n ? kDecodeMergeThreads / cols : n;
+    const int per_thread = (n + groups - 1) / groups;
+    return (per_thread + kDecodeMergeLoads - 1) / kDecodeMergeLoads;
+  }
+  const int per_round = kDecodeMergeLoads / (head_dim >= 128 ? head_dim / 64 : 1);
+  return (n + per_round - 1) / per_round;
+}
+
+// Two-level merge of a unit's n partials: groups of k consecutive splits are merged by their own
+// last item into a group partial, and the last group merges the groups. Each level costs a fence
+// and a count (~1.3 us) on top of its rounds, so a tree is used only where it saves >= 2 rounds
+// (Qwen2.5-7B, 7 rows, at 1 x 32k: 66 partials, 6 rounds -> 1 + 1). Returns k, or 0 for one level;
+// k >= 4 and n >= 2k, so a unit adds ceil(n / k) <= 3n / 8 group partials.
+constexpr int decode_merge_group(int n, int rows, int head_dim) {
+  const int single = decode_merge_rounds(n, rows, head_dim);
+  int best_k = 0, best_r = single - 1, best_w = 0;
+  for (int k = 4; 2 * k <= n; ++k) {
+    const int ng = (n + k - 1) / k;
+    const int r = decode_merge_rounds(k, rows, head_dim) + decode_merge_rounds(ng, rows, head_dim);
+    const int w = k > ng ? k : ng;  // ties: the most even split of the two levels
+    if (r < best_r || (r == best_r && best_k > 0 && w < best_w)) {
+      best_k = k;
+      best_r = r;
+      best_w = w;
+    }
+  }
+  return best_k;
+}
+
 }  // namespace flashserve::attention
