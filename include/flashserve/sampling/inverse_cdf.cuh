@@ -17,29 +17,33 @@ struct InverseCdfShared {
   uint64_t prefix[2];
 };
 
-// Returns the cluster's total weight (every thread). When it is > 0, calls emit(row_index) on the
-// one thread that owns the drawn element. `slot`: a __shared__ value used by no other exchange.
-template <class Load, class Weight, class Emit>
-__device__ uint64_t cluster_inverse_cdf(const ChunkLayout& L, const Load& load,
-                                        const Weight& weight, uint64_t u, InverseCdfShared& s,
-                                        uint64_t* slot, const Emit& emit) {
-  uint64_t mine = 0;
+// A CTA's share of an inverse-CDF draw: each thread's weight over its groups (in the visiting
+// order of row_keys.cuh) and the weight of the threads before it.
+struct BlockWeights {
+  uint64_t mine = 0, before_me = 0, cta_total = 0;
+};
+
+template <class Load, class Weight>
+__device__ BlockWeights block_weights(const ChunkLayout& L, const Load& load, const Weight& weight,
+                                      uint64_t* scan) {
+  BlockWeights b;
   for_each_group(L, load, [&](int, const uint32_t(&k)[4], bool active) {
     if (!active) return;
 #pragma unroll
     for (int j = 0; j < 4; ++j)
-      mine += weight(k[j]);
+      b.mine += weight(k[j]);
   });
-  uint64_t cta_total = 0;
-  const uint64_t before_me = block_exclusive_scan(mine, s.scan, cta_total);
-  const ClusterPrefix cta = cluster_exclusive_scan(cta_total, slot, s.prefix);
-  if (cta.total == 0) return 0;
-  const uint64_t target = scale_uniform(u, cta.total);
-  if (target < cta.before || target - cta.before >= cta_total) return cta.total;
-  const uint64_t local = target - cta.before;
-  if (local < before_me || local - before_me >= mine) return cta.total;
-  // This thread holds the element: walk its groups again in the same order.
-  uint64_t run = before_me;
+  b.before_me = block_exclusive_scan(b.mine, scan, b.cta_total);
+  return b;
+}
+
+// The owner's walk: the one thread whose groups hold position `local` of the CTA's running weight
+// (0 <= local < cta_total) walks them again and calls emit(row index) for the element there.
+template <class Load, class Weight, class Emit>
+__device__ void block_walk(const ChunkLayout& L, const Load& load, const Weight& weight,
+                           const BlockWeights& b, uint64_t local, const Emit& emit) {
+  if (local < b.before_me || local - b.before_me >= b.mine) return;
+  uint64_t run = b.before_me;
   bool found = false;
   for_each_group(L, load, [&](int first, const uint32_t(&k)[4], bool active) {
     if (!active || found) return;
@@ -53,6 +57,20 @@ __device__ uint64_t cluster_inverse_cdf(const ChunkLayout& L, const Load& load,
       run += w;
     }
   });
+}
+
+// Returns the cluster's total weight (every thread). When it is > 0, calls emit(row_index) on the
+// one thread that owns the drawn element. `slot`: a __shared__ value used by no other exchange.
+template <class Load, class Weight, class Emit>
+__device__ uint64_t cluster_inverse_cdf(const ChunkLayout& L, const Load& load,
+                                        const Weight& weight, uint64_t u, InverseCdfShared& s,
+                                        uint64_t* slot, const Emit& emit) {
+  const BlockWeights b = block_weights(L, load, weight, s.scan);
+  const ClusterPrefix cta = cluster_exclusive_scan(b.cta_total, slot, s.prefix);
+  if (cta.total == 0) return 0;
+  const uint64_t target = scale_uniform(u, cta.total);
+  if (target < cta.before || target - cta.before >= b.cta_total) return cta.total;
+  block_walk(L, load, weight, b, target - cta.before, emit);
   return cta.total;
 }
 

@@ -413,30 +413,8 @@ __device__ void sample_kept(const FilterParams<T>& p, FilterShared& sh, const Ch
   const auto weight = [=](uint32_t k) -> uint64_t {
     return k - lo <= hi - lo ? key_mass(k, ms) : 0u;
   };
-  uint64_t mine = 0;
-  for_each_group(L, load, [&](int, const uint32_t(&k)[4], bool active) {
-    if (!active) return;
-#pragma unroll
-    for (int j = 0; j < 4; ++j)
-      mine += weight(k[j]);
-  });
-  uint64_t cta_total = 0;
-  const uint64_t before_me = block_exclusive_scan(mine, sh.cdf.scan, cta_total);
-  if (local < before_me || local - before_me >= mine) return;
-  uint64_t run = before_me;
-  bool found = false;
-  for_each_group(L, load, [&](int first, const uint32_t(&k)[4], bool active) {
-    if (!active || found) return;
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const uint64_t w = weight(k[j]);
-      if (!found && local < run + w) {
-        found = true;
-        write_id(L.begin + first + j);
-      }
-      run += w;
-    }
-  });
+  const BlockWeights b = block_weights(L, load, weight, sh.cdf.scan);
+  block_walk(L, load, weight, b, local, write_id);
 }
 
 // Step 6 without a top-k / top-p selection (min-p or no filter): an inverse-CDF draw over the
