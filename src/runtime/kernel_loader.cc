@@ -1,5 +1,7 @@
 #include "runtime/kernel_loader.h"
 
+#include <algorithm>
+
 #include <cuda.h>
 
 #include <mutex>
@@ -90,41 +92,53 @@ Status LoadedModule::load(const std::string& image, const std::vector<std::strin
   CUresult r = d.library_load_data(&lib, image.data(), nullptr, nullptr, 0, nullptr, nullptr, 0);
   if (r != CUDA_SUCCESS) return driver_error(r, "loading a compiled kernel image");
   m->library_ = lib;
-  std::vector<std::pair<std::string, CUkernel>> all;  // enumerated on first need
+  // The image's kernels by name, listed once (CUDA >= 12.4): looking a name up with
+  // cuLibraryGetKernel first would fail, by design, for every template instantiation, and that
+  // failure is an API error in compute-sanitizer's report.
+  std::vector<std::pair<std::string, CUkernel>> all;
+  const bool can_list = d.library_kernel_count && d.library_enumerate && d.kernel_get_name;
+  if (can_list) {
+    unsigned n = 0;
+    r = d.library_kernel_count(&n, lib);
+    if (r != CUDA_SUCCESS) return driver_error(r, "counting the kernels of an image");
+    std::vector<CUkernel> ks(n);
+    r = d.library_enumerate(ks.data(), n, lib);
+    if (r != CUDA_SUCCESS) return driver_error(r, "listing the kernels of an image");
+    for (CUkernel kk : ks) {
+      const char* kn = nullptr;
+      if (d.kernel_get_name(&kn, kk) == CUDA_SUCCESS && kn) all.emplace_back(kn, kk);
+    }
+  }
   for (const std::string& name : entries) {
     auto k = std::make_unique<LoadedKernel>();
     k->name = name;
     CUkernel kernel = nullptr;
-    if (d.library_get_kernel(&kernel, lib, name.c_str()) != CUDA_SUCCESS) {
-      // Not an extern "C" name: the image's only instantiation of the kernel template `name`,
+    if (!can_list) {
+      r = d.library_get_kernel(&kernel, lib, name.c_str());
+      if (r != CUDA_SUCCESS) return driver_error(r, "looking up kernel " + name);
+    } else {
+      // An extern "C" name, or else the image's only instantiation of the kernel template `name`,
       // whose mangled name holds the length-prefixed identifier ("13decode_kernel").
-      if (all.empty()) {
-        unsigned n = 0;
-        r = d.library_kernel_count(&n, lib);
-        if (r != CUDA_SUCCESS) return driver_error(r, "counting the kernels of an image");
-        std::vector<CUkernel> ks(n);
-        r = d.library_enumerate(ks.data(), n, lib);
-        if (r != CUDA_SUCCESS) return driver_error(r, "listing the kernels of an image");
-        for (CUkernel kk : ks) {
-          const char* kn = nullptr;
-          if (d.kernel_get_name(&kn, kk) == CUDA_SUCCESS && kn) all.emplace_back(kn, kk);
+      const auto exact =
+          std::find_if(all.begin(), all.end(), [&](const auto& e) { return e.first == name; });
+      if (exact != all.end()) {
+        kernel = exact->second;
+      } else {
+        const std::string needle = std::to_string(name.size()) + name;
+        std::string names;
+        int matches = 0;
+        for (const auto& [kn, kk] : all) {
+          names += (names.empty() ? "" : ", ") + kn;
+          if (kn.find(needle) != std::string::npos) {
+            ++matches;
+            kernel = kk;
+          }
         }
-      }
-      const std::string needle = std::to_string(name.size()) + name;
-      std::string names;
-      int matches = 0;
-      for (const auto& [kn, kk] : all) {
-        names += (names.empty() ? "" : ", ") + kn;
-        if (kn.find(needle) != std::string::npos) {
-          ++matches;
-          kernel = kk;
+        if (matches != 1) {
+          return Status(StatusCode::kInternal, "kernel image: expected one kernel named " + name +
+                                                   " (or one instantiation of it), found " +
+                                                   std::to_string(matches) + " among: " + names);
         }
-      }
-      if (matches != 1) {
-        return Status(StatusCode::kInternal, "kernel image: expected one kernel named " + name +
-                                                 " (or one instantiation "
-                                                 "of it), found " +
-                                                 std::to_string(matches) + " among: " + names);
       }
     }
     k->handle = kernel;
