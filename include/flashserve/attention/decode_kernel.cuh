@@ -991,18 +991,23 @@ __device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem&
   FS_DTRACE(10);
 }
 
-// Counts one arrival in *counter (after this CTA's stores: every thread fences, then one atomic);
-// true, in every thread, for the `total`-th arrival, which then sees every other arrival's stores
-// (its loads bypass L1: ld.global.cg).
+// Counts one arrival in *counter after this CTA's stores; true, in every thread, for the
+// `total`-th arrival, which then sees every earlier arrival's stores. The barrier orders every
+// thread's stores before thread 0's atomic, whose release (cumulative over what the barrier
+// ordered before it) publishes them and whose acquire orders the merge's loads after the other
+// CTAs' releases (the loads bypass L1: ld.global.cg; the barrier after orders them after the
+// atomic). One acq_rel atomic instead of __threadfence() in every thread before and after: those
+// are sequentially consistent fences (MEMBAR.SC), this is one MEMBAR.ALL.
 __device__ __forceinline__ bool arrive_last(int32_t* counter, int total) {
   __shared__ int last;
-  __threadfence();
   __syncthreads();
-  if (threadIdx.x == 0) last = atomicAdd(counter, 1) == total - 1;
+  if (threadIdx.x == 0) {
+    int before;
+    asm volatile("atom.add.acq_rel.gpu.s32 %0, [%1], 1;" : "=r"(before) : "l"(counter) : "memory");
+    last = before == total - 1;
+  }
   __syncthreads();
-  if (!last) return false;
-  __threadfence();
-  return true;
+  return last;
 }
 
 // After an item's partial is stored: the unit's last item to finish (whichever CTA that is)

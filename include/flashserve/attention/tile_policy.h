@@ -106,10 +106,10 @@ constexpr int decode_merge_rounds(int n, int rows, int head_dim) {
 }
 
 // Two-level merge of a unit's n partials: groups of k consecutive splits are merged by their own
-// last item into a group partial, and the last group merges the groups. Each level costs a fence
-// and a count (~1.3 us) on top of its rounds, so a tree is used only where it saves >= 2 rounds
-// (Qwen2.5-7B, 7 rows, at 1 x 32k: 66 partials, 6 rounds -> 1 + 1). Returns k, or 0 for one level;
-// k >= 4 and n >= 2k, so a unit adds ceil(n / k) <= 3n / 8 group partials.
+// last item into a group partial, and the last group merges the groups. Each level costs a count
+// (an acq_rel atomic, ~0.8 us) on top of its rounds, so a tree is used only where it saves >= 2
+// rounds (Qwen2.5-7B, 7 rows, at 1 x 32k: 66 partials, 6 rounds -> 1 + 1). Returns k, or 0 for one
+// level; k >= 4 and n >= 2k, so a unit adds ceil(n / k) <= 3n / 8 group partials.
 constexpr int decode_merge_group(int n, int rows, int head_dim) {
   const int single = decode_merge_rounds(n, rows, head_dim);
   int best_k = 0, best_r = single - 1, best_w = 0;
