@@ -26,7 +26,7 @@ constexpr const char* kPlanOp = "prefill_plan";
 constexpr const char* kRunOp = "prefill_run";
 
 bool supported_head_dim(int d) {
-  return d == 64 || d == 128 || d == 256;
+  return d == 64 || d == 96 || d == 128 || d == 192 || d == 256;
 }
 
 Status validate_request(const char* op, const PrefillPlanRequest& r) {
@@ -39,7 +39,7 @@ Status validate_request(const char* op, const PrefillPlanRequest& r) {
                            str(r.num_kv_heads) + ", got " + str(r.num_qo_heads));
   }
   if (!supported_head_dim(r.head_dim))
-    return invalid(op, "req.head_dim: expected 64, 128 or 256, got " + str(r.head_dim));
+    return invalid(op, "req.head_dim: expected 64, 96, 128, 192 or 256, got " + str(r.head_dim));
   if (r.dtype != DType::kFloat16 && r.dtype != DType::kBFloat16) {
     return invalid(
         op, std::string("req.dtype: expected float16 or bfloat16, got ") + dtype_name(r.dtype));

@@ -54,8 +54,12 @@ const PrefillJitLauncher& for_head_dim(int head_dim, PrefillKind kind) {
   switch (head_dim) {
     case 64:
       return for_kind<Element, 64, kPaged>(kind);
+    case 96:
+      return for_kind<Element, 96, kPaged>(kind);
     case 128:
       return for_kind<Element, 128, kPaged>(kind);
+    case 192:
+      return for_kind<Element, 192, kPaged>(kind);
     default:
       return for_kind<Element, 256, kPaged>(kind);
   }

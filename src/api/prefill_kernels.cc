@@ -11,7 +11,7 @@ using attention::PrefillKind;
 // Field value i <-> value: the text form's names, in field order.
 constexpr DType kQTypes[] = {DType::kFloat16, DType::kBFloat16};
 constexpr PrefillKind kKinds[] = {PrefillKind::kPlain, PrefillKind::kCausal, PrefillKind::kGeneral};
-constexpr int kHeadDims[] = {64, 128, 256};
+constexpr int kHeadDims[] = {64, 96, 128, 192, 256};
 
 int q_index(DType t) {
   for (int i = 0; i < 2; ++i)
@@ -47,7 +47,7 @@ Status check(const runtime::KernelSpec& s) {
   for (int d : kHeadDims)
     if (d == hd) return Status();
   return Status(StatusCode::kInvalidArgument,
-                "hd: expected 64, 128 or 256, got " + std::to_string(hd));
+                "hd: expected 64, 96, 128, 192 or 256, got " + std::to_string(hd));
 }
 
 // Explicitly instantiates the template the prebuilt build instantiates through

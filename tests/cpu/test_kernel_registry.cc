@@ -76,8 +76,8 @@ TEST(KernelRegistry, PrefillSpecTextRoundTrip) {
   const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
   EXPECT_TRUE(f.needs_cutlass);
   const std::vector<rt::KernelSpec> all = f.enumerate();
-  // 2 q dtypes x 3 head dims x (plain, causal, general) x (ragged, paged)
-  EXPECT_EQ(all.size(), 36u);
+  // 2 q dtypes x 5 head dims x (plain, causal, general) x (ragged, paged)
+  EXPECT_EQ(all.size(), 60u);
   EXPECT_NE(std::find(all.begin(), all.end(), paged), all.end());
   for (const rt::KernelSpec& x : all) {
     EXPECT_TRUE(parse_ok(registry().describe(x)) == x) << registry().describe(x);
@@ -89,8 +89,8 @@ TEST(KernelRegistry, PrefillSpecTextRoundTrip) {
 }
 
 TEST(KernelRegistry, PrefillCheckRejectsWhatTheFamilyDoesNotHave) {
-  EXPECT_NE(parse_error("prefill q=bf16 hd=96 kind=causal kv=ragged")
-                .find("hd: expected 64, 128 or 256, got 96"),
+  EXPECT_NE(parse_error("prefill q=bf16 hd=80 kind=causal kv=ragged")
+                .find("hd: expected 64, 96, 128, 192 or 256, got 80"),
             std::string::npos);
   EXPECT_NE(parse_error("prefill q=fp8_e4m3 hd=128 kind=causal kv=ragged")
                 .find("q: expected one of fp16, bf16, got 'fp8_e4m3'"),
@@ -123,7 +123,7 @@ TEST(KernelRegistry, PrefillCheckRejectsWhatTheFamilyDoesNotHave) {
       << f.check(bad).message();
   bad = s;
   bad.fields[1] = 80;
-  EXPECT_EQ(f.check(bad).message(), "hd: expected 64, 128 or 256, got 80");
+  EXPECT_EQ(f.check(bad).message(), "hd: expected 64, 96, 128, 192 or 256, got 80");
   bad = s;
   bad.fields[2] = 3;
   EXPECT_EQ(f.check(bad).message(), "kind: expected plain, causal or general");
@@ -226,7 +226,7 @@ TEST(KernelRegistry, PresetsParseAndAllIsEverything) {
                                                  "prefill q=fp16 hd=128 kind=general kv=paged"};
   EXPECT_EQ(def_text, want_default);
   ASSERT_TRUE(rt::preset_specs(registry(), "all", &all).ok());
-  EXPECT_EQ(all.size(), 54u);  // 18 decode + 36 prefill
+  EXPECT_EQ(all.size(), 78u);  // 18 decode + 60 prefill
   // Every model preset has, for each prefill head dim it lists, the causal and the general kernel
   // (prefill_plan resolves both), and has them for ragged and for paged KV.
   const int prefill = flashserve::detail::prefill_kernel_family();
@@ -309,7 +309,7 @@ TEST(KernelRegistry, SpecsReadBackFromLogs) {
       "[flashserve] kernel prefill q=bf16 hd=64 kind=general kv=ragged sm_90a (cached)\n"
       "[flashserve] kernel prefill q=bf16 hd=64 kind=general kv=paged sm_90a (compiled)\n"
       "prefill q=fp16 hd=256 kind=plain kv=ragged\n"
-      "prefill q=fp16 hd=96 kind=plain kv=ragged\n"
+      "prefill q=fp16 hd=80 kind=plain kv=ragged\n"
       "prefill q=fp16 hd=256 kind=causal\n";  // from before the kv field: not a spec now
   const std::vector<rt::KernelSpec> specs = registry().specs_in_log(log);
   ASSERT_EQ(specs.size(), 6u);

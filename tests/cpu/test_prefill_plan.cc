@@ -107,9 +107,9 @@ flashserve::PrefillPlanRequest request() {
 TEST(PrefillArgs, RequestChecksNameTheField) {
   size_t bytes = 0;
   auto r = request();
-  r.head_dim = 96;
+  r.head_dim = 80;
   EXPECT_TRUE(invalid(flashserve::prefill_workspace_size(r, &bytes), "prefill_workspace_size",
-                      "req.head_dim", "64, 128 or 256"));
+                      "req.head_dim", "64, 96, 128, 192 or 256"));
   r = request();
   r.num_qo_heads = 7;
   EXPECT_TRUE(invalid(flashserve::prefill_workspace_size(r, &bytes), "prefill_workspace_size",

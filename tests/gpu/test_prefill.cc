@@ -262,7 +262,7 @@ const std::vector<std::pair<int, int>> kRagged = {{113, 203}, {0, 7}, {1023, 102
                                                   {200, 200}, {0, 0}, {65, 64}};
 
 TEST_F(PrefillTest, RaggedEveryHeadDimCausalAndNot) {
-  for (int d : {64, 128, 256})
+  for (int d : {64, 96, 128, 192, 256})
     for (bool causal : {false, true}) {
       PrefillCase c;
       c.lens = kRagged;
@@ -297,7 +297,7 @@ TEST_F(PrefillTest, GqaAndMqaRatios) {
 }
 
 TEST_F(PrefillTest, Float16) {
-  for (int d : {64, 128, 256}) {
+  for (int d : {64, 96, 128, 192, 256}) {
     PrefillCase c;
     c.dtype = DType::kFloat16;
     c.head_dim = d;
@@ -328,7 +328,7 @@ TEST_F(PrefillTest, Variants) {
   cases[6].window_left = 150;
   for (const PrefillCase& c : cases)
     check_case(c);
-  for (int d : {64, 256}) {
+  for (int d : {64, 96, 192, 256}) {
     PrefillCase c = cases[6];
     c.head_dim = d;
     check_case(c);
@@ -347,7 +347,7 @@ TEST_F(PrefillTest, PagedEveryPageSizeAndLayout) {
       c.causal = ps != 5;
       check_case(c);
     }
-  for (int d : {64, 256})
+  for (int d : {64, 96, 192, 256})
     for (bool causal : {false, true}) {
       PrefillCase c;
       c.lens = {{113, 203}, {0, 17}, {300, 1000}, {1, 4096}};

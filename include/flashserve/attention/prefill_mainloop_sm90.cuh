@@ -142,8 +142,13 @@ struct PrefillMainloop {
     using namespace cute;
     static_assert(Traits::kStages >= 2, "the one-group lag of load_paged needs two stages");
     constexpr int kChunks = kHeadDim / 8;
-    constexpr int kRowsPerPass = Traits::kNumProducerThreads / kChunks;
+    // Fixed column per thread when the chunks of a row divide the warpgroup (head_dim 64, 128,
+    // 256); otherwise (96, 192) thread t takes chunks t, t + 128, ... of the block in row order.
+    constexpr bool kFixedCol = Traits::kNumProducerThreads % kChunks == 0;
+    constexpr int kRowsPerPass = kFixedCol ? Traits::kNumProducerThreads / kChunks : 1;
     static_assert(kBlockN % kRowsPerPass == 0, "kv block rows must split evenly over the passes");
+    static_assert(kBlockN * kChunks % Traits::kNumProducerThreads == 0,
+                  "a kv block's chunks must split evenly over the producer threads");
     const int tid = threadIdx.x;  // 0..127: the producer warpgroup
     const int warp = tid / 32, lane = tid % 32;
     const int col = (tid % kChunks) * 8;
@@ -180,18 +185,25 @@ struct PrefillMainloop {
     // The block of the last lookup into stage write.index() of `smem` (sK or sV) of `pipe`. The
     // stage is signalled by the hardware when this thread's copies land (cp.async.mbarrier.arrive;
     // the consumers then fence for the async proxy), so the producer never waits for memory.
+    auto copy_chunk = [&](auto& smem, const Element* base, const int64_t* rows, int r, int c) {
+      const int64_t off = rows[r];
+      const Element* src = base + (off >= 0 ? off : 0) + c;
+      const uint32_t dst = static_cast<uint32_t>(
+          __cvta_generic_to_shared(raw_pointer_cast(&smem(r, c, write.index()))));
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+                   "r"(off >= 0 ? 16 : 0)
+                   : "memory");
+    };
     auto gather = [&](Pipeline& pipe, auto& smem, const Element* base, const int64_t* rows) {
       pipe.producer_acquire(write);
+      if constexpr (kFixedCol) {
 #pragma unroll 2
-      for (int i = 0; i < kBlockN / kRowsPerPass; ++i) {
-        const int r = row0 + i * kRowsPerPass;
-        const int64_t off = rows[r];
-        const Element* src = base + (off >= 0 ? off : 0) + col;
-        const uint32_t dst = static_cast<uint32_t>(
-            __cvta_generic_to_shared(raw_pointer_cast(&smem(r, col, write.index()))));
-        asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                     "r"(off >= 0 ? 16 : 0)
-                     : "memory");
+        for (int i = 0; i < kBlockN / kRowsPerPass; ++i)
+          copy_chunk(smem, base, rows, row0 + i * kRowsPerPass, col);
+      } else {
+#pragma unroll 2
+        for (int i = tid; i < kBlockN * kChunks; i += Traits::kNumProducerThreads)
+          copy_chunk(smem, base, rows, i / kChunks, (i % kChunks) * 8);
       }
       pipe.producer_commit(write, cutlass::arch::cpasync_barrier_arrive);
     };
