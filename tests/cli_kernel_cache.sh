@@ -38,9 +38,9 @@ expect "unknown kernel preset 'llama2' (known: all, default, llama3" "$out" "unk
 out=$("$cli" compile --spec 'decode q=bf16 kv=fp16 hd=64' 2>&1)
 [ $? -eq 2 ] || fail "bad spec: expected exit 2"
 expect "kv: expected the q dtype" "$out" "bad spec"
-out=$("$cli" compile --spec 'prefill q=bf16 hd=96 kind=causal kv=ragged' 2>&1)
+out=$("$cli" compile --spec 'prefill q=bf16 hd=80 kind=causal kv=ragged' 2>&1)
 [ $? -eq 2 ] || fail "bad prefill spec: expected exit 2"
-expect "hd: expected 64, 128 or 256, got 96" "$out" "bad prefill spec"
+expect "hd: expected 64, 96, 128, 192 or 256, got 80" "$out" "bad prefill spec"
 out=$("$cli" compile --spec 'prefill q=bf16 hd=128 kind=causal' 2>&1)
 [ $? -eq 2 ] || fail "prefill spec without kv: expected exit 2"
 expect "missing field 'kv'" "$out" "prefill spec without kv"
