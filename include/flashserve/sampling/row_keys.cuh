@@ -58,18 +58,24 @@ struct ChunkLayout {
   int iters = 0;  // iterations of every warp (the same for all: warp-synchronous passes)
 };
 
-__device__ __forceinline__ ChunkLayout make_chunk_layout(int vocab, int chunk, int rank) {
-  ChunkLayout L;
-  L.begin = static_cast<int64_t>(rank) * chunk;
-  const int64_t left = vocab - L.begin;
-  L.len = left <= 0 ? 0 : (left < chunk ? static_cast<int>(left) : chunk);
-  L.nvec = chunk / 4;
+// Splits L's nvec 4-key groups over the CTA's warps: equal contiguous runs, the last ones shorter
+// or empty; iters = loop iterations of 32 lanes per run.
+__device__ __forceinline__ void split_over_warps(ChunkLayout& L) {
   const int nwarps = blockDim.x >> 5;
   const int per_warp = (L.nvec + nwarps - 1) / nwarps;
   const int warp = threadIdx.x >> 5;
   L.vec_begin = warp * per_warp < L.nvec ? warp * per_warp : L.nvec;
   L.vec_end = L.vec_begin + per_warp < L.nvec ? L.vec_begin + per_warp : L.nvec;
   L.iters = (per_warp + 31) / 32;
+}
+
+__device__ __forceinline__ ChunkLayout make_chunk_layout(int vocab, int chunk, int rank) {
+  ChunkLayout L;
+  L.begin = static_cast<int64_t>(rank) * chunk;
+  const int64_t left = vocab - L.begin;
+  L.len = left <= 0 ? 0 : (left < chunk ? static_cast<int>(left) : chunk);
+  L.nvec = chunk / 4;
+  split_over_warps(L);
   return L;
 }
 
@@ -79,12 +85,7 @@ __device__ __forceinline__ ChunkLayout make_list_layout(int len) {
   ChunkLayout L;
   L.len = len;
   L.nvec = (len + 3) / 4;
-  const int nwarps = blockDim.x >> 5;
-  const int per_warp = (L.nvec + nwarps - 1) / nwarps;
-  const int warp = threadIdx.x >> 5;
-  L.vec_begin = warp * per_warp < L.nvec ? warp * per_warp : L.nvec;
-  L.vec_end = L.vec_begin + per_warp < L.nvec ? L.vec_begin + per_warp : L.nvec;
-  L.iters = (per_warp + 31) / 32;
+  split_over_warps(L);
   return L;
 }
 
