@@ -1,6 +1,7 @@
 // Public entry points of prefill attention: plan (host tile schedule -> workspace, the kernel
 // specializations from the kernel registry), run (validate, log, pick the kernel of the variant
 // kind, launch the persistent kernel).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -452,6 +453,7 @@ Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* works
     p.v_stride_token = vc.strides[slot];
     p.v_stride_head = vc.strides[head];
     p.page_size = plan.page_size;
+    p.num_pages = static_cast<int32_t>(std::min<int64_t>({kc.shape[0], vc.shape[0], INT32_MAX}));
     p.page_indptr = static_cast<const int32_t*>(args.table.indptr.data);
     p.page_indices = static_cast<const int32_t*>(args.table.indices.data);
   } else {

@@ -4,7 +4,11 @@
 // mainloop + epilogue for each tile the scheduler hands them.
 #pragma once
 
+#include <cuda.h>
 #include <cuda_runtime.h>
+
+#include <cstdint>
+#include <cstdlib>
 
 #include <cute/tensor.hpp>
 #include <cutlass/arch/reg_reconfig.h>
@@ -33,19 +37,26 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   const PrefillParams& p = args.p;
   const int warp = threadIdx.x / 32;
   const bool producer = threadIdx.x < 128;
+  bool paged_tma = false;  // paged K and V by TMA (load_paged_tma) rather than gathered
+  if constexpr (Traits::kPaged) paged_tma = args.tma.paged.box_rows > 0;
 
   if (threadIdx.x == 0) {
     prefetch_tma_descriptor(args.tma.q.get_tma_descriptor());
     if constexpr (!Traits::kPaged) {
       prefetch_tma_descriptor(args.tma.k.get_tma_descriptor());
       prefetch_tma_descriptor(args.tma.v.get_tma_descriptor());
+    } else if (paged_tma) {
+      prefetch_tma_descriptor(&args.tma.paged.k);
+      prefetch_tma_descriptor(&args.tma.paged.v);
     }
     reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full)->init(1);
+    reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.kv_tail)->init(1);
   }
   typename Pipeline::Params pp;
   pp.role = producer ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
   if constexpr (Traits::kPaged) {
-    pp.producer_arv_count = Traits::kNumProducerThreads;
+    // TMA: one arrival (with the bytes); gather: every producer thread's copies.
+    pp.producer_arv_count = paged_tma ? 1 : Traits::kNumProducerThreads;
     pp.consumer_arv_count = Traits::kNumMmaThreads;
   } else {
     pp.transaction_bytes = Traits::kKVBytes;
@@ -65,9 +76,12 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
 
   if (producer) {
     cutlass::arch::warpgroup_reg_dealloc<Traits::kProducerRegs>();
-    if constexpr (Traits::kPaged)
-      Mainloop::load_paged(p, args.tma, shared, pipe_k, pipe_v);
-    else if (warp == 0)
+    if constexpr (Traits::kPaged) {
+      if (!paged_tma)
+        Mainloop::load_paged(p, args.tma, shared, pipe_k, pipe_v);
+      else if (warp == 0)
+        Mainloop::load_paged_tma(p, args.tma, shared, pipe_k, pipe_v);
+    } else if (warp == 0)
       Mainloop::load(p, args.tma, shared, pipe_k, pipe_v);
     return;
   }
@@ -91,6 +105,50 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       named_barrier_arrive(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
     }
   }
+}
+
+// The paged caches' TMA descriptors (PagedKvTma), or box_rows = 0 where TMA cannot load them: a
+// page size that is not a multiple of 8 rows dividing the kv block or a multiple of it, strides
+// or a base address TMA cannot take, or FLASHSERVE_PREFILL_PAGED_GATHER=1 (tests compare the two
+// paths).
+template <class Traits>
+PagedKvTma make_paged_kv_tma(const PrefillParams& p) {
+  using Element = typename Traits::Element;
+  constexpr int kBlockN = Traits::kBlockN;
+  PagedKvTma out;
+  const int ps = p.page_size;
+  if (ps <= 0 || ps % 8 != 0 || (kBlockN % ps != 0 && ps % kBlockN != 0) || p.num_pages < 1)
+    return out;
+  const char* force_gather = std::getenv("FLASHSERVE_PREFILL_PAGED_GATHER");
+  if (force_gather != nullptr && force_gather[0] == '1') return out;
+  const int box_rows = ps < kBlockN ? ps : kBlockN;
+  auto encode = [&](CUtensorMap& map, const void* base, int64_t token, int64_t head, int64_t page) {
+    constexpr int64_t e = sizeof(Element);
+    if (reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
+    cuuint64_t dims[4] = {static_cast<cuuint64_t>(Traits::kHeadDim), static_cast<cuuint64_t>(ps),
+                          static_cast<cuuint64_t>(p.num_kv_heads),
+                          static_cast<cuuint64_t>(p.num_pages)};
+    cuuint64_t strides[3] = {static_cast<cuuint64_t>(token * e), static_cast<cuuint64_t>(head * e),
+                             static_cast<cuuint64_t>(page * e)};
+    for (int64_t s : {token, head, page})
+      if (s <= 0 || s * e % 16 != 0 || s * e >= (int64_t{1} << 40)) return false;
+    cuuint32_t box[4] = {static_cast<cuuint32_t>(Traits::kSwizzleCols),
+                         static_cast<cuuint32_t>(box_rows), 1, 1};
+    cuuint32_t element_strides[4] = {1, 1, 1, 1};
+    const CUtensorMapDataType type = std::is_same_v<Element, cutlass::bfloat16_t>
+                                         ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
+                                         : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
+    const CUtensorMapSwizzle swizzle =
+        Traits::kSwizzleCols == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+    return cutlass::call_cuTensorMapEncodeTiled(
+               &map, type, 4, const_cast<void*>(base), dims, strides, box, element_strides,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+  };
+  if (encode(out.k, p.k, p.k_stride_token, p.k_stride_head, p.k_stride_page) &&
+      encode(out.v, p.v, p.v_stride_token, p.v_stride_head, p.v_stride_page))
+    out.box_rows = box_rows;
+  return out;
 }
 
 template <class Traits>
@@ -117,7 +175,9 @@ PrefillTma<Traits> make_prefill_tma(const PrefillParams& p) {
       make_tma_copy(SM90_TMA_LOAD{}, k_view, take<0, 2>(typename Traits::SmemLayoutK{}),
                     Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{}),
       make_tma_copy(SM90_TMA_LOAD{}, v_view, take<0, 2>(typename Traits::SmemLayoutV{}),
-                    Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{})};
+                    Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{}),
+      {}};
+  if constexpr (Traits::kPaged) tma.paged = make_paged_kv_tma<Traits>(p);
   return tma;
 }
 

@@ -19,11 +19,33 @@
 
 namespace flashserve::attention::sm90 {
 
+// TMA descriptors of the paged caches, seen as (head_dim, slot, kv head, page) with any strides,
+// boxes of (Traits::kSwizzleCols, box_rows, 1, 1) elements. box_rows = min(page_size, kBlockN);
+// 0: the page size or the strides do not allow TMA, the warpgroup gathers (load_paged).
+struct PagedKvTma {
+  CUtensorMap k, v;
+  int32_t box_rows = 0;
+};
+struct NoPagedKvTma {};
+
 template <class Traits>
 struct PrefillTma {
   typename Traits::TmaQ q;
   typename Traits::TmaKV k, v;
+  std::conditional_t<Traits::kPaged, PagedKvTma, NoPagedKvTma> paged;
 };
+
+// One 4-D TMA box (cp.async.bulk.tensor) into shared memory, completing on `bar`.
+__device__ __forceinline__ void tma_load_4d(const CUtensorMap* map, uint64_t* bar, void* dst,
+                                            int c0, int c1, int c2, int c3) {
+  asm volatile(
+      "cp.async.bulk.tensor.4d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%3, %4, %5, %6}], [%2];" ::"r"(
+          static_cast<uint32_t>(__cvta_generic_to_shared(dst))),
+      "l"(reinterpret_cast<uint64_t>(map)),
+      "r"(static_cast<uint32_t>(__cvta_generic_to_shared(bar))), "r"(c0), "r"(c1), "r"(c2), "r"(c3)
+      : "memory");
+}
 
 // Issues one warpgroup GEMM over all k blocks of the operands; kZero starts from zero, kARegs:
 // A comes from registers (and is fenced like the accumulator).
@@ -251,6 +273,138 @@ struct PrefillMainloop {
     }
     // Leave only once every copy has landed.
     asm volatile("cp.async.wait_all;\n" ::: "memory");
+  }
+
+  // Producer of the paged kernels when the caches allow TMA (tma.paged.box_rows = R > 0): one
+  // warp. A kv block is kBlockN / R boxes of R rows, each inside one page; lane i looks up box i's
+  // page and issues one TMA per swizzle-atom column of head_dim. A box past the kv length gets
+  // page -1, which the TMA fills with zeros (the bytes still count on the barrier). Rows past the
+  // kv length inside the last page hold whatever the cache holds: K's are masked like every
+  // position past kv_len, but V's must be finite (P = 0 times NaN is NaN), so the V block holding
+  // the kv end lands on the kv_tail barrier first, the warp zeroes those rows, and only then
+  // arrives on the stage's barrier. That patch waits until the next K block is issued, so the
+  // round trip overlaps the consumers' first S = Q K^T.
+  __device__ static void load_paged_tma(const PrefillParams& p, const PrefillTma<Traits>& tma,
+                                        SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v) {
+    using namespace cute;
+    using Barrier = cutlass::arch::ClusterTransactionBarrier;
+    constexpr int kCols = Traits::kSwizzleCols;
+    constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks of a row
+    const int lane = threadIdx.x % 32;
+    const int box_rows = tma.paged.box_rows;
+    const int boxes = kBlockN / box_rows;
+    PrefillScheduler sched(p);
+    PipelineState write = cutlass::make_producer_start_state<Pipeline>();
+    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutK{});
+    Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutV{});
+    Tensor mQ = tma.q.get_tma_tensor(make_shape(p.total_q, Int<kHeadDim>{}, p.num_qo_heads));
+    auto& q_full = *reinterpret_cast<Barrier*>(&shared.q_full);
+    auto& kv_tail = *reinterpret_cast<Barrier*>(&shared.kv_tail);
+    int tail_phase = 0;
+
+    // Lane i's box of block n of tile t: its page (-1 past the kv length) and first slot. Looked
+    // up one block ahead of its copies, so the page-table load overlaps the stage wait.
+    struct Box {
+      int page = -1, slot = 0;
+    };
+    auto box_of = [&](const PrefillTileInfo& t, int n) {
+      Box b;
+      const int j = n * kBlockN + lane * box_rows;
+      if (lane < boxes && j < t.kv_len) {
+        b.page = __ldg(p.page_indices + t.page_start + j / p.page_size);
+        b.slot = j % p.page_size;
+      }
+      return b;
+    };
+    // The boxes of a block into stage `stage` of smem (sK or sV), completing on `bar`. Box rows
+    // start at multiples of 8, so each box begins a swizzle atom: element (row, first column of
+    // the atom) is its first byte.
+    auto issue = [&](const CUtensorMap* map, auto& smem, int stage, uint64_t* bar,
+                     const PrefillTileInfo& t, const Box& b) {
+      if (lane < boxes) {
+#pragma unroll
+        for (int c = 0; c < kHeadDim; c += kCols)
+          tma_load_4d(map, bar, raw_pointer_cast(&smem(lane * box_rows, c, stage)), c, b.slot,
+                      t.kv_head, b.page);
+      }
+    };
+    auto load_k = [&](const PrefillTileInfo& t, const Box& b) {
+      pipe_k.producer_acquire(write);
+      uint64_t* full = reinterpret_cast<uint64_t*>(pipe_k.producer_get_barrier(write));
+      if (lane == 0) Barrier::arrive_and_expect_tx(full, Traits::kKVBytes);
+      __syncwarp();
+      issue(&tma.paged.k, sK, write.index(), full, t, b);
+    };
+    // The V block waiting for its patch: stage, rows [patch_lo, patch_hi) to zero.
+    PipelineState patch_state;
+    int patch_lo = 0, patch_hi = 0;
+    auto load_v = [&](const PrefillTileInfo& t, int n, const Box& b) {
+      pipe_v.producer_acquire(write);
+      uint64_t* full = reinterpret_cast<uint64_t*>(pipe_v.producer_get_barrier(write));
+      // Rows of this block past the kv length but inside the box holding the kv end.
+      const int lo = t.kv_len - n * kBlockN;
+      const int hi = min(kBlockN, (t.kv_len + box_rows - 1) / box_rows * box_rows - n * kBlockN);
+      uint64_t* bar = lo < hi ? reinterpret_cast<uint64_t*>(&shared.kv_tail) : full;
+      if (lane == 0) Barrier::arrive_and_expect_tx(bar, Traits::kKVBytes);
+      __syncwarp();
+      issue(&tma.paged.v, sV, write.index(), bar, t, b);
+      if (lo < hi) {
+        patch_state = write;
+        patch_lo = lo;
+        patch_hi = hi;
+      }
+    };
+    auto finish_patch = [&] {
+      if (patch_lo >= patch_hi) return;
+      kv_tail.wait(tail_phase);
+      tail_phase ^= 1;
+      for (int i = lane; i < (patch_hi - patch_lo) * kChunks; i += 32) {
+        Element* dst =
+            raw_pointer_cast(&sV(patch_lo + i / kChunks, (i % kChunks) * 8, patch_state.index()));
+        *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
+      }
+      // The zeros (generic proxy) before the consumers' wgmma reads (async proxy); the arrive
+      // releases them.
+      cutlass::arch::fence_view_async_shared();
+      __syncwarp();
+      if (lane == 0) Barrier::arrive(pipe_v.producer_get_barrier(patch_state));
+      patch_lo = patch_hi = 0;
+    };
+
+    bool first = true;
+    for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
+      const PrefillTileInfo t = sched.tile(w);
+      const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
+      int n_min, n_max;
+      mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+
+      int n = n_max - 1;
+      Box box = n >= n_min ? box_of(t, n) : Box{};
+      if (n >= n_min) load_k(t, box);
+      if (!first) named_barrier_sync(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
+      first = false;
+      if (lane == 0) {
+        Tensor gQ = local_tile(domain_offset(make_coord(t.q_start, _0{}), mQ(_, _, t.qo_head)),
+                               Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(t.m_block, _0{}));
+        auto [tQg, tQs] =
+            tma_partition(tma.q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+        q_full.arrive_and_expect_tx(Traits::kQBytes);
+        copy(tma.q.with(reinterpret_cast<uint64_t&>(shared.q_full), 0), tQg, tQs);
+      }
+      __syncwarp();
+      for (; n >= n_min; --n) {
+        const Box next = n > n_min ? box_of(t, n - 1) : Box{};
+        if (n < n_max - 1) {
+          load_k(t, box);
+          finish_patch();
+        }
+        load_v(t, n, box);
+        ++write;
+        box = next;
+      }
+      finish_patch();
+    }
   }
 
   // Consumers: attention of one tile into the O accumulator tOrO and the per-row LSE. Returns

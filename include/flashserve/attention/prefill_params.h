@@ -67,6 +67,7 @@ struct PrefillParams {
   // page_indices[page_indptr[b] + j / page_size], slot j % page_size; its kv length is still
   // kv_indptr[b + 1] - kv_indptr[b] (the plan's, from the page counts and last_page_len).
   int32_t page_size = 0;
+  int32_t num_pages = 0;  // pages in each cache (the bound of the paged TMA descriptors)
   const int32_t* page_indptr = nullptr;   // device [batch + 1]
   const int32_t* page_indices = nullptr;  // device
   int32_t batch_size = 0, num_qo_heads = 0, num_kv_heads = 0, group = 1;

@@ -9,7 +9,10 @@
 // kPaged: K and V come from a paged cache. The whole producer warpgroup gathers them row by row
 // with cp.async (any page size, NHD or HND) into the same swizzled layout; each thread's copies
 // arrive on the stage's barrier when they land (PipelineAsync, 128 producer arrivals), and the
-// consumers fence for the async proxy before their wgmma reads. Q still comes in by TMA.
+// consumers fence for the async proxy before their wgmma reads. Q still comes in by TMA. When the
+// page size is a multiple of 8 rows that divides the kv block or is a multiple of it, one warp
+// loads K and V by TMA instead, a box per page (PagedKvTma; the stage's barrier then counts one
+// arrival and the bytes).
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -59,6 +62,14 @@ struct PrefillTraits {
   using SmemLayoutK = decltype(cute::tile_to_shape(
       SmemAtomKV{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
   using SmemLayoutV = SmemLayoutK;
+  // Columns of the K-major swizzle atom the selector picked (128-byte swizzle when head_dim is a
+  // multiple of 64 elements, 64-byte at 96): the width of one TMA box of the paged loads.
+  static constexpr int kSwizzleCols = kHeadDim % 64 == 0 ? 64 : 32;
+  static_assert(
+      std::is_same_v<SmemAtomKV, std::conditional_t<kSwizzleCols == 64,
+                                                    cute::GMMA::Layout_K_SW128_Atom<Element>,
+                                                    cute::GMMA::Layout_K_SW64_Atom<Element>>>,
+      "the paged TMA boxes assume the swizzle atom of kSwizzleCols columns");
   // V^T (kHeadDim, kBlockN, kStages): the same bytes seen with head_dim as the MN mode.
   using SmemLayoutVt = decltype(cute::composition(
       SmemLayoutV{}, cute::make_ordered_layout(
@@ -97,6 +108,9 @@ struct PrefillTraits {
     typename Pipeline::SharedStorage pipeline_k;
     typename Pipeline::SharedStorage pipeline_v;
     alignas(8) uint64_t q_full;
+    // Paged TMA loads: the barrier of the V block holding the kv end, which lands here first so
+    // that the rows past the kv length can be zeroed before the consumers see it.
+    alignas(8) uint64_t kv_tail;
   };
   static constexpr int kSmemBytes = sizeof(SharedStorage);
   static_assert(kSmemBytes <= 227 * 1024, "prefill tile does not fit in shared memory");
