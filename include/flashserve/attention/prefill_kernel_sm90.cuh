@@ -7,6 +7,7 @@
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 
@@ -50,13 +51,16 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
       prefetch_tma_descriptor(&args.tma.paged.v);
     }
     reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full)->init(1);
-    reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.kv_tail)->init(1);
+    if constexpr (Traits::kPaged) {
+      reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.kv_tail)
+          ->init(paged_tma ? args.tma.paged.issue_warps : 1);
+    }
   }
   typename Pipeline::Params pp;
   pp.role = producer ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
   if constexpr (Traits::kPaged) {
-    // TMA: one arrival (with the bytes); gather: every producer thread's copies.
-    pp.producer_arv_count = paged_tma ? 1 : Traits::kNumProducerThreads;
+    // TMA: one arrival (with its bytes) per issuing warp; gather: every producer thread's copies.
+    pp.producer_arv_count = paged_tma ? args.tma.paged.issue_warps : Traits::kNumProducerThreads;
     pp.consumer_arv_count = Traits::kNumMmaThreads;
   } else {
     pp.transaction_bytes = Traits::kKVBytes;
@@ -79,7 +83,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     if constexpr (Traits::kPaged) {
       if (!paged_tma)
         Mainloop::load_paged(p, args.tma, shared, pipe_k, pipe_v);
-      else if (warp == 0)
+      else if (warp < args.tma.paged.issue_warps)
         Mainloop::load_paged_tma(p, args.tma, shared, pipe_k, pipe_v);
     } else if (warp == 0)
       Mainloop::load(p, args.tma, shared, pipe_k, pipe_v);
@@ -96,7 +100,8 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
     const PrefillTileInfo t = sched.tile(w);
     float lse[2];
-    Mainloop::compute(p, t, shared, pipe_k, pipe_v, read, q_phase, tOrO, lse);
+    Mainloop::compute(p, t, shared, pipe_k, pipe_v, read, q_phase, tOrO, lse,
+                      Traits::kPaged && !paged_tma);
     PrefillEpilogue<Traits>::store(p, t, shared, tOrO, lse);
     if (sched.valid(sched.next(w))) {
       // Q's buffer (holding this tile's output) may be overwritten by the next tile's TMA:
@@ -148,6 +153,13 @@ PagedKvTma make_paged_kv_tma(const PrefillParams& p) {
   if (encode(out.k, p.k, p.k_stride_token, p.k_stride_head, p.k_stride_page) &&
       encode(out.v, p.v, p.v_stride_token, p.v_stride_head, p.v_stride_page))
     out.box_rows = box_rows;
+  // Issuing warps: about four TMAs each, at most one per box and the warpgroup's four. One warp
+  // issuing a block's 16 TMAs (page 16 at head_dim 128) serializes them: 0.70 of the ragged speed,
+  // 0.93 with four warps; but a warp with little to issue still costs its barrier traffic (page
+  // 64 at head_dim 128, 4 TMAs: one warp 0.92, two 0.87).
+  const int boxes = kBlockN / box_rows;
+  const int tmas = boxes * (Traits::kHeadDim / Traits::kSwizzleCols);
+  out.issue_warps = std::max(1, std::min({(tmas + 3) / 4, boxes, 4}));
   return out;
 }
 

@@ -25,6 +25,7 @@ namespace flashserve::attention::sm90 {
 struct PagedKvTma {
   CUtensorMap k, v;
   int32_t box_rows = 0;
+  int32_t issue_warps = 4;  // producer warps issuing the boxes (1..4), box b by warp b % warps
 };
 struct NoPagedKvTma {};
 
@@ -275,15 +276,16 @@ struct PrefillMainloop {
     asm volatile("cp.async.wait_all;\n" ::: "memory");
   }
 
-  // Producer of the paged kernels when the caches allow TMA (tma.paged.box_rows = R > 0): one
-  // warp. A kv block is kBlockN / R boxes of R rows, each inside one page; lane i looks up box i's
-  // page and issues one TMA per swizzle-atom column of head_dim. A box past the kv length gets
-  // page -1, which the TMA fills with zeros (the bytes still count on the barrier). Rows past the
-  // kv length inside the last page hold whatever the cache holds: K's are masked like every
-  // position past kv_len, but V's must be finite (P = 0 times NaN is NaN), so the V block holding
-  // the kv end lands on the kv_tail barrier first, the warp zeroes those rows, and only then
-  // arrives on the stage's barrier. That patch waits until the next K block is issued, so the
-  // round trip overlaps the consumers' first S = Q K^T.
+  // Producer of the paged kernels when the caches allow TMA (tma.paged.box_rows = R > 0): warps
+  // 0 .. issue_warps - 1 of the producer warpgroup. A kv block is kBlockN / R boxes of R rows,
+  // each inside one page; box b is issued by warp b % issue_warps (one TMA per swizzle-atom column
+  // of head_dim), whose lane looks up its page one block ahead. Each warp arrives once per stage
+  // with its bytes. A box past the kv length gets page -1, which the TMA fills with zeros (the
+  // bytes still count). Rows past the kv length inside the last page hold whatever the cache
+  // holds: K's are masked like every position past kv_len, but V's must be finite (P = 0 times
+  // NaN is NaN), so the V block holding the kv end lands on the kv_tail barrier first, warp 0
+  // zeroes those rows, and only then arrives on the stage's barrier. That patch waits until the
+  // next K block is issued, so the round trip overlaps the consumers' first S = Q K^T.
   __device__ static void load_paged_tma(const PrefillParams& p, const PrefillTma<Traits>& tma,
                                         SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v) {
     using namespace cute;
@@ -291,8 +293,14 @@ struct PrefillMainloop {
     constexpr int kCols = Traits::kSwizzleCols;
     constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks of a row
     const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;  // 0 .. warps - 1
+    const int warps = tma.paged.issue_warps;
     const int box_rows = tma.paged.box_rows;
     const int boxes = kBlockN / box_rows;
+    // This lane's box (box `warp + lane * warps` of each block) and this warp's bytes per block.
+    const int my_box = warp + lane * warps;
+    const uint32_t my_bytes = (boxes - warp + warps - 1) / warps * box_rows * kHeadDim *
+                              static_cast<uint32_t>(sizeof(Element));
     PrefillScheduler sched(p);
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
     Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
@@ -310,8 +318,8 @@ struct PrefillMainloop {
     };
     auto box_of = [&](const PrefillTileInfo& t, int n) {
       Box b;
-      const int j = n * kBlockN + lane * box_rows;
-      if (lane < boxes && j < t.kv_len) {
+      const int j = n * kBlockN + my_box * box_rows;
+      if (my_box < boxes && j < t.kv_len) {
         b.page = __ldg(p.page_indices + t.page_start + j / p.page_size);
         b.slot = j % p.page_size;
       }
@@ -322,17 +330,17 @@ struct PrefillMainloop {
     // the atom) is its first byte.
     auto issue = [&](const CUtensorMap* map, auto& smem, int stage, uint64_t* bar,
                      const PrefillTileInfo& t, const Box& b) {
-      if (lane < boxes) {
+      if (my_box < boxes) {
 #pragma unroll
         for (int c = 0; c < kHeadDim; c += kCols)
-          tma_load_4d(map, bar, raw_pointer_cast(&smem(lane * box_rows, c, stage)), c, b.slot,
+          tma_load_4d(map, bar, raw_pointer_cast(&smem(my_box * box_rows, c, stage)), c, b.slot,
                       t.kv_head, b.page);
       }
     };
     auto load_k = [&](const PrefillTileInfo& t, const Box& b) {
       pipe_k.producer_acquire(write);
       uint64_t* full = reinterpret_cast<uint64_t*>(pipe_k.producer_get_barrier(write));
-      if (lane == 0) Barrier::arrive_and_expect_tx(full, Traits::kKVBytes);
+      if (lane == 0) Barrier::arrive_and_expect_tx(full, my_bytes);
       __syncwarp();
       issue(&tma.paged.k, sK, write.index(), full, t, b);
     };
@@ -346,10 +354,12 @@ struct PrefillMainloop {
       const int lo = t.kv_len - n * kBlockN;
       const int hi = min(kBlockN, (t.kv_len + box_rows - 1) / box_rows * box_rows - n * kBlockN);
       uint64_t* bar = lo < hi ? reinterpret_cast<uint64_t*>(&shared.kv_tail) : full;
-      if (lane == 0) Barrier::arrive_and_expect_tx(bar, Traits::kKVBytes);
+      if (lane == 0) Barrier::arrive_and_expect_tx(bar, my_bytes);
       __syncwarp();
       issue(&tma.paged.v, sV, write.index(), bar, t, b);
-      if (lo < hi) {
+      // Warp 0 patches the block and then arrives on the stage's barrier; the others are done.
+      if (lo < hi && warp > 0 && lane == 0) Barrier::arrive(full);
+      if (lo < hi && warp == 0) {
         patch_state = write;
         patch_lo = lo;
         patch_hi = hi;
@@ -382,17 +392,19 @@ struct PrefillMainloop {
       int n = n_max - 1;
       Box box = n >= n_min ? box_of(t, n) : Box{};
       if (n >= n_min) load_k(t, box);
-      if (!first) named_barrier_sync(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
-      first = false;
-      if (lane == 0) {
-        Tensor gQ = local_tile(domain_offset(make_coord(t.q_start, _0{}), mQ(_, _, t.qo_head)),
-                               Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(t.m_block, _0{}));
-        auto [tQg, tQs] =
-            tma_partition(tma.q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
-        q_full.arrive_and_expect_tx(Traits::kQBytes);
-        copy(tma.q.with(reinterpret_cast<uint64_t&>(shared.q_full), 0), tQg, tQs);
+      if (warp == 0) {  // Q: warp 0 alone
+        if (!first) named_barrier_sync(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
+        if (lane == 0) {
+          Tensor gQ = local_tile(domain_offset(make_coord(t.q_start, _0{}), mQ(_, _, t.qo_head)),
+                                 Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(t.m_block, _0{}));
+          auto [tQg, tQs] = tma_partition(tma.q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ),
+                                          group_modes<0, 2>(gQ));
+          q_full.arrive_and_expect_tx(Traits::kQBytes);
+          copy(tma.q.with(reinterpret_cast<uint64_t&>(shared.q_full), 0), tQg, tQs);
+        }
+        __syncwarp();
       }
-      __syncwarp();
+      first = false;
       for (; n >= n_min; --n) {
         const Box next = n > n_min ? box_of(t, n - 1) : Box{};
         if (n < n_max - 1) {
@@ -412,7 +424,8 @@ struct PrefillMainloop {
   template <class TO>
   __device__ static void compute(const PrefillParams& p, const PrefillTileInfo& t,
                                  SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v,
-                                 PipelineState& read, int& q_phase, TO& tOrO, float (&lse)[2]) {
+                                 PipelineState& read, int& q_phase, TO& tOrO, float (&lse)[2],
+                                 bool kv_gathered = false) {
     using namespace cute;
     constexpr float kLog2e = 1.4426950408889634f;
     const int tid = threadIdx.x - 128;
@@ -450,15 +463,21 @@ struct PrefillMainloop {
     clear(tOrO);
 
     auto& q_full = *reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full);
-    // Paged kernels: K and V were written by cp.async (the generic proxy); order them before the
-    // wgmma reads (the async proxy) once their stage's barrier has completed.
+    // kv_gathered (paged kernels on the gather path): K and V were written by cp.async (the
+    // generic proxy); order them before the wgmma reads (the async proxy) once their stage's
+    // barrier has completed. TMA writes need no fence, nor do the zeros of load_paged_tma (the
+    // producer fences them before it arrives).
     auto wait_k = [&](PipelineState st) {
       pipe_k.consumer_wait(st);
-      if constexpr (Traits::kPaged) cutlass::arch::fence_view_async_shared();
+      if constexpr (Traits::kPaged) {
+        if (kv_gathered) cutlass::arch::fence_view_async_shared();
+      }
     };
     auto wait_v = [&](PipelineState st) {
       pipe_v.consumer_wait(st);
-      if constexpr (Traits::kPaged) cutlass::arch::fence_view_async_shared();
+      if constexpr (Traits::kPaged) {
+        if (kv_gathered) cutlass::arch::fence_view_async_shared();
+      }
     };
     q_full.wait(q_phase);
     q_phase ^= 1;

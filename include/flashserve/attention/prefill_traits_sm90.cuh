@@ -10,9 +10,9 @@
 // with cp.async (any page size, NHD or HND) into the same swizzled layout; each thread's copies
 // arrive on the stage's barrier when they land (PipelineAsync, 128 producer arrivals), and the
 // consumers fence for the async proxy before their wgmma reads. Q still comes in by TMA. When the
-// page size is a multiple of 8 rows that divides the kv block or is a multiple of it, one warp
-// loads K and V by TMA instead, a box per page (PagedKvTma; the stage's barrier then counts one
-// arrival and the bytes).
+// page size is a multiple of 8 rows that divides the kv block or is a multiple of it, up to four
+// producer warps load K and V by TMA instead, a box per page (PagedKvTma, load_paged_tma; the
+// stage's barrier then counts one arrival with its bytes per issuing warp, and no fence).
 #pragma once
 
 #include <cute/tensor.hpp>
