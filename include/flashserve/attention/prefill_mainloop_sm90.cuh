@@ -89,6 +89,13 @@ struct PrefillMainloop {
   using PipelineState = typename Traits::PipelineState;
   using SharedStorage = typename Traits::SharedStorage;
 
+  // The kv blocks [n_min, n_max) tile t visits (the block range of its masks).
+  __device__ static void block_range(const PrefillParams& p, const PrefillTileInfo& t, int& n_min,
+                                     int& n_max) {
+    const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
+    mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+  }
+
   // Producer: one warp; lane 0 issues the copies, the whole warp waits for Q's buffer.
   __device__ static void load(const PrefillParams& p, const PrefillTma<Traits>& tma,
                               SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v) {
@@ -106,9 +113,8 @@ struct PrefillMainloop {
     bool first = true;
     for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
       const PrefillTileInfo t = sched.tile(w);
-      const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
       int n_min, n_max;
-      mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+      block_range(p, t, n_min, n_max);
 
       Tensor gQ = local_tile(domain_offset(make_coord(t.q_start, _0{}), mQ(_, _, t.qo_head)),
                              Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(t.m_block, _0{}));
@@ -155,6 +161,27 @@ struct PrefillMainloop {
     }
   }
 
+  // Q of tile t by warp 0 of the paged producers: it waits until the consumers have released
+  // Q's buffer (holding the previous tile's output; not before the first tile), then lane 0
+  // issues the TMA.
+  __device__ static void load_q(const PrefillParams& p, const PrefillTma<Traits>& tma,
+                                SharedStorage& shared, const PrefillTileInfo& t, bool first) {
+    using namespace cute;
+    if (!first) named_barrier_sync(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
+    if (threadIdx.x % 32 == 0) {
+      Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+      Tensor mQ = tma.q.get_tma_tensor(make_shape(p.total_q, Int<kHeadDim>{}, p.num_qo_heads));
+      Tensor gQ = local_tile(domain_offset(make_coord(t.q_start, _0{}), mQ(_, _, t.qo_head)),
+                             Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(t.m_block, _0{}));
+      auto [tQg, tQs] =
+          tma_partition(tma.q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
+      reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full)
+          ->arrive_and_expect_tx(Traits::kQBytes);
+      copy(tma.q.with(reinterpret_cast<uint64_t&>(shared.q_full), 0), tQg, tQs);
+    }
+    __syncwarp();
+  }
+
   // Producer of the paged kernels: the whole warpgroup (128 threads). Each K or V block is
   // gathered row by row: thread t copies 16-byte chunk t % (head_dim / 8) of rows
   // t / (head_dim / 8) + i * (128 / (head_dim / 8)), each row found through the page table, into
@@ -173,14 +200,11 @@ struct PrefillMainloop {
     static_assert(kBlockN * kChunks % Traits::kNumProducerThreads == 0,
                   "a kv block's chunks must split evenly over the producer threads");
     const int tid = threadIdx.x;  // 0..127: the producer warpgroup
-    const int warp = tid / 32, lane = tid % 32;
+    const int warp = tid / 32;
     const int col = (tid % kChunks) * 8;
     const int row0 = tid / kChunks;
     PrefillScheduler sched(p);
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
-    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
-    Tensor mQ = tma.q.get_tma_tensor(make_shape(p.total_q, Int<kHeadDim>{}, p.num_qo_heads));
-    auto& q_full = *reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full);
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutK{});
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutV{});
 
@@ -241,26 +265,14 @@ struct PrefillMainloop {
     bool first = true;
     for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
       const PrefillTileInfo t = sched.tile(w);
-      const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
       int n_min, n_max;
-      mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+      block_range(p, t, n_min, n_max);
       const Element* k_base = static_cast<const Element*>(p.k) + t.kv_head * p.k_stride_head;
       const Element* v_base = static_cast<const Element*>(p.v) + t.kv_head * p.v_stride_head;
 
       int n = n_max - 1;
       if (n >= n_min) load_k(k_base, t, n);
-      if (warp == 0) {
-        if (!first) named_barrier_sync(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
-        if (lane == 0) {
-          Tensor gQ = local_tile(domain_offset(make_coord(t.q_start, _0{}), mQ(_, _, t.qo_head)),
-                                 Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(t.m_block, _0{}));
-          auto [tQg, tQs] = tma_partition(tma.q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ),
-                                          group_modes<0, 2>(gQ));
-          q_full.arrive_and_expect_tx(Traits::kQBytes);
-          copy(tma.q.with(reinterpret_cast<uint64_t&>(shared.q_full), 0), tQg, tQs);
-        }
-        __syncwarp();
-      }
+      if (warp == 0) load_q(p, tma, shared, t, first);
       first = false;
       if (n >= n_min) {
         load_v(v_base, t, n);
@@ -303,11 +315,8 @@ struct PrefillMainloop {
                               static_cast<uint32_t>(sizeof(Element));
     PrefillScheduler sched(p);
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
-    Tensor sQ = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutK{});
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutV{});
-    Tensor mQ = tma.q.get_tma_tensor(make_shape(p.total_q, Int<kHeadDim>{}, p.num_qo_heads));
-    auto& q_full = *reinterpret_cast<Barrier*>(&shared.q_full);
     auto& kv_tail = *reinterpret_cast<Barrier*>(&shared.kv_tail);
     int tail_phase = 0;
 
@@ -385,25 +394,13 @@ struct PrefillMainloop {
     bool first = true;
     for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
       const PrefillTileInfo t = sched.tile(w);
-      const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
       int n_min, n_max;
-      mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+      block_range(p, t, n_min, n_max);
 
       int n = n_max - 1;
       Box box = n >= n_min ? box_of(t, n) : Box{};
       if (n >= n_min) load_k(t, box);
-      if (warp == 0) {  // Q: warp 0 alone
-        if (!first) named_barrier_sync(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
-        if (lane == 0) {
-          Tensor gQ = local_tile(domain_offset(make_coord(t.q_start, _0{}), mQ(_, _, t.qo_head)),
-                                 Shape<Int<kBlockM>, Int<kHeadDim>>{}, make_coord(t.m_block, _0{}));
-          auto [tQg, tQs] = tma_partition(tma.q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ),
-                                          group_modes<0, 2>(gQ));
-          q_full.arrive_and_expect_tx(Traits::kQBytes);
-          copy(tma.q.with(reinterpret_cast<uint64_t&>(shared.q_full), 0), tQg, tQs);
-        }
-        __syncwarp();
-      }
+      if (warp == 0) load_q(p, tma, shared, t, first);
       first = false;
       for (; n >= n_min; --n) {
         const Box next = n > n_min ? box_of(t, n - 1) : Box{};
