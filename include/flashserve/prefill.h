@@ -40,7 +40,9 @@ struct PrefillPlanRequest {  // host data; prefill_plan runs outside graph captu
   int page_size = 0;
   const int32_t* paged_kv_indptr = nullptr;
   const int32_t* paged_kv_last_page_len = nullptr;
-  int num_qo_heads = 0, num_kv_heads = 0, head_dim = 0;
+  // head_dim: of q and k (64, 96, 128, 192, 256). head_dim_v: of v and out; 0 = head_dim, or 128
+  // with head_dim 192 (DeepSeek's qk 192 / v 128).
+  int num_qo_heads = 0, num_kv_heads = 0, head_dim = 0, head_dim_v = 0;
   DType dtype = DType::kBFloat16;  // q, k, v and out: float16 or bfloat16
   bool causal = false;
   int window_left = -1;   // >= 0: query at position p sees kv positions >= p - window_left
@@ -54,6 +56,7 @@ struct PrefillPlanRequest {  // host data; prefill_plan runs outside graph captu
 struct PrefillPlan {
   int batch_size = 0, total_q = 0, total_kv = 0;
   int num_qo_heads = 0, num_kv_heads = 0, head_dim = 0;
+  int head_dim_v = 0;  // of v and out (the request's, resolved: never 0)
   DType dtype = DType::kBFloat16;
   bool causal = false;
   int window_left = -1, window_right = -1;
@@ -62,7 +65,8 @@ struct PrefillPlan {
   int num_work = 0;
   int64_t work_capacity = 0, batch_capacity = 0;
   int num_sms = 0, grid = 0;
-  double flops = 0;  // 4 * q.k pairs visible * head_dim (attention forward, masks applied)
+  // 2 * q.k pairs visible * (head_dim + head_dim_v): attention forward, masks applied
+  double flops = 0;
   size_t workspace_bytes = 0;
   size_t qo_indptr_offset = 0, kv_indptr_offset = 0, work_offset = 0;
   // The kernel specializations prefill_plan resolved (prebuilt, or compiled at first use and kept
@@ -85,14 +89,14 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
 struct PrefillArgs {
   TensorView q;  // [>= total_q, num_qo_heads, head_dim], last dim contiguous
   TensorView k;  // ragged KV: [>= total_kv, num_kv_heads, head_dim]
-  TensorView v;  // like k
+  TensorView v;  // ragged KV: [>= total_kv, num_kv_heads, head_dim_v]
   // Paged KV (plan.page_size > 0; k and v undefined): the cache (the plan's dtype; k_scale and
   // v_scale unused) and the device page table, with the values the plan's host copies had.
   PagedKVCache cache;
   PageTable table;
-  TensorView out;  // like q
+  TensorView out;  // [>= total_q, num_qo_heads, head_dim_v]
   TensorView lse;  // optional fp32 [>= total_q, num_qo_heads], natural log, -inf if nothing seen
-  float sm_scale = 0.f;         // 0 = 1 / sqrt(head_dim)
+  float sm_scale = 0.f;         // 0 = 1 / sqrt(head_dim) (q and k's)
   float logits_soft_cap = 0.f;  // > 0: logit = cap * tanh(logit / cap) (after sm_scale)
   TensorView alibi_slopes;      // optional fp32 [num_qo_heads]: logit += slope * (kv_pos - q_pos)
   TensorView sinks;             // optional fp32 [num_qo_heads]: gpt-oss sink logits

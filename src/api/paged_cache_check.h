@@ -25,31 +25,38 @@ inline int64_t stride_of(const TensorView& t, int d) {
   return t.shape[d] == 1 ? 0 : t.strides[d];
 }
 
-// cache.k_cache / cache.v_cache: defined, 4-D, `dtype`, the same shape, last dim contiguous,
-// heads / page size / head dim as given for `layout`, and (cp.async moves 16-byte chunks) a
-// 16-byte aligned pointer and 16-byte multiple strides. Stops at the first failing group.
+// cache.k_cache / cache.v_cache: defined, 4-D, `dtype`, the same shape (but for v's head dim,
+// `head_dim_v`; 0: head_dim), last dim contiguous, heads / page size / head dim as given for
+// `layout`, and (cp.async moves 16-byte chunks) a 16-byte aligned pointer and 16-byte multiple
+// strides. Stops at the first failing group.
 inline void check_paged_cache(ArgCheck& check, const PagedKVCache& cache, KVLayout layout,
-                              DType dtype, int num_kv_heads, int page_size, int head_dim) {
+                              DType dtype, int num_kv_heads, int page_size, int head_dim,
+                              int head_dim_v = 0) {
   const TensorView& kc = cache.k_cache;
   const TensorView& vc = cache.v_cache;
+  if (head_dim_v == 0) head_dim_v = head_dim;
   check.arg(kc, "cache.k_cache")
       .defined()
       .ndim(4)
       .dtype(dtype)
       .inner_contiguous()
       .nonnegative_strides();
-  check.arg(vc, "cache.v_cache")
-      .defined()
-      .same_shape(kc, "cache.k_cache")
-      .same_dtype(kc, "cache.k_cache")
-      .inner_contiguous()
-      .nonnegative_strides();
+  check.arg(vc, "cache.v_cache").defined();
+  if (head_dim_v == head_dim) {
+    check.same_shape(kc, "cache.k_cache");
+  } else if (check.ok()) {
+    check.ndim(4);
+    for (int d = 0; d < 3 && check.ok(); ++d)
+      check.size(d, kc.shape[d], "cache.k_cache");
+  }
+  check.same_dtype(kc, "cache.k_cache").inner_contiguous().nonnegative_strides();
   if (!check.ok()) return;
   const CacheDims dims = cache_dims(layout);
   check.arg(kc, "cache.k_cache")
       .size(dims.heads, num_kv_heads, "plan.num_kv_heads")
       .size(dims.page_size, page_size, "plan.page_size")
       .size(3, head_dim, "plan.head_dim");
+  check.arg(vc, "cache.v_cache").size(3, head_dim_v, "plan.head_dim_v");
   for (const TensorView* t : {&kc, &vc}) {
     const int64_t es = dtype_size(t->dtype);
     bool aligned = reinterpret_cast<uintptr_t>(t->data) % 16 == 0;

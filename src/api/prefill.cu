@@ -41,6 +41,13 @@ Status validate_request(const char* op, const PrefillPlanRequest& r) {
   }
   if (!supported_head_dim(r.head_dim))
     return invalid(op, "req.head_dim: expected 64, 96, 128, 192 or 256, got " + str(r.head_dim));
+  if (r.head_dim_v != 0 && r.head_dim_v != r.head_dim &&
+      !(r.head_dim == 192 && r.head_dim_v == 128)) {
+    return invalid(op, "req.head_dim_v: expected 0 or head_dim = " + str(r.head_dim) +
+                           (r.head_dim == 192 ? std::string(", or 128") : std::string()) +
+                           " (different q/k and v head dims: only 192 / 128), got " +
+                           str(r.head_dim_v));
+  }
   if (r.dtype != DType::kFloat16 && r.dtype != DType::kBFloat16) {
     return invalid(
         op, std::string("req.dtype: expected float16 or bfloat16, got ") + dtype_name(r.dtype));
@@ -109,9 +116,13 @@ Status paged_kv_token_indptr(const char* op, const PrefillPlanRequest& r,
 }
 
 // `paged_kv_indptr`: the token indptr of a paged request (paged_kv_token_indptr), else unused.
+int head_dim_v_of(const PrefillPlanRequest& r) {
+  return r.head_dim_v != 0 ? r.head_dim_v : r.head_dim;
+}
+
 plan::PrefillScheduleInput schedule_input(const PrefillPlanRequest& r,
                                           const std::vector<int32_t>& paged_kv_indptr) {
-  const attention::PrefillTile tile = attention::prefill_tile(r.head_dim);
+  const attention::PrefillTile tile = attention::prefill_tile(r.head_dim, false, head_dim_v_of(r));
   plan::PrefillScheduleInput in;
   in.qo_indptr = r.qo_indptr;
   in.kv_indptr = r.page_size > 0 ? paged_kv_indptr.data() : r.kv_indptr;
@@ -120,6 +131,7 @@ plan::PrefillScheduleInput schedule_input(const PrefillPlanRequest& r,
   in.kv_len = r.kv_len;
   in.num_qo_heads = r.num_qo_heads;
   in.head_dim = r.head_dim;
+  in.head_dim_v = head_dim_v_of(r);
   in.block_m = tile.block_m;
   in.block_n = tile.block_n;
   in.causal = r.causal;
@@ -148,7 +160,7 @@ void validate_paged_kv(ArgCheck& check, const PrefillPlan& plan, const PrefillAr
   check.require(a.cache.layout == KVLayout::kNHD || a.cache.layout == KVLayout::kHND,
                 "cache.layout: expected KVLayout::kNHD or KVLayout::kHND");
   check_paged_cache(check, a.cache, a.cache.layout, plan.dtype, plan.num_kv_heads, plan.page_size,
-                    plan.head_dim);
+                    plan.head_dim, plan.head_dim_v);
   if (!check.ok()) return;
   check.arg(a.table.indptr, "table.indptr")
       .defined()
@@ -169,18 +181,21 @@ Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* w
   check.require(workspace != nullptr,
                 "workspace: expected the device workspace given to prefill_plan");
   if (!check.ok()) return check.status();
-  const int D = plan.head_dim;
+  check.require(plan.head_dim_v > 0, "plan: expected a plan made by prefill_plan (head_dim_v)");
+  if (!check.ok()) return check.status();
   struct Operand {
     const TensorView* t;
     const char* name;
     int heads;
     int64_t rows;
+    int dim;
   };
   const bool paged = plan.page_size > 0;
-  const Operand ops[] = {{&a.q, "q", plan.num_qo_heads, plan.total_q},
-                         {&a.out, "out", plan.num_qo_heads, plan.total_q},
-                         {&a.k, "k", plan.num_kv_heads, plan.total_kv},
-                         {&a.v, "v", plan.num_kv_heads, plan.total_kv}};
+  const int D = plan.head_dim, Dv = plan.head_dim_v;
+  const Operand ops[] = {{&a.q, "q", plan.num_qo_heads, plan.total_q, D},
+                         {&a.out, "out", plan.num_qo_heads, plan.total_q, Dv},
+                         {&a.k, "k", plan.num_kv_heads, plan.total_kv, D},
+                         {&a.v, "v", plan.num_kv_heads, plan.total_kv, Dv}};
   for (const Operand& o : ops) {
     if (paged && (o.t == &a.k || o.t == &a.v)) {
       check.require(!o.t->defined(), [&] {
@@ -194,7 +209,7 @@ Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* w
         .ndim(3)
         .dtype(plan.dtype)
         .size(1, o.heads, o.heads == plan.num_qo_heads ? "plan.num_qo_heads" : "plan.num_kv_heads")
-        .size(2, D, "plan.head_dim")
+        .size(2, o.dim, o.dim == D ? "plan.head_dim" : "plan.head_dim_v")
         .inner_contiguous()
         .nonnegative_strides();
     if (!check.ok()) return check.status();
@@ -276,12 +291,13 @@ attention::PrefillKind kernel_kind(bool causal, int window_left, int window_righ
 // The prefill kernel specialization of (dtype, head_dim, kind) for the current device: prebuilt,
 // from the kernel cache, or compiled now (docs/kernel_cache.md). `may_compile` false: only one
 // already resolved in this process (prefill_run during graph capture).
-Status resolve_kernel(const char* op, DType dtype, int head_dim, attention::PrefillKind kind,
-                      bool paged, bool may_compile, const runtime::ResolvedKernel** out) {
+Status resolve_kernel(const char* op, DType dtype, int head_dim, int head_dim_v,
+                      attention::PrefillKind kind, bool paged, bool may_compile,
+                      const runtime::ResolvedKernel** out) {
   int cc = 0;
   Status st = runtime::KernelRegistry::current_device_cc(&cc);
   if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
-  runtime::KernelSpec spec = detail::prefill_kernel_spec(dtype, head_dim, kind, paged);
+  runtime::KernelSpec spec = detail::prefill_kernel_spec(dtype, head_dim, kind, paged, head_dim_v);
   spec.cc = static_cast<int16_t>(cc);
   runtime::KernelRegistry& registry = runtime::KernelRegistry::global();
   if (!may_compile) {
@@ -296,7 +312,7 @@ Status resolve_kernel(const char* op, DType dtype, int head_dim, attention::Pref
   if (st.ok() && (*out)->module) {
     // Prepared here, outside capture: prefill_run then only launches.
     const detail::PrefillJitLauncher& l =
-        detail::prefill_jit_launcher(dtype, head_dim, kind, paged);
+        detail::prefill_jit_launcher(dtype, head_dim, kind, paged, head_dim_v);
     int blocks = 0;
     st = runtime::prepare_kernel((*out)->module->kernel(0), l.threads, l.smem_bytes, &blocks);
   }
@@ -311,8 +327,8 @@ Status launch(const PrefillPlan& plan, attention::PrefillKind kind,
     const auto& fns = *static_cast<const detail::PrefillKernelFns*>(k.prebuilt);
     return launch_status(kRunOp, fns.launch(&p, plan.grid, stream));
   }
-  const detail::PrefillJitLauncher& l =
-      detail::prefill_jit_launcher(plan.dtype, plan.head_dim, kind, plan.page_size > 0);
+  const detail::PrefillJitLauncher& l = detail::prefill_jit_launcher(
+      plan.dtype, plan.head_dim, kind, plan.page_size > 0, plan.head_dim_v);
   runtime::LoadedKernel& kernel = k.module->kernel(0);
   // Done by the plan for its device; here a few atomic loads (a driver call only on a device the
   // kernel has not run on yet).
@@ -343,8 +359,9 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
     log_call(kPlanOp, stream,
              {log_arg("batch_size", req.batch_size), log_arg("num_qo_heads", req.num_qo_heads),
               log_arg("num_kv_heads", req.num_kv_heads), log_arg("head_dim", req.head_dim),
-              log_arg("causal", req.causal), log_arg("window_left", req.window_left),
-              log_arg("window_right", req.window_right), log_arg("page_size", req.page_size)});
+              log_arg("head_dim_v", req.head_dim_v), log_arg("causal", req.causal),
+              log_arg("window_left", req.window_left), log_arg("window_right", req.window_right),
+              log_arg("page_size", req.page_size)});
   }
   Status st = validate_request(kPlanOp, req);
   if (st.ok() && out == nullptr) st = invalid(kPlanOp, "plan: expected non-null");
@@ -379,13 +396,14 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
   const runtime::ResolvedKernel* kernel = nullptr;
   const runtime::ResolvedKernel* general = nullptr;
   const bool paged = req.page_size > 0;
-  st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, kind, paged, true, &kernel);
+  const int head_dim_v = head_dim_v_of(req);
+  st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, head_dim_v, kind, paged, true, &kernel);
   if (st.ok() && kind != attention::PrefillKind::kGeneral) {
-    st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, attention::PrefillKind::kGeneral, paged,
-                        true, &general);
+    st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, head_dim_v,
+                        attention::PrefillKind::kGeneral, paged, true, &general);
   }
   if (!st.ok()) return log_error(kPlanOp, st);
-  const attention::PrefillTile tile = attention::prefill_tile(req.head_dim);
+  const attention::PrefillTile tile = attention::prefill_tile(req.head_dim, false, head_dim_v);
   PrefillPlan& p = *out;
   p = PrefillPlan();
   p.batch_size = req.batch_size;
@@ -394,6 +412,7 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
   p.num_qo_heads = req.num_qo_heads;
   p.num_kv_heads = req.num_kv_heads;
   p.head_dim = req.head_dim;
+  p.head_dim_v = head_dim_v;
   p.dtype = req.dtype;
   p.causal = req.causal;
   p.window_left = req.window_left;
@@ -505,8 +524,8 @@ Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* works
   if (kernel == nullptr) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
-    st = resolve_kernel(kRunOp, plan.dtype, plan.head_dim, kind, plan.page_size > 0,
-                        capture == cudaStreamCaptureStatusNone, &kernel);
+    st = resolve_kernel(kRunOp, plan.dtype, plan.head_dim, plan.head_dim_v, kind,
+                        plan.page_size > 0, capture == cudaStreamCaptureStatusNone, &kernel);
   }
   if (st.ok()) st = launch(plan, kind, p, stream, *kernel);
   if (!st.ok()) return log_error(kRunOp, st);

@@ -12,14 +12,14 @@ namespace {
 
 using attention::PrefillKind;
 
-template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged>
-using TraitsOf =
-    attention::sm90::PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain, kPaged>;
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged, int kHeadDimV>
+using TraitsOf = attention::sm90::PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain,
+                                                kPaged, kHeadDimV>;
 
-template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged>
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged, int kHeadDimV>
 Status launch_jit(const runtime::LoadedKernel& kernel, const attention::PrefillParams& p, int grid,
                   cudaStream_t stream) {
-  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged>;
+  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged, kHeadDimV>;
   attention::sm90::PrefillKernelArgs<Traits> args{p, attention::sm90::make_prefill_tma<Traits>(p)};
   runtime::KernelLaunch launch;
   launch.grid = dim3(static_cast<unsigned>(grid));
@@ -30,27 +30,28 @@ Status launch_jit(const runtime::LoadedKernel& kernel, const attention::PrefillP
   return runtime::launch_kernel(kernel, launch, argv);
 }
 
-template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged>
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged, int kHeadDimV>
 PrefillJitLauncher launcher() {
-  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged>;
+  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged, kHeadDimV>;
   PrefillJitLauncher l;
   l.threads = Traits::kNumThreads;
   l.smem_bytes = Traits::kSmemBytes;
-  l.launch = &launch_jit<Element, kHeadDim, kKind, kPaged>;
+  l.launch = &launch_jit<Element, kHeadDim, kKind, kPaged, kHeadDimV>;
   return l;
 }
 
-template <class Element, int kHeadDim, bool kPaged>
+template <class Element, int kHeadDim, bool kPaged, int kHeadDimV = kHeadDim>
 const PrefillJitLauncher& for_kind(PrefillKind kind) {
   static const PrefillJitLauncher l[] = {
-      launcher<Element, kHeadDim, PrefillKind::kPlain, kPaged>(),
-      launcher<Element, kHeadDim, PrefillKind::kCausal, kPaged>(),
-      launcher<Element, kHeadDim, PrefillKind::kGeneral, kPaged>()};
+      launcher<Element, kHeadDim, PrefillKind::kPlain, kPaged, kHeadDimV>(),
+      launcher<Element, kHeadDim, PrefillKind::kCausal, kPaged, kHeadDimV>(),
+      launcher<Element, kHeadDim, PrefillKind::kGeneral, kPaged, kHeadDimV>()};
   return l[static_cast<int>(kind)];
 }
 
 template <class Element, bool kPaged>
-const PrefillJitLauncher& for_head_dim(int head_dim, PrefillKind kind) {
+const PrefillJitLauncher& for_head_dim(int head_dim, int head_dim_v, PrefillKind kind) {
+  if (head_dim_v != 0 && head_dim_v != head_dim) return for_kind<Element, 192, kPaged, 128>(kind);
   switch (head_dim) {
     case 64:
       return for_kind<Element, 64, kPaged>(kind);
@@ -66,17 +67,17 @@ const PrefillJitLauncher& for_head_dim(int head_dim, PrefillKind kind) {
 }
 
 template <class Element>
-const PrefillJitLauncher& for_layout(int head_dim, PrefillKind kind, bool paged) {
-  return paged ? for_head_dim<Element, true>(head_dim, kind)
-               : for_head_dim<Element, false>(head_dim, kind);
+const PrefillJitLauncher& for_layout(int head_dim, int head_dim_v, PrefillKind kind, bool paged) {
+  return paged ? for_head_dim<Element, true>(head_dim, head_dim_v, kind)
+               : for_head_dim<Element, false>(head_dim, head_dim_v, kind);
 }
 
 }  // namespace
 
-const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, PrefillKind kind,
-                                               bool paged) {
-  return q == DType::kBFloat16 ? for_layout<cutlass::bfloat16_t>(head_dim, kind, paged)
-                               : for_layout<cutlass::half_t>(head_dim, kind, paged);
+const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, PrefillKind kind, bool paged,
+                                               int head_dim_v) {
+  return q == DType::kBFloat16 ? for_layout<cutlass::bfloat16_t>(head_dim, head_dim_v, kind, paged)
+                               : for_layout<cutlass::half_t>(head_dim, head_dim_v, kind, paged);
 }
 
 }  // namespace flashserve::detail

@@ -1,9 +1,10 @@
 // Prefill attention's kernel specializations in the kernel registry (runtime/kernel_registry.h):
-// the family "prefill" with fields q (dtype), hd (head_dim), kind (plain, causal, general:
-// attention::PrefillKind) and kv (ragged k and v, or a paged cache) — the page size and layout, the
-// batch, the lengths, the heads and GQA ratio, the window, soft-cap, ALiBi, sinks and custom mask
-// are run-time values of one kernel — the specializations compiled into the library, the source the
-// JIT compiles for the others, and how either is launched.
+// the family "prefill" with fields q (dtype), hd (head_dim of q and k), kind (plain, causal,
+// general: attention::PrefillKind), kv (ragged k and v, or a paged cache) and hdv (the head_dim of
+// v and the output where it differs from hd: 128 with hd 192; left out otherwise) — the page size
+// and layout, the batch, the lengths, the heads and GQA ratio, the window, soft-cap, ALiBi, sinks
+// and custom mask are run-time values of one kernel — the specializations compiled into the
+// library, the source the JIT compiles for the others, and how either is launched.
 #pragma once
 
 #include <cuda_runtime_api.h>
@@ -26,6 +27,7 @@ struct PrefillKernelFns {
 struct PrefillPrebuilt {
   DType q;
   int head_dim;
+  int head_dim_v;  // 0: head_dim
   attention::PrefillKind kind;
   bool paged;
   const PrefillKernelFns* fns;  // null ends the table
@@ -47,13 +49,15 @@ struct PrefillJitLauncher {
   Status (*launch)(const runtime::LoadedKernel& kernel, const attention::PrefillParams& p, int grid,
                    cudaStream_t stream) = nullptr;
 };
+// head_dim_v: of v and the output (0: head_dim).
 const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, attention::PrefillKind kind,
-                                               bool paged);
+                                               bool paged, int head_dim_v = 0);
 
 // The registry id of the prefill family (registered on the first call).
 int prefill_kernel_family();
-// The spec of a prefill specialization (cc left 0: the caller sets the device's).
+// The spec of a prefill specialization (cc left 0: the caller sets the device's). head_dim_v: of
+// v and the output (0 or head_dim: the same as q and k's).
 runtime::KernelSpec prefill_kernel_spec(DType q, int head_dim, attention::PrefillKind kind,
-                                        bool paged);
+                                        bool paged, int head_dim_v = 0);
 
 }  // namespace flashserve::detail

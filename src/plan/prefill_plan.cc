@@ -95,7 +95,8 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
       }
     }
     for (int r = 0; r < q_len; ++r) {
-      s->flops += 4.0 * in.head_dim * in.num_qo_heads *
+      s->flops += 2.0 * (in.head_dim + (in.head_dim_v != 0 ? in.head_dim_v : in.head_dim)) *
+                  in.num_qo_heads *
                   static_cast<double>(prefill_visible_keys(r, q_len, kv_len, in.causal,
                                                            in.window_left, in.window_right));
     }

@@ -21,6 +21,7 @@ struct PrefillScheduleInput {
   int q_len = 0, kv_len = 0;
   int num_qo_heads = 1;
   int head_dim = 128;
+  int head_dim_v = 0;  // of v and the output; 0 = head_dim
   int block_m = 128, block_n = 128;
   bool causal = false;
   int window_left = -1, window_right = -1;
@@ -38,7 +39,7 @@ struct PrefillSchedule {
   std::vector<attention::PrefillWorkItem> work;
   int64_t total_q = 0, total_kv = 0;
   int64_t batch_capacity = 0, work_capacity = 0;
-  double flops = 0;  // 4 x visible (query, key) pairs x head_dim
+  double flops = 0;  // 2 x visible (query, key) pairs x (head_dim + head_dim_v)
   PrefillWorkspaceLayout layout;
 };
 

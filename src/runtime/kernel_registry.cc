@@ -121,6 +121,7 @@ std::string KernelRegistry::describe(const KernelSpec& spec) const {
   for (size_t i = 0; i < f.fields.size() && i < size_t(kMaxSpecFields); ++i) {
     const SpecField& field = f.fields[i];
     const int v = spec.fields[i];
+    if (field.optional && v == 0) continue;
     s += " " + field.name + "=";
     s += field.values.empty()                                    ? std::to_string(v)
          : (v >= 0 && v < static_cast<int>(field.values.size())) ? field.values[v]
@@ -176,7 +177,7 @@ Status KernelRegistry::parse(const std::string& text, KernelSpec* out) const {
     seen[k] = true;
   }
   for (size_t k = 0; k < f.fields.size(); ++k)
-    if (!seen[k]) return bad("missing field '" + f.fields[k].name + "'");
+    if (!seen[k] && !f.fields[k].optional) return bad("missing field '" + f.fields[k].name + "'");
   Status st = f.check ? f.check(spec) : Status();
   if (!st.ok()) return bad(st.message());
   *out = spec;

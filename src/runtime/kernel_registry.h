@@ -49,6 +49,9 @@ struct KernelSpecHash {
 struct SpecField {
   std::string name;                 // "q"
   std::vector<std::string> values;  // names of the values 0, 1, ...; empty: a plain integer
+  // An integer field that is 0 unless the text form gives it, and left out of the text form when
+  // 0 (a field added to a family without changing the names of its existing specializations).
+  bool optional = false;
 };
 
 struct KernelFamily {

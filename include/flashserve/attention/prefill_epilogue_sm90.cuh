@@ -15,7 +15,7 @@ namespace flashserve::attention::sm90 {
 template <class Traits>
 struct PrefillEpilogue {
   using Element = typename Traits::Element;
-  static constexpr int kBlockM = Traits::kBlockM, kHeadDim = Traits::kHeadDim;
+  static constexpr int kBlockM = Traits::kBlockM, kHeadDim = Traits::kHeadDimV;  // the output's
 
   template <class TO>
   __device__ static void store(const PrefillParams& p, const PrefillTileInfo& t,
@@ -26,7 +26,7 @@ struct PrefillEpilogue {
     const int wg = tid / 128, wg_tid = tid % 128;
     typename Traits::MmaPV mma_pv;
     auto thr_pv = mma_pv.get_thread_slice(tid);
-    Tensor sO = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutQ{});
+    Tensor sO = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutO{});
     Tensor tOsO = thr_pv.partition_C(sO);
 #pragma unroll
     for (int i = 0; i < size(tOrO); ++i)

@@ -56,25 +56,24 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
           ->init(paged_tma ? args.tma.paged.issue_warps : 1);
     }
   }
-  typename Pipeline::Params pp;
-  pp.role = producer ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
-  if constexpr (Traits::kPaged) {
-    // TMA: one arrival (with its bytes) per issuing warp; gather: every producer thread's copies.
-    pp.producer_arv_count = paged_tma ? args.tma.paged.issue_warps : Traits::kNumProducerThreads;
-    pp.consumer_arv_count = Traits::kNumMmaThreads;
-  } else {
-    pp.transaction_bytes = Traits::kKVBytes;
-    pp.is_leader = threadIdx.x == 0;
-    pp.num_consumers = Traits::kNumMmaThreads;
-  }
-  auto make_pipeline = [&](auto& storage) {
-    if constexpr (Traits::kPaged)
+  // `bytes`: of one K or V block (the ragged kernels' TMA transactions).
+  auto make_pipeline = [&](auto& storage, uint32_t bytes) {
+    typename Pipeline::Params pp;
+    pp.role = producer ? Pipeline::ThreadCategory::Producer : Pipeline::ThreadCategory::Consumer;
+    if constexpr (Traits::kPaged) {
+      // TMA: one arrival (with its bytes) per issuing warp; gather: every producer thread's copies.
+      pp.producer_arv_count = paged_tma ? args.tma.paged.issue_warps : Traits::kNumProducerThreads;
+      pp.consumer_arv_count = Traits::kNumMmaThreads;
       return Pipeline(storage, pp);
-    else
+    } else {
+      pp.transaction_bytes = bytes;
+      pp.is_leader = threadIdx.x == 0;
+      pp.num_consumers = Traits::kNumMmaThreads;
       return Pipeline(storage, pp, Shape<_1, _1, _1>{});
+    }
   };
-  Pipeline pipe_k = make_pipeline(shared.pipeline_k);
-  Pipeline pipe_v = make_pipeline(shared.pipeline_v);
+  Pipeline pipe_k = make_pipeline(shared.pipeline_k, Traits::kKBytes);
+  Pipeline pipe_v = make_pipeline(shared.pipeline_v, Traits::kVBytes);
   cutlass::arch::fence_barrier_init();
   __syncthreads();
 
@@ -96,7 +95,7 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   typename Traits::PipelineState read;
   int q_phase = 0;
   typename Traits::MmaPV mma_pv;
-  Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDim>>{});
+  Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDimV>>{});
   for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
     const PrefillTileInfo t = sched.tile(w);
     float lse[2];
@@ -127,31 +126,34 @@ PagedKvTma make_paged_kv_tma(const PrefillParams& p) {
   const char* force_gather = std::getenv("FLASHSERVE_PREFILL_PAGED_GATHER");
   if (force_gather != nullptr && force_gather[0] == '1') return out;
   const int box_rows = ps < kBlockN ? ps : kBlockN;
-  auto encode = [&](CUtensorMap& map, const void* base, int64_t token, int64_t head, int64_t page) {
+  // `dim`, `cols`: the cache's head dim and the columns of its swizzle atom (one box's width).
+  auto encode = [&](CUtensorMap& map, const void* base, int64_t token, int64_t head, int64_t page,
+                    int dim, int cols) {
     constexpr int64_t e = sizeof(Element);
     if (reinterpret_cast<uintptr_t>(base) % 16 != 0) return false;
-    cuuint64_t dims[4] = {static_cast<cuuint64_t>(Traits::kHeadDim), static_cast<cuuint64_t>(ps),
+    cuuint64_t dims[4] = {static_cast<cuuint64_t>(dim), static_cast<cuuint64_t>(ps),
                           static_cast<cuuint64_t>(p.num_kv_heads),
                           static_cast<cuuint64_t>(p.num_pages)};
     cuuint64_t strides[3] = {static_cast<cuuint64_t>(token * e), static_cast<cuuint64_t>(head * e),
                              static_cast<cuuint64_t>(page * e)};
     for (int64_t s : {token, head, page})
       if (s <= 0 || s * e % 16 != 0 || s * e >= (int64_t{1} << 40)) return false;
-    cuuint32_t box[4] = {static_cast<cuuint32_t>(Traits::kSwizzleCols),
-                         static_cast<cuuint32_t>(box_rows), 1, 1};
+    cuuint32_t box[4] = {static_cast<cuuint32_t>(cols), static_cast<cuuint32_t>(box_rows), 1, 1};
     cuuint32_t element_strides[4] = {1, 1, 1, 1};
     const CUtensorMapDataType type = std::is_same_v<Element, cutlass::bfloat16_t>
                                          ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16
                                          : CU_TENSOR_MAP_DATA_TYPE_FLOAT16;
     const CUtensorMapSwizzle swizzle =
-        Traits::kSwizzleCols == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
+        cols == 64 ? CU_TENSOR_MAP_SWIZZLE_128B : CU_TENSOR_MAP_SWIZZLE_64B;
     return cutlass::call_cuTensorMapEncodeTiled(
                &map, type, 4, const_cast<void*>(base), dims, strides, box, element_strides,
                CU_TENSOR_MAP_INTERLEAVE_NONE, swizzle, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
   };
-  if (encode(out.k, p.k, p.k_stride_token, p.k_stride_head, p.k_stride_page) &&
-      encode(out.v, p.v, p.v_stride_token, p.v_stride_head, p.v_stride_page))
+  if (encode(out.k, p.k, p.k_stride_token, p.k_stride_head, p.k_stride_page, Traits::kHeadDim,
+             Traits::kSwizzleCols) &&
+      encode(out.v, p.v, p.v_stride_token, p.v_stride_head, p.v_stride_page, Traits::kHeadDimV,
+             Traits::kSwizzleColsV))
     out.box_rows = box_rows;
   // Issuing warps: about four TMAs each, at most one per box and the warpgroup's four. One warp
   // issuing a block's 16 TMAs (page 16 at head_dim 128) serializes them: 0.70 of the ragged speed,
@@ -167,37 +169,40 @@ template <class Traits>
 PrefillTma<Traits> make_prefill_tma(const PrefillParams& p) {
   using namespace cute;
   using Element = typename Traits::Element;
-  constexpr int D = Traits::kHeadDim;
-  auto view = [](const void* ptr, int rows, int heads, int64_t stride_row, int64_t stride_head) {
+  constexpr int D = Traits::kHeadDim, Dv = Traits::kHeadDimV;
+  auto view = [](auto dim, const void* ptr, int rows, int heads, int64_t stride_row,
+                 int64_t stride_head) {
     return make_tensor(
         make_gmem_ptr(static_cast<const Element*>(ptr)),
-        make_layout(make_shape(rows, Int<D>{}, heads), make_stride(stride_row, _1{}, stride_head)));
+        make_layout(make_shape(rows, dim, heads), make_stride(stride_row, _1{}, stride_head)));
   };
-  auto q_view = view(p.q, p.total_q, p.num_qo_heads, p.q_stride_token, p.q_stride_head);
-  // The paged kernels gather K and V without TMA: their (unused) descriptors describe q.
-  auto k_view = Traits::kPaged
-                    ? q_view
-                    : view(p.k, p.total_kv, p.num_kv_heads, p.k_stride_token, p.k_stride_head);
-  auto v_view = Traits::kPaged
-                    ? q_view
-                    : view(p.v, p.total_kv, p.num_kv_heads, p.v_stride_token, p.v_stride_head);
+  auto q_view = view(Int<D>{}, p.q, p.total_q, p.num_qo_heads, p.q_stride_token, p.q_stride_head);
+  // The paged kernels load K and V without these descriptors: theirs (unused) describe q.
+  auto k_view = Traits::kPaged ? q_view
+                               : view(Int<D>{}, p.k, p.total_kv, p.num_kv_heads, p.k_stride_token,
+                                      p.k_stride_head);
+  auto v_view =
+      Traits::kPaged
+          ? view(Int<Dv>{}, p.q, p.total_q, p.num_qo_heads, p.q_stride_token, p.q_stride_head)
+          : view(Int<Dv>{}, p.v, p.total_kv, p.num_kv_heads, p.v_stride_token, p.v_stride_head);
   PrefillTma<Traits> tma{
       make_tma_copy(SM90_TMA_LOAD{}, q_view, typename Traits::SmemLayoutQ{},
                     Shape<Int<Traits::kBlockM>, Int<D>>{}, _1{}),
       make_tma_copy(SM90_TMA_LOAD{}, k_view, take<0, 2>(typename Traits::SmemLayoutK{}),
                     Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{}),
       make_tma_copy(SM90_TMA_LOAD{}, v_view, take<0, 2>(typename Traits::SmemLayoutV{}),
-                    Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{}),
+                    Shape<Int<Traits::kBlockN>, Int<Dv>>{}, _1{}),
       {}};
   if constexpr (Traits::kPaged) tma.paged = make_paged_kv_tma<Traits>(p);
   return tma;
 }
 
 // Launches `grid` persistent CTAs over the plan's work list (p.work / p.counts in the workspace).
-// kPaged: K and V from the paged cache (p.page_size > 0).
-template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged = false>
+// kPaged: K and V from the paged cache (p.page_size > 0). kHeadDimV: of V and the output.
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged = false,
+          int kHeadDimV = kHeadDim>
 cudaError_t launch_prefill_sm90(const PrefillParams& p, int grid, cudaStream_t stream) {
-  using Traits = PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain, kPaged>;
+  using Traits = PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain, kPaged, kHeadDimV>;
   PrefillKernelArgs<Traits> args{p, make_prefill_tma<Traits>(p)};
   auto kernel = prefill_kernel<Traits, kKind>;
   cudaError_t err =

@@ -32,7 +32,8 @@ struct NoPagedKvTma {};
 template <class Traits>
 struct PrefillTma {
   typename Traits::TmaQ q;
-  typename Traits::TmaKV k, v;
+  typename Traits::TmaK k;
+  typename Traits::TmaV v;
   std::conditional_t<Traits::kPaged, PagedKvTma, NoPagedKvTma> paged;
 };
 
@@ -84,7 +85,7 @@ template <class Traits, PrefillKind kKind>
 struct PrefillMainloop {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM, kBlockN = Traits::kBlockN;
-  static constexpr int kHeadDim = Traits::kHeadDim;
+  static constexpr int kHeadDim = Traits::kHeadDim, kHeadDimV = Traits::kHeadDimV;
   using Pipeline = typename Traits::Pipeline;
   using PipelineState = typename Traits::PipelineState;
   using SharedStorage = typename Traits::SharedStorage;
@@ -108,7 +109,7 @@ struct PrefillMainloop {
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutV{});
     Tensor mQ = tma.q.get_tma_tensor(make_shape(p.total_q, Int<kHeadDim>{}, p.num_qo_heads));
     Tensor mK = tma.k.get_tma_tensor(make_shape(p.total_kv, Int<kHeadDim>{}, p.num_kv_heads));
-    Tensor mV = tma.v.get_tma_tensor(make_shape(p.total_kv, Int<kHeadDim>{}, p.num_kv_heads));
+    Tensor mV = tma.v.get_tma_tensor(make_shape(p.total_kv, Int<kHeadDimV>{}, p.num_kv_heads));
     auto& q_full = *reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full);
     bool first = true;
     for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
@@ -121,7 +122,7 @@ struct PrefillMainloop {
       Tensor gK = local_tile(domain_offset(make_coord(t.kv_start, _0{}), mK(_, _, t.kv_head)),
                              Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
       Tensor gV = local_tile(domain_offset(make_coord(t.kv_start, _0{}), mV(_, _, t.kv_head)),
-                             Shape<Int<kBlockN>, Int<kHeadDim>>{}, make_coord(_, _0{}));
+                             Shape<Int<kBlockN>, Int<kHeadDimV>>{}, make_coord(_, _0{}));
       auto [tQg, tQs] =
           tma_partition(tma.q, _0{}, Layout<_1>{}, group_modes<0, 2>(sQ), group_modes<0, 2>(gQ));
       auto [tKg, tKs] =
@@ -183,26 +184,16 @@ struct PrefillMainloop {
   }
 
   // Producer of the paged kernels: the whole warpgroup (128 threads). Each K or V block is
-  // gathered row by row: thread t copies 16-byte chunk t % (head_dim / 8) of rows
-  // t / (head_dim / 8) + i * (128 / (head_dim / 8)), each row found through the page table, into
-  // the swizzled position the MMA reads. Rows past the kv length are zero-filled. Each thread's
-  // copies arrive on the stage's barrier when they land (128 arrivals complete a stage).
+  // gathered row by row: thread t copies 16-byte chunk t % (d / 8) of rows
+  // t / (d / 8) + i * (128 / (d / 8)) (d: K's or V's head dim), each row found through the page
+  // table, into the swizzled position the MMA reads. Rows past the kv length are zero-filled. Each
+  // thread's copies arrive on the stage's barrier when they land (128 arrivals complete a stage).
   __device__ static void load_paged(const PrefillParams& p, const PrefillTma<Traits>& tma,
                                     SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v) {
     using namespace cute;
     static_assert(Traits::kStages >= 2, "the one-group lag of load_paged needs two stages");
-    constexpr int kChunks = kHeadDim / 8;
-    // Fixed column per thread when the chunks of a row divide the warpgroup (head_dim 64, 128,
-    // 256); otherwise (96, 192) thread t takes chunks t, t + 128, ... of the block in row order.
-    constexpr bool kFixedCol = Traits::kNumProducerThreads % kChunks == 0;
-    constexpr int kRowsPerPass = kFixedCol ? Traits::kNumProducerThreads / kChunks : 1;
-    static_assert(kBlockN % kRowsPerPass == 0, "kv block rows must split evenly over the passes");
-    static_assert(kBlockN * kChunks % Traits::kNumProducerThreads == 0,
-                  "a kv block's chunks must split evenly over the producer threads");
     const int tid = threadIdx.x;  // 0..127: the producer warpgroup
     const int warp = tid / 32;
-    const int col = (tid % kChunks) * 8;
-    const int row0 = tid / kChunks;
     PrefillScheduler sched(p);
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutK{});
@@ -241,9 +232,19 @@ struct PrefillMainloop {
                    "r"(off >= 0 ? 16 : 0)
                    : "memory");
     };
-    auto gather = [&](Pipeline& pipe, auto& smem, const Element* base, const int64_t* rows) {
+    // Fixed column per thread when the chunks of a row divide the warpgroup (head dim 64, 128,
+    // 256); otherwise (96, 192) thread t takes chunks t, t + 128, ... of the block in row order.
+    auto gather = [&](auto dim, Pipeline& pipe, auto& smem, const Element* base,
+                      const int64_t* rows) {
+      constexpr int kChunks = decltype(dim)::value / 8;
+      constexpr bool kFixedCol = Traits::kNumProducerThreads % kChunks == 0;
+      constexpr int kRowsPerPass = kFixedCol ? Traits::kNumProducerThreads / kChunks : 1;
+      static_assert(kBlockN % kRowsPerPass == 0, "kv block rows must split evenly over the passes");
+      static_assert(kBlockN * kChunks % Traits::kNumProducerThreads == 0,
+                    "a kv block's chunks must split evenly over the producer threads");
       pipe.producer_acquire(write);
       if constexpr (kFixedCol) {
+        const int col = (tid % kChunks) * 8, row0 = tid / kChunks;
 #pragma unroll 2
         for (int i = 0; i < kBlockN / kRowsPerPass; ++i)
           copy_chunk(smem, base, rows, row0 + i * kRowsPerPass, col);
@@ -256,10 +257,10 @@ struct PrefillMainloop {
     };
     auto load_k = [&](const Element* base, const PrefillTileInfo& t, int n) {
       lookup_rows(t, n);
-      gather(pipe_k, sK, base, shared.paged_k_rows[buf]);
+      gather(Int<kHeadDim>{}, pipe_k, sK, base, shared.paged_k_rows[buf]);
     };
     auto load_v = [&](const Element* base, const PrefillTileInfo&, int) {
-      gather(pipe_v, sV, base, shared.paged_v_rows[buf]);
+      gather(Int<kHeadDimV>{}, pipe_v, sV, base, shared.paged_v_rows[buf]);
     };
 
     bool first = true;
@@ -302,8 +303,7 @@ struct PrefillMainloop {
                                         SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v) {
     using namespace cute;
     using Barrier = cutlass::arch::ClusterTransactionBarrier;
-    constexpr int kCols = Traits::kSwizzleCols;
-    constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks of a row
+    constexpr int kChunksV = kHeadDimV / 8;  // 16-byte chunks of a V row
     const int lane = threadIdx.x % 32;
     const int warp = threadIdx.x / 32;  // 0 .. warps - 1
     const int warps = tma.paged.issue_warps;
@@ -311,8 +311,9 @@ struct PrefillMainloop {
     const int boxes = kBlockN / box_rows;
     // This lane's box (box `warp + lane * warps` of each block) and this warp's bytes per block.
     const int my_box = warp + lane * warps;
-    const uint32_t my_bytes = (boxes - warp + warps - 1) / warps * box_rows * kHeadDim *
-                              static_cast<uint32_t>(sizeof(Element));
+    const uint32_t my_rows = (boxes - warp + warps - 1) / warps * box_rows;
+    const uint32_t my_bytes_k = my_rows * kHeadDim * static_cast<uint32_t>(sizeof(Element));
+    const uint32_t my_bytes_v = my_rows * kHeadDimV * static_cast<uint32_t>(sizeof(Element));
     PrefillScheduler sched(p);
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutK{});
@@ -334,14 +335,14 @@ struct PrefillMainloop {
       }
       return b;
     };
-    // The boxes of a block into stage `stage` of smem (sK or sV), completing on `bar`. Box rows
-    // start at multiples of 8, so each box begins a swizzle atom: element (row, first column of
-    // the atom) is its first byte.
-    auto issue = [&](const CUtensorMap* map, auto& smem, int stage, uint64_t* bar,
-                     const PrefillTileInfo& t, const Box& b) {
+    // The boxes of a block into stage `stage` of smem (sK or sV, of head dim `dim` and swizzle
+    // atoms of `cols` columns), completing on `bar`. Box rows start at multiples of 8, so each
+    // box begins a swizzle atom: element (row, first column of the atom) is its first byte.
+    auto issue = [&](auto dim, auto cols, const CUtensorMap* map, auto& smem, int stage,
+                     uint64_t* bar, const PrefillTileInfo& t, const Box& b) {
       if (my_box < boxes) {
 #pragma unroll
-        for (int c = 0; c < kHeadDim; c += kCols)
+        for (int c = 0; c < decltype(dim)::value; c += decltype(cols)::value)
           tma_load_4d(map, bar, raw_pointer_cast(&smem(my_box * box_rows, c, stage)), c, b.slot,
                       t.kv_head, b.page);
       }
@@ -349,9 +350,10 @@ struct PrefillMainloop {
     auto load_k = [&](const PrefillTileInfo& t, const Box& b) {
       pipe_k.producer_acquire(write);
       uint64_t* full = reinterpret_cast<uint64_t*>(pipe_k.producer_get_barrier(write));
-      if (lane == 0) Barrier::arrive_and_expect_tx(full, my_bytes);
+      if (lane == 0) Barrier::arrive_and_expect_tx(full, my_bytes_k);
       __syncwarp();
-      issue(&tma.paged.k, sK, write.index(), full, t, b);
+      issue(Int<kHeadDim>{}, Int<Traits::kSwizzleCols>{}, &tma.paged.k, sK, write.index(), full, t,
+            b);
     };
     // The V block waiting for its patch: stage, rows [patch_lo, patch_hi) to zero.
     PipelineState patch_state;
@@ -363,9 +365,10 @@ struct PrefillMainloop {
       const int lo = t.kv_len - n * kBlockN;
       const int hi = min(kBlockN, (t.kv_len + box_rows - 1) / box_rows * box_rows - n * kBlockN);
       uint64_t* bar = lo < hi ? reinterpret_cast<uint64_t*>(&shared.kv_tail) : full;
-      if (lane == 0) Barrier::arrive_and_expect_tx(bar, my_bytes);
+      if (lane == 0) Barrier::arrive_and_expect_tx(bar, my_bytes_v);
       __syncwarp();
-      issue(&tma.paged.v, sV, write.index(), bar, t, b);
+      issue(Int<kHeadDimV>{}, Int<Traits::kSwizzleColsV>{}, &tma.paged.v, sV, write.index(), bar, t,
+            b);
       // Warp 0 patches the block and then arrives on the stage's barrier; the others are done.
       if (lo < hi && warp > 0 && lane == 0) Barrier::arrive(full);
       if (lo < hi && warp == 0) {
@@ -378,9 +381,9 @@ struct PrefillMainloop {
       if (patch_lo >= patch_hi) return;
       kv_tail.wait(tail_phase);
       tail_phase ^= 1;
-      for (int i = lane; i < (patch_hi - patch_lo) * kChunks; i += 32) {
+      for (int i = lane; i < (patch_hi - patch_lo) * kChunksV; i += 32) {
         Element* dst =
-            raw_pointer_cast(&sV(patch_lo + i / kChunks, (i % kChunks) * 8, patch_state.index()));
+            raw_pointer_cast(&sV(patch_lo + i / kChunksV, (i % kChunksV) * 8, patch_state.index()));
         *reinterpret_cast<uint4*>(dst) = make_uint4(0, 0, 0, 0);
       }
       // The zeros (generic proxy) before the consumers' wgmma reads (async proxy); the arrive

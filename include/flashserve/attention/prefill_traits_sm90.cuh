@@ -24,11 +24,15 @@
 
 namespace flashserve::attention::sm90 {
 
-template <class Element_, int kHeadDim_, bool kUnmasked = false, bool kPaged_ = false>
+// kHeadDim: of q and k; kHeadDimV: of v and the output (DeepSeek's qk 192 / v 128), else equal.
+template <class Element_, int kHeadDim_, bool kUnmasked = false, bool kPaged_ = false,
+          int kHeadDimV_ = kHeadDim_>
 struct PrefillTraits {
   using Element = Element_;  // cutlass::bfloat16_t or cutlass::half_t
-  static constexpr PrefillTile kTile = prefill_tile(kHeadDim_, kUnmasked);
+  static constexpr PrefillTile kTile = prefill_tile(kHeadDim_, kUnmasked, kHeadDimV_);
   static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kHeadDimV = kHeadDimV_;
+  static_assert(kHeadDimV <= kHeadDim, "the output tile is staged in Q's buffer");
   static constexpr bool kPaged = kPaged_;
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
@@ -41,7 +45,7 @@ struct PrefillTraits {
   static constexpr int kConsumerRegs = kNumMmaWG == 2 ? 240 : 160;
 
   using TileQK = cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>, cute::Int<kHeadDim>>;
-  using TilePV = cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>, cute::Int<kBlockN>>;
+  using TilePV = cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDimV>, cute::Int<kBlockN>>;
   using WGLayout = cute::Layout<cute::Shape<cute::Int<kNumMmaWG>, cute::_1, cute::_1>>;
   using MmaQK = decltype(cute::make_tiled_mma(
       cute::GMMA::ss_op_selector<Element, Element, float, TileQK>(), WGLayout{}));
@@ -55,26 +59,43 @@ struct PrefillTraits {
                cute::GMMA::Major::K, Element, cute::Int<kBlockM>, cute::Int<kHeadDim>>());
   using SmemLayoutQ = decltype(cute::tile_to_shape(
       SmemAtomQ{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}));
-  using SmemAtomKV =
+  using SmemAtomK =
       decltype(cutlass::gemm::collective::detail::ss_smem_selector<
                cute::GMMA::Major::K, Element, cute::Int<kBlockN>, cute::Int<kHeadDim>>());
-  // (kBlockN, kHeadDim, kStages)
+  using SmemAtomV =
+      decltype(cutlass::gemm::collective::detail::ss_smem_selector<
+               cute::GMMA::Major::K, Element, cute::Int<kBlockN>, cute::Int<kHeadDimV>>());
+  // (kBlockN, kHeadDim, kStages) and (kBlockN, kHeadDimV, kStages)
   using SmemLayoutK = decltype(cute::tile_to_shape(
-      SmemAtomKV{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
-  using SmemLayoutV = SmemLayoutK;
-  // Columns of the K-major swizzle atom the selector picked (128-byte swizzle when head_dim is a
-  // multiple of 64 elements, 64-byte at 96): the width of one TMA box of the paged loads.
-  static constexpr int kSwizzleCols = kHeadDim % 64 == 0 ? 64 : 32;
-  static_assert(
-      std::is_same_v<SmemAtomKV, std::conditional_t<kSwizzleCols == 64,
-                                                    cute::GMMA::Layout_K_SW128_Atom<Element>,
-                                                    cute::GMMA::Layout_K_SW64_Atom<Element>>>,
-      "the paged TMA boxes assume the swizzle atom of kSwizzleCols columns");
-  // V^T (kHeadDim, kBlockN, kStages): the same bytes seen with head_dim as the MN mode.
+      SmemAtomK{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
+  using SmemLayoutV = decltype(cute::tile_to_shape(
+      SmemAtomV{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDimV>, cute::Int<kStages>>{}));
+  // The output tile (kBlockM, kHeadDimV), staged in Q's buffer by the epilogue. With Q's swizzle
+  // atom, tiled rows first like Q, output element (r, c) lands where Q's (r, c) was: a consumer
+  // warpgroup's output rows overwrite only its own Q rows (kHeadDimV <= kHeadDim).
+  using SmemAtomO =
+      decltype(cutlass::gemm::collective::detail::ss_smem_selector<
+               cute::GMMA::Major::K, Element, cute::Int<kBlockM>, cute::Int<kHeadDimV>>());
+  static_assert(std::is_same_v<SmemAtomO, SmemAtomQ>, "the output tile must overlay Q row by row");
+  using SmemLayoutO = decltype(cute::tile_to_shape(
+      SmemAtomO{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDimV>>{}));
+  // Columns of the K-major swizzle atom the selector picked (128-byte swizzle when the head dim is
+  // a multiple of 64 elements, 64-byte at 96): the width of one TMA box of the paged loads.
+  static constexpr int swizzle_cols(int d) { return d % 64 == 0 ? 64 : 32; }
+  static constexpr int kSwizzleCols = swizzle_cols(kHeadDim);
+  static constexpr int kSwizzleColsV = swizzle_cols(kHeadDimV);
+  template <int kCols>
+  using SwizzleAtom = std::conditional_t<kCols == 64, cute::GMMA::Layout_K_SW128_Atom<Element>,
+                                         cute::GMMA::Layout_K_SW64_Atom<Element>>;
+  static_assert(std::is_same_v<SmemAtomK, SwizzleAtom<kSwizzleCols>> &&
+                    std::is_same_v<SmemAtomV, SwizzleAtom<kSwizzleColsV>>,
+                "the paged TMA boxes assume the swizzle atom of kSwizzleCols columns");
+  // V^T (kHeadDimV, kBlockN, kStages): the same bytes seen with head_dim as the MN mode.
   using SmemLayoutVt = decltype(cute::composition(
-      SmemLayoutV{}, cute::make_ordered_layout(
-                         cute::Shape<cute::Int<kHeadDim>, cute::Int<kBlockN>, cute::Int<kStages>>{},
-                         cute::Step<cute::_2, cute::_1, cute::_3>{})));
+      SmemLayoutV{},
+      cute::make_ordered_layout(
+          cute::Shape<cute::Int<kHeadDimV>, cute::Int<kBlockN>, cute::Int<kStages>>{},
+          cute::Step<cute::_2, cute::_1, cute::_3>{})));
 
   // Global views the TMA descriptors are built over: (tokens, head_dim, heads).
   using GmemShape = cute::Shape<int32_t, int32_t, int32_t>;
@@ -84,10 +105,15 @@ struct PrefillTraits {
       cute::SM90_TMA_LOAD{},
       cute::make_tensor(cute::make_gmem_ptr(static_cast<const Element*>(nullptr)), GmemLayout{}),
       SmemLayoutQ{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDim>>{}, cute::_1{}));
-  using TmaKV = decltype(cute::make_tma_copy(
+  using TmaK = decltype(cute::make_tma_copy(
       cute::SM90_TMA_LOAD{},
       cute::make_tensor(cute::make_gmem_ptr(static_cast<const Element*>(nullptr)), GmemLayout{}),
       cute::take<0, 2>(SmemLayoutK{}), cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>>{},
+      cute::_1{}));
+  using TmaV = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_LOAD{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<const Element*>(nullptr)), GmemLayout{}),
+      cute::take<0, 2>(SmemLayoutV{}), cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDimV>>{},
       cute::_1{}));
 
   static constexpr int kNumProducerThreads = 128;  // the paged gather: the whole warpgroup
@@ -115,7 +141,8 @@ struct PrefillTraits {
   static constexpr int kSmemBytes = sizeof(SharedStorage);
   static_assert(kSmemBytes <= 227 * 1024, "prefill tile does not fit in shared memory");
   static constexpr uint32_t kQBytes = kBlockM * kHeadDim * sizeof(Element);
-  static constexpr uint32_t kKVBytes = kBlockN * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kKBytes = kBlockN * kHeadDim * sizeof(Element);
+  static constexpr uint32_t kVBytes = kBlockN * kHeadDimV * sizeof(Element);
 };
 
 }  // namespace flashserve::attention::sm90
