@@ -33,6 +33,7 @@ bench options:
   shape flags (each takes a comma-separated list; the run covers every combination):
   --tokens N  --hidden N  --q-heads N  --kv-heads N  --head-dim N  --rotary-dim N
   --page-size N  --batch N  --kv-len N  --q-tokens N  --prefix-len N  --q-len N  --causal 0|1
+  --head-dim-v N            prefill: v and out's head dim (0 = --head-dim; 128 with 192)
   --vocab N  --draft-tokens N   sampling: row length; drafts per request (chain_speculative)
   --layout NHD|HND          paged KV layout (append)
   --dtype bf16|fp16|fp32    element type (default bf16)
@@ -88,9 +89,9 @@ struct BenchCli {
 };
 
 const std::vector<std::string> kShapeFlags = {
-    "--tokens",      "--hidden", "--q-heads", "--kv-heads", "--head-dim",    "--rotary-dim",
-    "--page-size",   "--batch",  "--kv-len",  "--q-tokens", "--prefix-len",  "--layout",
-    "--cache-dtype", "--q-len",  "--causal",  "--vocab",    "--draft-tokens"};
+    "--tokens",      "--hidden", "--q-heads", "--kv-heads", "--head-dim",     "--rotary-dim",
+    "--page-size",   "--batch",  "--kv-len",  "--q-tokens", "--prefix-len",   "--layout",
+    "--cache-dtype", "--q-len",  "--causal",  "--vocab",    "--draft-tokens", "--head-dim-v"};
 
 BenchCli parse_bench(int argc, char** argv) {
   BenchCli c;
@@ -154,6 +155,8 @@ void apply(Args& a, const std::string& flag, const std::string& v) {
     a.kv_heads = parse_int(flag, v);
   else if (flag == "--head-dim")
     a.head_dim = parse_int(flag, v);
+  else if (flag == "--head-dim-v")
+    a.head_dim_v = parse_int(flag, v);
   else if (flag == "--rotary-dim")
     a.rotary_dim = parse_int(flag, v);
   else if (flag == "--page-size")

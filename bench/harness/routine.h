@@ -25,6 +25,7 @@ struct Args {
   int64_t q_heads = 32;
   int64_t kv_heads = 8;
   int64_t head_dim = 128;
+  int64_t head_dim_v = 0;  // prefill: of v and out (0: head_dim; 128 with head_dim 192)
   int64_t rotary_dim = 0;  // 0: head_dim
   int64_t page_size = 16;
   int64_t batch = 0;         // append: requests (0: one request per token, decode style)

@@ -155,10 +155,13 @@ def make_case(rec):
         from torch.nn.attention import SDPBackend, sdpa_kernel
         b, ql, kl = geti("batch"), geti("q_len"), geti("kv_len")
         qh, kh, hd = geti("q_heads"), geti("kv_heads"), geti("head_dim")
+        # v (and the output) may have another head dim (qk 192 / v 128): SDPA takes v [..., Ev];
+        # a backend without Ev != E raises, and the failure is recorded as that peer's error.
+        hdv = int(p.get("head_dim_v", hd))
         causal = geti("causal") == 1
         q = torch.randn(b, qh, ql, hd, dtype=dt, device=dev)
         k = torch.randn(b, kh, kl, hd, dtype=dt, device=dev)
-        v = torch.randn_like(k)
+        v = torch.randn(b, kh, kl, hdv, dtype=dt, device=dev)
 
         def peer(backend):
             def run():

@@ -1,8 +1,10 @@
 // Benchmark of prefill attention: `batch` requests of `q_len` queries over `kv_len` keys each
 // (ragged layout, equal lengths; prefill_paged: the keys in a paged cache of --page-size and
-// --layout, pages of each request in shuffled order), MHA or GQA, causal or not. Reports TFLOP/s
-// (4 x visible q.k pairs x head_dim, METHOD.md) in params["tflops"] beside the bytes of q, k, v
-// and out. The peers (torch SDPA flash / cuDNN) run the dense [batch, heads, seq, dim] problem.
+// --layout, pages of each request in shuffled order), MHA or GQA, causal or not; --head-dim-v
+// gives v and out another head dim than q and k (128 with 192: DeepSeek's qk 192 / v 128). Reports
+// TFLOP/s (2 x visible q.k pairs x (head_dim + head_dim_v), METHOD.md) in params["tflops"] beside
+// the bytes of q, k, v and out. The peers (torch SDPA flash / cuDNN) run the dense
+// [batch, heads, seq, dim] problem.
 #include <algorithm>
 #include <random>
 #include <string>
@@ -25,17 +27,20 @@ Result run_prefill_impl(const Args& a, Context& ctx, bool paged) {
   r.dtype = flashserve::dtype_name(a.dtype);
   const int64_t batch = std::max<int64_t>(a.batch, 1);
   const int64_t kv_len = a.kv_len, q_len = a.q_len > 0 ? a.q_len : a.kv_len;
+  const int64_t D = a.head_dim, Dv = a.head_dim_v > 0 ? a.head_dim_v : a.head_dim;
   r.shape = "b" + std::to_string(batch) + " s" + std::to_string(q_len) +
             (q_len != kv_len ? "/" + std::to_string(kv_len) : "") + " " +
             std::to_string(a.q_heads) + "/" + std::to_string(a.kv_heads) + " x " +
-            std::to_string(a.head_dim) + (a.causal ? " causal" : "") +
+            std::to_string(D) + (Dv != D ? "/" + std::to_string(Dv) : "") +
+            (a.causal ? " causal" : "") +
             (paged ? " p" + std::to_string(a.page_size) + " " + a.layout : "");
   r.params = {{"batch", fmt_int(batch)},
               {"q_len", fmt_int(q_len)},
               {"kv_len", fmt_int(kv_len)},
               {"q_heads", fmt_int(a.q_heads)},
               {"kv_heads", fmt_int(a.kv_heads)},
-              {"head_dim", fmt_int(a.head_dim)},
+              {"head_dim", fmt_int(D)},
+              {"head_dim_v", fmt_int(Dv)},
               {"causal", fmt_int(a.causal ? 1 : 0)},
               {"dtype", flashserve::dtype_name(a.dtype)}};
   if (paged) {
@@ -43,8 +48,8 @@ Result run_prefill_impl(const Args& a, Context& ctx, bool paged) {
     r.params["layout"] = a.layout;
   }
   const int64_t tq = batch * q_len, tk = batch * kv_len;
-  DeviceTensor q(a.dtype, {tq, a.q_heads, a.head_dim}), out(a.dtype, {tq, a.q_heads, a.head_dim});
-  DeviceTensor k(a.dtype, {tk, a.kv_heads, a.head_dim}), v(a.dtype, {tk, a.kv_heads, a.head_dim});
+  DeviceTensor q(a.dtype, {tq, a.q_heads, D}), out(a.dtype, {tq, a.q_heads, Dv});
+  DeviceTensor k(a.dtype, {tk, a.kv_heads, D}), v(a.dtype, {tk, a.kv_heads, Dv});
   const uint64_t seed = fs_test::fresh_seed();
   fill_normal(q.view(), seed, 0.f, 1.f, ctx.stream);
   fill_normal(k.view(), seed + 1, 0.f, 1.f, ctx.stream);
@@ -65,11 +70,12 @@ Result run_prefill_impl(const Args& a, Context& ctx, bool paged) {
     for (size_t i = 0; i < indices.size(); ++i)
       indices[i] = static_cast<int32_t>(i);
     std::shuffle(indices.begin(), indices.end(), std::mt19937_64(seed));
-    const std::vector<int64_t> shape =
-        hnd ? std::vector<int64_t>{num_pages, a.kv_heads, P, a.head_dim}
-            : std::vector<int64_t>{num_pages, P, a.kv_heads, a.head_dim};
-    k_cache = DeviceTensor(a.dtype, shape);
-    v_cache = DeviceTensor(a.dtype, shape);
+    auto shape = [&](int64_t dim) {
+      return hnd ? std::vector<int64_t>{num_pages, a.kv_heads, P, dim}
+                 : std::vector<int64_t>{num_pages, P, a.kv_heads, dim};
+    };
+    k_cache = DeviceTensor(a.dtype, shape(D));
+    v_cache = DeviceTensor(a.dtype, shape(Dv));
     fill_normal(k_cache.view(), seed + 3, 0.f, 1.f, ctx.stream);
     fill_normal(v_cache.view(), seed + 4, 0.f, 1.f, ctx.stream);
     auto ints = [](const std::vector<int32_t>& x) {
@@ -89,6 +95,7 @@ Result run_prefill_impl(const Args& a, Context& ctx, bool paged) {
   req.num_qo_heads = static_cast<int>(a.q_heads);
   req.num_kv_heads = static_cast<int>(a.kv_heads);
   req.head_dim = static_cast<int>(a.head_dim);
+  req.head_dim_v = static_cast<int>(a.head_dim_v);
   req.dtype = a.dtype;
   req.causal = a.causal != 0;
   if (paged) {
@@ -119,7 +126,9 @@ Result run_prefill_impl(const Args& a, Context& ctx, bool paged) {
     expect_ok(flashserve::prefill_run(plan, args, ws.data(), s));
   };
   const double es = flashserve::dtype_size(a.dtype);
-  const double bytes = es * a.head_dim * (2.0 * tq * a.q_heads + 2.0 * tk * a.kv_heads);
+  // q and k rows of D, v and out rows of Dv.
+  const double bytes = es * (double(D) * (tq * a.q_heads + tk * a.kv_heads) +
+                             double(Dv) * (tq * a.q_heads + tk * a.kv_heads));
   finish(r, ctx.timer->time(launch, ctx.time), bytes, ctx);
   r.params["flops"] = std::to_string(plan.flops);
   r.params["tflops"] = std::to_string(plan.flops / (r.timing.median_us * 1e-6) / 1e12);
@@ -139,13 +148,14 @@ std::vector<Routine> prefill_routines() {
   return {{"prefill",
            "attention",
            "ragged prefill attention (plan once, time prefill_run), TFLOP/s in params",
-           {"batch", "q-len", "kv-len", "q-heads", "kv-heads", "head-dim", "causal", "dtype"},
+           {"batch", "q-len", "kv-len", "q-heads", "kv-heads", "head-dim", "head-dim-v", "causal",
+            "dtype"},
            run_prefill},
           {"prefill_paged",
            "attention",
            "prefill attention over a paged KV cache (shuffled pages), TFLOP/s in params",
-           {"batch", "q-len", "kv-len", "q-heads", "kv-heads", "head-dim", "causal", "dtype",
-            "page-size", "layout"},
+           {"batch", "q-len", "kv-len", "q-heads", "kv-heads", "head-dim", "head-dim-v", "causal",
+            "dtype", "page-size", "layout"},
            run_prefill_paged}};
 }
 

@@ -1,10 +1,13 @@
 """Prefill attention with plan/run wrappers, as flashinfer.prefill: ragged k / v, or a paged KV
 cache.
 
-``q``: ``[total_q, num_qo_heads, head_dim]`` (fp16 / bf16, head_dim 64 / 128 / 256, last dim
-contiguous, 16-byte aligned rows); request b's queries are rows ``qo_indptr[b]..qo_indptr[b+1]``.
-Ragged (``BatchPrefillWithRaggedKVCacheWrapper``): ``k`` / ``v`` ``[total_kv, num_kv_heads,
-head_dim]``, request b's keys rows ``kv_indptr[b]..kv_indptr[b+1]``. Paged
+``q``: ``[total_q, num_qo_heads, head_dim]`` (fp16 / bf16, head_dim 64 / 96 / 128 / 192 / 256, last
+dim contiguous, 16-byte aligned rows); request b's queries are rows ``qo_indptr[b]..qo_indptr[b+1]``.
+Ragged (``BatchPrefillWithRaggedKVCacheWrapper``): ``k`` ``[total_kv, num_kv_heads, head_dim]``,
+``v`` ``[total_kv, num_kv_heads, head_dim_vo]``, request b's keys rows
+``kv_indptr[b]..kv_indptr[b+1]``; the output is ``[total_q, num_qo_heads, head_dim_vo]``.
+``head_dim_vo`` is ``head_dim_qk``, or 128 with ``head_dim_qk`` 192 (DeepSeek's qk 192 / v 128; the
+softmax scale stays ``1 / sqrt(head_dim_qk)``). Paged
 (``BatchPrefillWithPagedKVCacheWrapper``): request b's keys are the tokens of its pages in the cache
 (docs/paged_kv.md: ``(k_cache, v_cache)`` or one ``[pages, 2, ...]`` tensor, NHD or HND, and the
 CSR page table). A query row i of a request with q_len queries and kv_len keys sits at kv position
@@ -28,6 +31,7 @@ _CAPACITY_FIELDS = (
     "num_qo_heads",
     "num_kv_heads",
     "head_dim",
+    "head_dim_v",
     "dtype",
     "causal",
     "window_left",
@@ -154,6 +158,12 @@ class _BatchPrefillWrapper:
         self._workspace = torch.empty(nbytes, dtype=torch.uint8, device=self._device)
         return self._workspace
 
+    def _new_out(self, q: torch.Tensor) -> torch.Tensor:
+        """run()'s output when none is given: like q, with the planned head_dim_vo as last dim."""
+        if q.shape[-1] == self._head_dim_vo:
+            return torch.empty_like(q)
+        return q.new_empty((*q.shape[:-1], self._head_dim_vo))
+
     def _check_plan_options(
         self,
         pos_encoding_mode: str,
@@ -163,7 +173,8 @@ class _BatchPrefillWrapper:
         kv_data_type: Optional[Union[str, torch.dtype]],
         o_data_type: Optional[Union[str, torch.dtype]] = None,
     ) -> torch.dtype:
-        """The FlashInfer plan arguments with a single supported value; returns q's dtype."""
+        """The FlashInfer plan arguments with a single supported value (``head_dim_vo``: that of
+        ``head_dim_qk``, or 128 with 192); returns q's dtype."""
         op = f"{self._name}.plan"
         if pos_encoding_mode != "NONE":
             raise _C.UnsupportedError(
@@ -171,7 +182,12 @@ class _BatchPrefillWrapper:
                 "with flashserve.apply_rope_pos_ids first; ALiBi: pass alibi_slopes=)"
             )
         if head_dim_vo is not None and head_dim_vo != head_dim_qk:
-            raise _C.UnsupportedError(f"{op}: head_dim_vo: expected {head_dim_qk} (head_dim_qk)")
+            if not (head_dim_qk == 192 and head_dim_vo == 128):
+                also = " or 128 (qk 192 / v 128)" if head_dim_qk == 192 else ""
+                raise _C.UnsupportedError(
+                    f"{op}: head_dim_vo: expected {head_dim_qk} (head_dim_qk){also}, got "
+                    f"{head_dim_vo} (different qk and vo head dims: only 192 / 128)"
+                )
         dtype = torch_dtype("q_data_type", q_data_type)
         if kv_data_type is not None and torch_dtype("kv_data_type", kv_data_type) != dtype:
             raise _C.UnsupportedError(f"{op}: kv_data_type: expected {dtype} (q_data_type)")
@@ -185,6 +201,7 @@ class _BatchPrefillWrapper:
         num_qo_heads: int,
         num_kv_heads: int,
         head_dim: int,
+        head_dim_vo: Optional[int],
         page_size: int,
         causal: bool,
         window_left: int,
@@ -195,6 +212,7 @@ class _BatchPrefillWrapper:
             num_qo_heads=num_qo_heads,
             num_kv_heads=num_kv_heads,
             head_dim=head_dim,
+            head_dim_v=0 if head_dim_vo is None else int(head_dim_vo),
             page_size=int(page_size),
             dtype=c_dtype("q_data_type", dtype),
             causal=causal,
@@ -239,6 +257,7 @@ class _BatchPrefillWrapper:
         qo_h: torch.Tensor,
         kv_lens: torch.Tensor,
         head_dim: int,
+        head_dim_vo: Optional[int],
         custom_mask: Optional[torch.Tensor],
         packed_custom_mask: Optional[torch.Tensor],
         sm_scale: Optional[float],
@@ -247,7 +266,8 @@ class _BatchPrefillWrapper:
         non_blocking: bool,
     ) -> None:
         """The run arguments a plan fixes: the custom mask (request b's ``[q_len, kv_len]`` bits
-        at an offset), the softmax scale, the soft-cap and the ALiBi slopes."""
+        at an offset), the softmax scale (of ``head_dim``, q and k's), the soft-cap, the ALiBi
+        slopes and the output's head dim."""
         self._mask, self._mask_offsets = None, None
         if custom_mask is not None or packed_custom_mask is not None:
             sizes = (qo_h[1:] - qo_h[:-1]).to(torch.int64) * kv_lens.to(torch.int64)
@@ -262,6 +282,7 @@ class _BatchPrefillWrapper:
         self._sm_scale = float(sm_scale) if sm_scale is not None else 1.0 / math.sqrt(head_dim)
         self._logits_soft_cap = float(logits_soft_cap or 0.0)
         self._alibi = alibi_slopes
+        self._head_dim_vo = int(head_dim if head_dim_vo is None else head_dim_vo)
         self._planned = True
 
     def _launch(self, q, k, v, k_cache, v_cache, table, out, lse, sm_scale, sinks) -> None:
@@ -392,6 +413,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
             num_qo_heads,
             num_kv_heads,
             head_dim_qk,
+            head_dim_vo,
             0,
             causal,
             window_left,
@@ -403,6 +425,7 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
             qo_h,
             kv_h[1:] - kv_h[:-1],
             head_dim_qk,
+            head_dim_vo,
             custom_mask,
             packed_custom_mask,
             sm_scale,
@@ -423,12 +446,12 @@ class BatchPrefillWithRaggedKVCacheWrapper(_BatchPrefillWrapper):
         *,
         sinks: Optional[torch.Tensor] = None,
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        """Attention output ``[total_q, num_qo_heads, head_dim]`` (and the natural-log LSE with
+        """Attention output ``[total_q, num_qo_heads, head_dim_vo]`` (and the natural-log LSE with
         ``return_lse``). ``sinks``: float32 ``[num_qo_heads]`` gpt-oss sink logits."""
         if not self._planned:
             raise _C.Error("BatchPrefillWithRaggedKVCacheWrapper.run: call plan() first")
         if out is None:
-            out = torch.empty_like(q)
+            out = self._new_out(q)
         if return_lse and lse is None:
             lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
         self._launch(q, k, v, None, None, (None, None, None), out, lse, self._sm_scale, sinks)
@@ -445,7 +468,8 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
     lengths are read on the host, so give them as CPU tensors to skip a device-to-host copy) and
     ``run`` the cache, ``(k_cache, v_cache)`` or one ``[pages, 2, ...]`` tensor (split into views,
     never copied), in ``kv_layout`` NHD ``[pages, page_size, kv_heads, head_dim]`` or HND
-    ``[pages, kv_heads, page_size, head_dim]``, of q's dtype. Any page size.
+    ``[pages, kv_heads, page_size, head_dim]``, of q's dtype. Any page size. With
+    ``head_dim_vo`` 128 at ``head_dim_qk`` 192 the v cache's last dim is 128 (give the pair).
 
     ``float_workspace_buffer`` may be None (the wrapper then owns a workspace of the size the plan
     needs). CUDA graphs (``use_cuda_graph=True``): the wrapper owns fixed-size device page-table
@@ -591,6 +615,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
             num_qo_heads,
             num_kv_heads,
             head_dim_qk,
+            head_dim_vo,
             page_size,
             causal,
             window_left,
@@ -611,6 +636,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
             qo_h,
             kv_lens,
             head_dim_qk,
+            head_dim_vo,
             custom_mask,
             packed_custom_mask,
             sm_scale,
@@ -633,7 +659,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
         v_scale: Optional[float] = None,
         sinks: Optional[torch.Tensor] = None,
     ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-        """Attention output ``[total_q, num_qo_heads, head_dim]`` (and the natural-log LSE
+        """Attention output ``[total_q, num_qo_heads, head_dim_vo]`` (and the natural-log LSE
         ``[total_q, num_qo_heads]`` with ``return_lse``) for the planned batch.
 
         ``q_scale`` and ``k_scale`` multiply the softmax scale, ``v_scale`` the output (as
@@ -658,7 +684,7 @@ class BatchPrefillWithPagedKVCacheWrapper(_BatchPrefillWrapper):
                     f"softmax scale), got {q_scale}, {k_scale}"
                 )
         if out is None:
-            out = torch.empty_like(q)
+            out = self._new_out(q)
         if return_lse and lse is None:
             lse = torch.empty(q.shape[:2], dtype=torch.float32, device=q.device)
         table = (self._indptr, self._indices, self._last_page_len)
@@ -687,7 +713,8 @@ def single_prefill_with_kv_cache(
     rope_theta: Optional[float] = None,
     return_lse: bool = False,
 ) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
-    """One request: ``q [q_len, heads, dim]``, ``k`` / ``v`` ``[kv_len, kv_heads, dim]``. Plans
+    """One request: ``q [q_len, heads, dim]``, ``k [kv_len, kv_heads, dim]``, ``v [kv_len,
+    kv_heads, dim_v]`` (dim_v: dim, or 128 with dim 192); returns ``[q_len, heads, dim_v]``. Plans
     on every call (host work, no device sync); use the wrapper to plan once per batch."""
     w = BatchPrefillWithRaggedKVCacheWrapper(kv_layout=kv_layout, device=q.device)
     qo = torch.tensor([0, q.shape[0]], dtype=torch.int32)
@@ -698,7 +725,7 @@ def single_prefill_with_kv_cache(
         q.shape[1],
         k.shape[1],
         q.shape[2],
-        None,
+        v.shape[2],
         custom_mask,
         packed_custom_mask,
         causal,

@@ -14,11 +14,12 @@
 namespace flashserve::python {
 namespace {
 
-// Format 2 added page_size (paged KV) after window_right.
-constexpr int64_t kPlanMagic = 0x46535050'00000002;  // "FSPP", format 2
+// Format 2 added page_size (paged KV) after window_right; format 3 appended head_dim_v (of v and
+// out) at the end, so that the other fields keep their indexes.
+constexpr int64_t kPlanMagic = 0x46535050'00000003;  // "FSPP", format 3
 
 // Field order of the encoded plan; the Python layer reads names from _C.PREFILL_PLAN_FIELDS.
-constexpr std::array<const char*, 25> kPlanFieldNames = {"magic",
+constexpr std::array<const char*, 26> kPlanFieldNames = {"magic",
                                                          "batch_size",
                                                          "total_q",
                                                          "total_kv",
@@ -42,7 +43,8 @@ constexpr std::array<const char*, 25> kPlanFieldNames = {"magic",
                                                          "qo_indptr_offset",
                                                          "kv_indptr_offset",
                                                          "work_offset",
-                                                         "reserved"};
+                                                         "reserved",
+                                                         "head_dim_v"};
 constexpr size_t kPlanFields = kPlanFieldNames.size();
 
 std::vector<int64_t> encode(const PrefillPlan& p) {
@@ -70,7 +72,8 @@ std::vector<int64_t> encode(const PrefillPlan& p) {
           static_cast<int64_t>(p.qo_indptr_offset),
           static_cast<int64_t>(p.kv_indptr_offset),
           static_cast<int64_t>(p.work_offset),
-          0};
+          0,
+          p.head_dim_v};
 }
 
 PrefillPlan decode(const char* op, const Array& a) {
@@ -99,6 +102,7 @@ PrefillPlan decode(const char* op, const Array& a) {
   p.qo_indptr_offset = static_cast<size_t>(f[21]);
   p.kv_indptr_offset = static_cast<size_t>(f[22]);
   p.work_offset = static_cast<size_t>(f[23]);
+  p.head_dim_v = static_cast<int>(f[25]);
   return p;
 }
 
@@ -163,17 +167,19 @@ PrefillPlanRequest with_host_arrays(const char* op, PrefillPlanRequest req, cons
 void bind_prefill(nb::module_& m) {
   nb::class_<PrefillPlanRequest>(m, "PrefillPlanRequest",
                                  "The scalar part of a prefill plan request (page_size > 0: paged "
-                                 "KV); the host indptr and page-table arrays are passed to "
-                                 "prefill_plan / prefill_workspace_size.")
+                                 "KV; head_dim_v: of v and out, 0 = head_dim, or 128 with "
+                                 "head_dim 192); the host indptr and page-table arrays are passed "
+                                 "to prefill_plan / prefill_workspace_size.")
       .def(
           "__init__",
           [](PrefillPlanRequest* self, int num_qo_heads, int num_kv_heads, int head_dim,
-             int page_size, DType dtype, bool causal, int window_left, int window_right,
-             int num_sms, int max_batch_size, int64_t max_q_tokens) {
+             int head_dim_v, int page_size, DType dtype, bool causal, int window_left,
+             int window_right, int num_sms, int max_batch_size, int64_t max_q_tokens) {
             PrefillPlanRequest* r = new (self) PrefillPlanRequest();
             r->num_qo_heads = num_qo_heads;
             r->num_kv_heads = num_kv_heads;
             r->head_dim = head_dim;
+            r->head_dim_v = head_dim_v;
             r->page_size = page_size;
             r->dtype = dtype;
             r->causal = causal;
@@ -184,12 +190,13 @@ void bind_prefill(nb::module_& m) {
             r->max_q_tokens = max_q_tokens;
           },
           nb::kw_only(), nb::arg("num_qo_heads"), nb::arg("num_kv_heads"), nb::arg("head_dim"),
-          nb::arg("page_size") = 0, nb::arg("dtype") = DType::kBFloat16, nb::arg("causal") = false,
-          nb::arg("window_left") = -1, nb::arg("window_right") = -1, nb::arg("num_sms") = 0,
-          nb::arg("max_batch_size") = 0, nb::arg("max_q_tokens") = 0)
+          nb::arg("head_dim_v") = 0, nb::arg("page_size") = 0, nb::arg("dtype") = DType::kBFloat16,
+          nb::arg("causal") = false, nb::arg("window_left") = -1, nb::arg("window_right") = -1,
+          nb::arg("num_sms") = 0, nb::arg("max_batch_size") = 0, nb::arg("max_q_tokens") = 0)
       .def_rw("num_qo_heads", &PrefillPlanRequest::num_qo_heads)
       .def_rw("num_kv_heads", &PrefillPlanRequest::num_kv_heads)
       .def_rw("head_dim", &PrefillPlanRequest::head_dim)
+      .def_rw("head_dim_v", &PrefillPlanRequest::head_dim_v)
       .def_rw("page_size", &PrefillPlanRequest::page_size)
       .def_rw("dtype", &PrefillPlanRequest::dtype)
       .def_rw("causal", &PrefillPlanRequest::causal)

@@ -76,8 +76,8 @@ TEST(KernelRegistry, PrefillSpecTextRoundTrip) {
   const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
   EXPECT_TRUE(f.needs_cutlass);
   const std::vector<rt::KernelSpec> all = f.enumerate();
-  // 2 q dtypes x 5 head dims x (plain, causal, general) x (ragged, paged)
-  EXPECT_EQ(all.size(), 60u);
+  // 2 q dtypes x (5 head dims + qk 192 / v 128) x (plain, causal, general) x (ragged, paged)
+  EXPECT_EQ(all.size(), 72u);
   EXPECT_NE(std::find(all.begin(), all.end(), paged), all.end());
   for (const rt::KernelSpec& x : all) {
     EXPECT_TRUE(parse_ok(registry().describe(x)) == x) << registry().describe(x);
@@ -86,6 +86,40 @@ TEST(KernelRegistry, PrefillSpecTextRoundTrip) {
   for (size_t i = 0; i < all.size(); ++i)
     for (size_t j = 0; j < i; ++j)
       EXPECT_FALSE(all[i] == all[j]) << registry().describe(all[i]);
+}
+
+// qk head_dim 192 with v head_dim 128: the optional field hdv, left out of the text form when v's
+// head dim is hd (so the names of the other specializations do not change).
+TEST(KernelRegistry, PrefillHeadDimVSpec) {
+  const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
+  const rt::KernelSpec s = flashserve::detail::prefill_kernel_spec(
+      DType::kBFloat16, 192, PrefillKind::kCausal, true, /*head_dim_v=*/128);
+  EXPECT_EQ(registry().describe(s), "prefill q=bf16 hd=192 kind=causal kv=paged hdv=128");
+  EXPECT_TRUE(parse_ok("prefill hdv=128 kv=paged q=bf16 kind=causal hd=192") == s);
+  EXPECT_TRUE(f.check(s).ok());
+  // v's head dim equal to hd (or 0) is the spec without hdv.
+  const rt::KernelSpec same =
+      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 192, PrefillKind::kCausal, true);
+  EXPECT_FALSE(s == same);
+  EXPECT_TRUE(flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 192, PrefillKind::kCausal,
+                                                      true, 192) == same);
+  EXPECT_EQ(registry().describe(same), "prefill q=bf16 hd=192 kind=causal kv=paged");
+  EXPECT_TRUE(parse_ok("prefill q=bf16 hd=192 kind=causal kv=paged") == same);
+  const std::vector<rt::KernelSpec> all = f.enumerate();
+  int with_hdv = 0;
+  for (const rt::KernelSpec& x : all)
+    with_hdv += registry().describe(x).find(" hdv=128") != std::string::npos;
+  EXPECT_EQ(with_hdv, 12);  // 2 q dtypes x 3 kinds x (ragged, paged)
+  EXPECT_NE(std::find(all.begin(), all.end(), s), all.end());
+  // Only 128 with hd 192.
+  for (const char* text : {"prefill q=bf16 hd=128 kind=causal kv=ragged hdv=64",
+                           "prefill q=bf16 hd=256 kind=causal kv=ragged hdv=128",
+                           "prefill q=fp16 hd=192 kind=general kv=paged hdv=64",
+                           "prefill q=bf16 hd=128 kind=causal kv=ragged hdv=128"}) {
+    EXPECT_NE(parse_error(text).find("hdv: expected 128 with hd=192"), std::string::npos) << text;
+  }
+  EXPECT_NE(parse_error("prefill q=bf16 hd=192 kind=causal kv=ragged hdv=x").find("hdv"),
+            std::string::npos);
 }
 
 TEST(KernelRegistry, PrefillCheckRejectsWhatTheFamilyDoesNotHave) {
@@ -142,30 +176,42 @@ TEST(KernelRegistry, PrefillSourceInstantiatesThePrebuiltTemplate) {
     PrefillKind kind;
     bool paged;
     const char* instantiation;
+    int hdv = 0;
   };
   const Case cases[] = {
       {DType::kBFloat16, 128, PrefillKind::kCausal, false,
-       "prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 128, false, false>, "
+       "prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 128, false, false, 128>, "
        "PrefillKind::kCausal>(\n"
        "    const __grid_constant__ PrefillKernelArgs<PrefillTraits<cutlass::bfloat16_t, 128, "
-       "false, false>>);"},
+       "false, false, 128>>);"},
       // The plain kernel's traits are the unmasked ones (launch_prefill_sm90).
       {DType::kFloat16, 64, PrefillKind::kPlain, false,
-       "prefill_kernel<PrefillTraits<cutlass::half_t, 64, true, false>, PrefillKind::kPlain>("},
+       "prefill_kernel<PrefillTraits<cutlass::half_t, 64, true, false, 64>, PrefillKind::kPlain>("},
       {DType::kFloat16, 256, PrefillKind::kGeneral, false,
-       "prefill_kernel<PrefillTraits<cutlass::half_t, 256, false, false>, "
+       "prefill_kernel<PrefillTraits<cutlass::half_t, 256, false, false, 256>, "
        "PrefillKind::kGeneral>("},
       // Paged KV: the 4th traits argument.
       {DType::kBFloat16, 128, PrefillKind::kCausal, true,
-       "prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 128, false, true>, "
+       "prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 128, false, true, 128>, "
        "PrefillKind::kCausal>(\n"
        "    const __grid_constant__ PrefillKernelArgs<PrefillTraits<cutlass::bfloat16_t, 128, "
-       "false, true>>);"},
+       "false, true, 128>>);"},
       {DType::kFloat16, 64, PrefillKind::kPlain, true,
-       "prefill_kernel<PrefillTraits<cutlass::half_t, 64, true, true>, PrefillKind::kPlain>("}};
+       "prefill_kernel<PrefillTraits<cutlass::half_t, 64, true, true, 64>, PrefillKind::kPlain>("},
+      // qk 192 / v 128: v's head dim is the 5th traits argument.
+      {DType::kBFloat16, 192, PrefillKind::kCausal, false,
+       "prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 192, false, false, 128>, "
+       "PrefillKind::kCausal>(\n"
+       "    const __grid_constant__ PrefillKernelArgs<PrefillTraits<cutlass::bfloat16_t, 192, "
+       "false, false, 128>>);",
+       128},
+      {DType::kFloat16, 192, PrefillKind::kGeneral, true,
+       "prefill_kernel<PrefillTraits<cutlass::half_t, 192, false, true, 128>, "
+       "PrefillKind::kGeneral>(",
+       128}};
   for (const Case& c : cases) {
     const rt::KernelSource src =
-        f.generate(flashserve::detail::prefill_kernel_spec(c.q, c.hd, c.kind, c.paged));
+        f.generate(flashserve::detail::prefill_kernel_spec(c.q, c.hd, c.kind, c.paged, c.hdv));
     EXPECT_NE(src.code.find("#include \"flashserve/attention/prefill_kernel_sm90.cuh\""),
               std::string::npos)
         << src.code;
@@ -205,7 +251,8 @@ TEST(KernelRegistry, PresetsParseAndAllIsEverything) {
     EXPECT_TRUE(st.ok()) << st.to_string();
     EXPECT_EQ(specs.size(), p.specs.size()) << p.name << ": no duplicates";
   }
-  for (const char* want : {"default", "llama3", "qwen2.5", "qwen3", "mistral", "deepseek"})
+  for (const char* want :
+       {"default", "llama3", "qwen2.5", "qwen3", "mistral", "deepseek", "deepseek-mla"})
     EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want;
   std::vector<rt::KernelSpec> def, all;
   ASSERT_TRUE(rt::preset_specs(registry(), "default", &def).ok());
@@ -226,7 +273,7 @@ TEST(KernelRegistry, PresetsParseAndAllIsEverything) {
                                                  "prefill q=fp16 hd=128 kind=general kv=paged"};
   EXPECT_EQ(def_text, want_default);
   ASSERT_TRUE(rt::preset_specs(registry(), "all", &all).ok());
-  EXPECT_EQ(all.size(), 78u);  // 18 decode + 60 prefill
+  EXPECT_EQ(all.size(), 90u);  // 18 decode + 72 prefill
   // Every model preset has, for each prefill head dim it lists, the causal and the general kernel
   // (prefill_plan resolves both), and has them for ragged and for paged KV.
   const int prefill = flashserve::detail::prefill_kernel_family();

@@ -50,6 +50,28 @@ TEST(PrefillPlan, OneItemPerTileAndHeadLongestFirst) {
   EXPECT_DOUBLE_EQ(s.flops, 4.0 * 128 * 2 * (45150 + 1000));
 }
 
+// qk 192 / v 128: the flops count each visible pair's q.k (head_dim) and p.v (head_dim_v)
+// multiply-adds; head_dim_v 0 means head_dim.
+TEST(PrefillPlan, FlopsCountTheQkAndVDims) {
+  const std::vector<int32_t> q{0, 300, 301}, k{0, 300, 1000};
+  plan::PrefillScheduleInput in = input(q, k);
+  in.causal = true;
+  in.head_dim = 192;
+  in.head_dim_v = 128;
+  in.block_n = 64;
+  plan::PrefillSchedule s;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  // Causal 300 x 300 = 45150 pairs, plus 700 for the single query over 700 keys; two heads.
+  const double pairs = 2.0 * (45150 + 700);
+  EXPECT_DOUBLE_EQ(s.flops, 2.0 * (192 + 128) * pairs);
+  in.head_dim_v = 0;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_DOUBLE_EQ(s.flops, 4.0 * 192 * pairs);
+  in.head_dim_v = 192;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_DOUBLE_EQ(s.flops, 4.0 * 192 * pairs);
+}
+
 TEST(PrefillPlan, VisibleKeysFollowTheMasks) {
   // Bottom-right causal: q_len 4 over kv 10, row 0 sits at position 6.
   EXPECT_EQ(plan::prefill_visible_keys(0, 4, 10, true, -1, -1), 7);
@@ -135,6 +157,56 @@ TEST(PrefillArgs, RequestChecksNameTheField) {
                       "workspace", std::to_string(bytes) + " bytes needed"));
 }
 
+// head_dim_v: qk 192 / v 128 (DeepSeek) is the one pair of unequal dims; 0 means head_dim, and
+// an equal value is accepted at every head_dim.
+TEST(PrefillArgs, HeadDimVChecksNameTheField) {
+  size_t bytes = 0;
+  struct Bad {
+    int head_dim, head_dim_v;
+  };
+  const Bad bad[] = {{128, 64}, {256, 128}, {192, 64}, {192, 256}, {64, 128},
+                     {96, 128}, {128, 192}, {192, -1}, {128, 96}};
+  for (const Bad& b : bad) {
+    auto r = request();
+    r.head_dim = b.head_dim;
+    r.head_dim_v = b.head_dim_v;
+    SCOPED_TRACE(std::to_string(b.head_dim) + " / " + std::to_string(b.head_dim_v));
+    EXPECT_TRUE(invalid(flashserve::prefill_workspace_size(r, &bytes), "prefill_workspace_size",
+                        "req.head_dim_v", std::to_string(b.head_dim_v)));
+    flashserve::PrefillPlan p;
+    EXPECT_TRUE(invalid(flashserve::prefill_plan(r, fake(9), size_t{1} << 30, nullptr, &p),
+                        "prefill_plan", "req.head_dim_v", std::to_string(b.head_dim_v)));
+  }
+  for (int d : {64, 96, 128, 192, 256})
+    for (int dv : {0, d}) {
+      auto r = request();
+      r.head_dim = d;
+      r.head_dim_v = dv;
+      EXPECT_TRUE(flashserve::prefill_workspace_size(r, &bytes).ok()) << d << " / " << dv;
+      EXPECT_GT(bytes, 0u);
+    }
+  auto r = request();
+  r.head_dim = 192;
+  r.head_dim_v = 128;
+  size_t bytes_192_128 = 0, bytes_192 = 0;
+  ASSERT_TRUE(flashserve::prefill_workspace_size(r, &bytes_192_128).ok());
+  r.head_dim_v = 0;
+  ASSERT_TRUE(flashserve::prefill_workspace_size(r, &bytes_192).ok());
+  EXPECT_EQ(bytes_192_128, bytes_192);  // the work list does not depend on v's width
+  // Paged requests are checked the same way.
+  const std::vector<int32_t> indptr{0, 7, 14}, last{4, 4};
+  r = request();
+  r.page_size = 16;
+  r.paged_kv_indptr = indptr.data();
+  r.paged_kv_last_page_len = last.data();
+  r.head_dim = 192;
+  r.head_dim_v = 128;
+  EXPECT_TRUE(flashserve::prefill_workspace_size(r, &bytes).ok());
+  r.head_dim = 256;
+  EXPECT_TRUE(invalid(flashserve::prefill_workspace_size(r, &bytes), "prefill_workspace_size",
+                      "req.head_dim_v"));
+}
+
 struct RunCase {
   flashserve::PrefillPlan plan;
   flashserve::PrefillArgs a;
@@ -145,6 +217,7 @@ struct RunCase {
     plan.num_qo_heads = 8;
     plan.num_kv_heads = 2;
     plan.head_dim = 128;
+    plan.head_dim_v = 128;
     plan.num_work = 16;
     plan.grid = 16;
     plan.workspace_bytes = 4096;
@@ -152,6 +225,18 @@ struct RunCase {
     a.k = TensorView::contiguous(fake(2), DType::kBFloat16, {200, 2, 128});
     a.v = TensorView::contiguous(fake(3), DType::kBFloat16, {200, 2, 128});
     a.out = TensorView::contiguous(fake(4), DType::kBFloat16, {200, 8, 128});
+  }
+  // A plan of qk head_dim 192 with v head_dim 128, and tensors that fit it.
+  static RunCase qk192_v128() {
+    RunCase r;
+    r.plan.head_dim = 192;
+    r.plan.head_dim_v = 128;
+    r.plan.block_n = 64;
+    r.a.q = TensorView::contiguous(fake(1), DType::kBFloat16, {200, 8, 192});
+    r.a.k = TensorView::contiguous(fake(2), DType::kBFloat16, {200, 2, 192});
+    r.a.v = TensorView::contiguous(fake(3), DType::kBFloat16, {200, 2, 128});
+    r.a.out = TensorView::contiguous(fake(4), DType::kBFloat16, {200, 8, 128});
+    return r;
   }
   flashserve::Status run() const { return flashserve::prefill_run(plan, a, fake(9)); }
 };
@@ -201,6 +286,55 @@ TEST(PrefillArgs, RunChecksNameTheArgument) {
     RunCase r;
     r.plan.workspace_bytes = 0;
     EXPECT_TRUE(invalid(r.run(), "prefill_run", "plan"));
+  }
+}
+
+// q and k have head_dim elements per row, v and out head_dim_v.
+TEST(PrefillArgs, RunChecksTheVAndOutHeadDim) {
+  {
+    RunCase r = RunCase::qk192_v128();
+    r.a.v = TensorView::contiguous(fake(3), DType::kBFloat16, {200, 2, 192});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "v", "expected size 128"));
+  }
+  {
+    RunCase r = RunCase::qk192_v128();
+    r.a.out = TensorView::contiguous(fake(4), DType::kBFloat16, {200, 8, 192});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "out", "expected size 128"));
+  }
+  {
+    RunCase r = RunCase::qk192_v128();
+    r.a.k = TensorView::contiguous(fake(2), DType::kBFloat16, {200, 2, 128});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "k", "expected size 192"));
+  }
+  {
+    RunCase r = RunCase::qk192_v128();
+    r.a.q = TensorView::contiguous(fake(1), DType::kBFloat16, {200, 8, 128});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "q", "expected size 192"));
+  }
+  {
+    // A 192 / 192 plan given the 128-wide v and out of a 192 / 128 problem.
+    RunCase r = RunCase::qk192_v128();
+    r.plan.head_dim_v = 192;
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "out", "expected size 192"));
+    r.a.out = TensorView::contiguous(fake(4), DType::kBFloat16, {200, 8, 192});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "v", "expected size 192"));
+  }
+  {
+    // Paged: the v cache's rows are head_dim_v long, the k cache's head_dim.
+    RunCase r = RunCase::qk192_v128();
+    r.plan.page_size = 16;
+    r.a.k = TensorView();
+    r.a.v = TensorView();
+    r.a.cache.k_cache = TensorView::contiguous(fake(2), DType::kBFloat16, {20, 16, 2, 192});
+    r.a.cache.v_cache = TensorView::contiguous(fake(3), DType::kBFloat16, {20, 16, 2, 192});
+    r.a.cache.layout = flashserve::KVLayout::kNHD;
+    r.a.table.indptr = TensorView::contiguous(fake(5), DType::kInt32, {3});
+    r.a.table.indices = TensorView::contiguous(fake(6), DType::kInt32, {14});
+    r.a.table.last_page_len = TensorView::contiguous(fake(7), DType::kInt32, {2});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "cache.v_cache", "128"));
+    r.a.cache.v_cache = TensorView::contiguous(fake(3), DType::kBFloat16, {20, 16, 2, 128});
+    r.a.cache.k_cache = TensorView::contiguous(fake(2), DType::kBFloat16, {20, 16, 2, 128});
+    EXPECT_TRUE(invalid(r.run(), "prefill_run", "cache.k_cache", "192"));
   }
 }
 

@@ -318,6 +318,7 @@ TEST_F(JitDecode, DisabledJitFailsThePlanNamingTheKernel) {
 struct PrefillProblem {
   DType dtype = DType::kBFloat16;
   int head_dim = 128, qo_heads = 8, kv_heads = 2;
+  int head_dim_v = 0;  // of v and out; 0 = head_dim
   bool causal = false;
   std::vector<std::pair<int, int>> lens;  // (q_len, kv_len) per request
   std::vector<int32_t> qo_indptr{0}, kv_indptr{0};
@@ -331,13 +332,14 @@ struct PrefillProblem {
       kv_indptr.push_back(kv_indptr.back() + kl);
     }
     const int64_t tq = qo_indptr.back(), tk = kv_indptr.back();
+    const int dv = head_dim_v > 0 ? head_dim_v : head_dim;
     q = DeviceTensor(dtype, {tq, qo_heads, head_dim});
     k = DeviceTensor(dtype, {tk, kv_heads, head_dim});
-    v = DeviceTensor(dtype, {tk, kv_heads, head_dim});
+    v = DeviceTensor(dtype, {tk, kv_heads, dv});
     q.upload(random_normal(tq * qo_heads * head_dim, rng()));
     k.upload(random_normal(tk * kv_heads * head_dim, rng()));
-    v.upload(random_normal(tk * kv_heads * head_dim, rng()));
-    out = DeviceTensor(dtype, {tq, qo_heads, head_dim});
+    v.upload(random_normal(tk * kv_heads * dv, rng()));
+    out = DeviceTensor(dtype, {tq, qo_heads, dv});
     lse = DeviceTensor(DType::kFloat32, {tq, qo_heads});
   }
   flashserve::PrefillPlanRequest request() const {
@@ -348,6 +350,7 @@ struct PrefillProblem {
     r.num_qo_heads = qo_heads;
     r.num_kv_heads = kv_heads;
     r.head_dim = head_dim;
+    r.head_dim_v = head_dim_v;
     r.dtype = dtype;
     r.causal = causal;
     return r;
@@ -471,6 +474,19 @@ TEST_F(JitPrefill, DisabledJitFailsThePlanNamingTheKernel) {
       st.message().find("flashserve compile --spec 'prefill q=fp16 hd=256 kind=causal kv=ragged'"),
       std::string::npos)
       << st.message();
+  // qk 192 / v 128: the spec names v's head dim.
+  PrefillProblem mla;
+  mla.head_dim = 192;
+  mla.head_dim_v = 128;
+  mla.causal = true;
+  mla.lens = {{3, 5}};
+  mla.make(next_seed());
+  const Status st_mla = mla.plan(&plan);
+  EXPECT_EQ(st_mla.code(), flashserve::StatusCode::kUnsupported);
+  EXPECT_NE(st_mla.message().find(
+                "flashserve compile --spec 'prefill q=bf16 hd=192 kind=causal kv=ragged hdv=128'"),
+            std::string::npos)
+      << st_mla.message();
 }
 
 }  // namespace

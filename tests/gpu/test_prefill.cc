@@ -1,8 +1,8 @@
 // Prefill attention (prefill_plan / prefill_run) against the CPU reference with METHOD.md's
 // accuracy rule: ragged batches with lengths such as (113, 203), (1023, 1024), (1, 4096),
-// (4224, 4224) and zero-length requests, head_dim 64/128/256, causal or not, GQA and MQA, every
-// variant (window left/right, soft-cap, ALiBi, sinks, custom mask), fully masked rows (0 and
-// -inf), fp16 and bf16, LSE, determinism and CUDA-graph capture.
+// (4224, 4224) and zero-length requests, head_dim 64/96/128/192/256 and qk 192 / v 128 (DeepSeek),
+// causal or not, GQA and MQA, every variant (window left/right, soft-cap, ALiBi, sinks, custom
+// mask), fully masked rows (0 and -inf), fp16 and bf16, LSE, determinism and CUDA-graph capture.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -23,6 +23,7 @@ using flashserve::Status;
 struct PrefillCase {
   std::vector<std::pair<int, int>> lens;  // (q_len, kv_len) per request
   int qo_heads = 4, kv_heads = 2, head_dim = 128;
+  int head_dim_v = 0;  // of v and out; 0 = head_dim
   DType dtype = DType::kBFloat16;
   bool causal = false;
   int window_left = -1, window_right = -1;
@@ -35,11 +36,12 @@ struct PrefillCase {
 
 std::string describe(const PrefillCase& c) {
   std::ostringstream os;
-  os << c.qo_heads << "/" << c.kv_heads << "x" << c.head_dim << " "
-     << flashserve::dtype_name(c.dtype) << " causal " << c.causal << " window " << c.window_left
-     << "," << c.window_right << " cap " << c.soft_cap << " alibi " << c.alibi << " sinks "
-     << c.sinks << " mask " << c.mask << " page " << c.page_size << (c.hnd ? " HND" : " NHD")
-     << " lens [";
+  os << c.qo_heads << "/" << c.kv_heads << "x" << c.head_dim;
+  if (c.head_dim_v > 0) os << "/v" << c.head_dim_v;
+  os << " " << flashserve::dtype_name(c.dtype) << " causal " << c.causal << " window "
+     << c.window_left << "," << c.window_right << " cap " << c.soft_cap << " alibi " << c.alibi
+     << " sinks " << c.sinks << " mask " << c.mask << " page " << c.page_size
+     << (c.hnd ? " HND" : " NHD") << " lens [";
   for (size_t b = 0; b < c.lens.size(); ++b)
     os << (b ? " " : "") << c.lens[b].first << "x" << c.lens[b].second;
   return os.str() + "]";
@@ -68,13 +70,15 @@ struct PrefillSetup {
     prob.num_qo_heads = c.qo_heads;
     prob.num_kv_heads = c.kv_heads;
     prob.head_dim = c.head_dim;
-    prob.sm_scale = 1.f / std::sqrt(float(c.head_dim));
+    prob.head_dim_v = c.head_dim_v;
+    prob.sm_scale = 1.f / std::sqrt(float(c.head_dim));  // of the qk dim, whatever v's is
     prob.causal = c.causal;
     prob.window_left = c.window_left;
     prob.window_right = c.window_right;
     prob.soft_cap = c.soft_cap;
     prob.low = c.dtype;
-    const int64_t tq = prob.qo_indptr.back(), tk = prob.kv_indptr.back(), D = c.head_dim;
+    const int64_t tq = prob.qo_indptr.back(), tk = prob.kv_indptr.back(), D = c.head_dim,
+                  Dv = head_dim_v();
     auto fill = [&](std::vector<float>& x, int64_t n) {
       x.resize(n);
       for (float& e : x)
@@ -82,11 +86,11 @@ struct PrefillSetup {
     };
     fill(q, tq * c.qo_heads * D);
     fill(k, tk * c.kv_heads * D);
-    fill(v, tk * c.kv_heads * D);
+    fill(v, tk * c.kv_heads * Dv);
     dq = DeviceTensor(c.dtype, {std::max<int64_t>(tq, 1), c.qo_heads, D});
     dk = DeviceTensor(c.dtype, {std::max<int64_t>(tk, 1), c.kv_heads, D});
-    dv = DeviceTensor(c.dtype, {std::max<int64_t>(tk, 1), c.kv_heads, D});
-    dout = DeviceTensor(c.dtype, {std::max<int64_t>(tq, 1), c.qo_heads, D});
+    dv = DeviceTensor(c.dtype, {std::max<int64_t>(tk, 1), c.kv_heads, Dv});
+    dout = DeviceTensor(c.dtype, {std::max<int64_t>(tq, 1), c.qo_heads, Dv});
     dlse = DeviceTensor(DType::kFloat32, {std::max<int64_t>(tq, 1), c.qo_heads});
     if (tq) dq.upload(q);
     if (tk) {
@@ -124,10 +128,13 @@ struct PrefillSetup {
     }
   }
 
+  int head_dim_v() const { return c.head_dim_v > 0 ? c.head_dim_v : c.head_dim; }
+
   // Pages of every request in shuffled order, plus unused ones; the cache starts as NaN, so a
   // read of any slot the table does not cover (the tail of a last page, another page) shows.
+  // The v cache's rows have head_dim_v elements, the k cache's head_dim.
   void make_paged(std::mt19937_64& rng) {
-    const int64_t P = c.page_size, H = c.kv_heads, D = c.head_dim;
+    const int64_t P = c.page_size, H = c.kv_heads, D = c.head_dim, Dv = head_dim_v();
     page_indptr = {0};
     for (auto [ql, kl] : c.lens) {
       const int pages = static_cast<int>((kl + P - 1) / P);
@@ -140,25 +147,26 @@ struct PrefillSetup {
       ids[i] = static_cast<int32_t>(i);
     std::shuffle(ids.begin(), ids.end(), rng);
     page_indices.assign(ids.begin(), ids.begin() + page_indptr.back());
-    const std::vector<int64_t> shape =
-        c.hnd ? std::vector<int64_t>{num_pages, H, P, D} : std::vector<int64_t>{num_pages, P, H, D};
-    std::vector<float> kc(num_pages * P * H * D, NAN), vc(kc.size(), NAN);
+    auto shape = [&](int64_t dim) {
+      return c.hnd ? std::vector<int64_t>{num_pages, H, P, dim}
+                   : std::vector<int64_t>{num_pages, P, H, dim};
+    };
+    std::vector<float> kc(num_pages * P * H * D, NAN), vc(num_pages * P * H * Dv, NAN);
     for (size_t b = 0; b < c.lens.size(); ++b) {
       for (int64_t t = 0; t < c.lens[b].second; ++t) {
         const int64_t page = page_indices[page_indptr[b] + t / P], slot = t % P;
         for (int64_t h = 0; h < H; ++h) {
-          const int64_t dst =
-              c.hnd ? ((page * H + h) * P + slot) * D : ((page * P + slot) * H + h) * D;
-          const int64_t src = ((prob.kv_indptr[b] + t) * H + h) * D;
-          for (int64_t d = 0; d < D; ++d) {
-            kc[dst + d] = k[src + d];
-            vc[dst + d] = v[src + d];
-          }
+          const int64_t row = c.hnd ? (page * H + h) * P + slot : (page * P + slot) * H + h;
+          const int64_t src = (prob.kv_indptr[b] + t) * H + h;
+          for (int64_t d = 0; d < D; ++d)
+            kc[row * D + d] = k[src * D + d];
+          for (int64_t d = 0; d < Dv; ++d)
+            vc[row * Dv + d] = v[src * Dv + d];
         }
       }
     }
-    dk_cache = DeviceTensor(c.dtype, shape);
-    dv_cache = DeviceTensor(c.dtype, shape);
+    dk_cache = DeviceTensor(c.dtype, shape(D));
+    dv_cache = DeviceTensor(c.dtype, shape(Dv));
     dk_cache.upload(kc);
     dv_cache.upload(vc);
     auto ints = [](const std::vector<int32_t>& x) {
@@ -179,6 +187,7 @@ struct PrefillSetup {
     r.num_qo_heads = c.qo_heads;
     r.num_kv_heads = c.kv_heads;
     r.head_dim = c.head_dim;
+    r.head_dim_v = c.head_dim_v;
     r.dtype = c.dtype;
     r.causal = c.causal;
     r.window_left = c.window_left;
@@ -255,6 +264,29 @@ class PrefillTest : public GpuTest {
         ADD_FAILURE() << "lse[" << i << "] = " << lse[i] << ", reference " << r.lse[i];
     }
     EXPECT_EQ(bad, 0);
+  }
+
+  // The paged run of `c` by TMA (the page sizes that allow it) and by the gather path
+  // (FLASHSERVE_PREFILL_PAGED_GATHER=1) give the same bits, out and LSE.
+  void expect_tma_equals_gather(const PrefillCase& c) {
+    const uint64_t seed = next_seed();
+    SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
+    PrefillSetup s(c, seed);
+    ASSERT_TRUE(s.plan_it().ok());
+    s.dout.poison();
+    s.dlse.poison();
+    ASSERT_TRUE(flashserve::prefill_run(s.plan, s.args(), s.ws.data(), nullptr).ok());
+    cuda_check(cudaDeviceSynchronize(), "tma run");
+    const auto out_tma = s.dout.download_raw(), lse_tma = s.dlse.download_raw();
+    s.dout.poison();
+    s.dlse.poison();
+    ASSERT_EQ(setenv("FLASHSERVE_PREFILL_PAGED_GATHER", "1", 1), 0);
+    const Status st = flashserve::prefill_run(s.plan, s.args(), s.ws.data(), nullptr);
+    unsetenv("FLASHSERVE_PREFILL_PAGED_GATHER");
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    cuda_check(cudaDeviceSynchronize(), "gather run");
+    EXPECT_EQ(out_tma, s.dout.download_raw());
+    EXPECT_EQ(lse_tma, s.dlse.download_raw());
   }
 };
 
@@ -412,23 +444,7 @@ TEST_F(PrefillTest, PagedTmaEqualsGatherBitwise) {
     c.hnd = var.hnd;
     c.causal = var.causal;
     c.dtype = var.dtype;
-    SCOPED_TRACE(describe(c));
-    PrefillSetup s(c, next_seed());
-    ASSERT_TRUE(s.plan_it().ok());
-    s.dout.poison();
-    s.dlse.poison();
-    ASSERT_TRUE(flashserve::prefill_run(s.plan, s.args(), s.ws.data(), nullptr).ok());
-    cuda_check(cudaDeviceSynchronize(), "tma run");
-    const auto out_tma = s.dout.download_raw(), lse_tma = s.dlse.download_raw();
-    s.dout.poison();
-    s.dlse.poison();
-    ASSERT_EQ(setenv("FLASHSERVE_PREFILL_PAGED_GATHER", "1", 1), 0);
-    const Status st = flashserve::prefill_run(s.plan, s.args(), s.ws.data(), nullptr);
-    unsetenv("FLASHSERVE_PREFILL_PAGED_GATHER");
-    ASSERT_TRUE(st.ok()) << st.to_string();
-    cuda_check(cudaDeviceSynchronize(), "gather run");
-    EXPECT_EQ(out_tma, s.dout.download_raw());
-    EXPECT_EQ(lse_tma, s.dlse.download_raw());
+    expect_tma_equals_gather(c);
   }
 }
 
@@ -516,6 +532,168 @@ TEST_F(PrefillTest, DeterministicAndGraphReplayAfterReplan) {
   cudaGraphExecDestroy(exec);
   cudaGraphDestroy(graph);
   cudaStreamDestroy(stream);
+}
+
+// --- qk head_dim 192 with v head_dim 128 (DeepSeek): q and k rows of 192, v and out rows of 128,
+// sm_scale 1 / sqrt(192), the LSE as for any head dim.
+
+PrefillCase qk192_v128(std::vector<std::pair<int, int>> lens) {
+  PrefillCase c;
+  c.lens = std::move(lens);
+  c.head_dim = 192;
+  c.head_dim_v = 128;
+  return c;
+}
+
+TEST_F(PrefillTest, Qk192V128RaggedCausalAndNotBothDtypes) {
+  for (DType dtype : {DType::kBFloat16, DType::kFloat16})
+    for (bool causal : {false, true}) {
+      PrefillCase c = qk192_v128(kRagged);  // zero-length requests, fully masked causal rows
+      c.dtype = dtype;
+      c.causal = causal;
+      check_case(c);
+    }
+  PrefillCase c = qk192_v128({{1, 4096}, {0, 9}, {17, 4096}});
+  check_case(c);
+  c.causal = true;
+  c.dtype = DType::kFloat16;
+  check_case(c);
+}
+
+TEST_F(PrefillTest, Qk192V128Gqa) {
+  PrefillCase c = qk192_v128({{130, 260}, {0, 3}, {70, 70}, {1, 129}});
+  c.qo_heads = 16;
+  c.kv_heads = 2;
+  c.causal = true;
+  check_case(c);
+  c.causal = false;
+  c.dtype = DType::kFloat16;
+  check_case(c);
+}
+
+// The general kernel: window, soft-cap, and every run-time variant at once.
+TEST_F(PrefillTest, Qk192V128GeneralKernel) {
+  std::vector<PrefillCase> cases(4, qk192_v128({{113, 203}, {300, 300}, {0, 10}, {64, 1000}}));
+  cases[0].causal = true, cases[0].window_left = 100, cases[0].soft_cap = 30.f;
+  cases[1].window_left = 50, cases[1].window_right = 20, cases[1].soft_cap = 5.f;
+  cases[1].dtype = DType::kFloat16;
+  cases[2].soft_cap = 30.f, cases[2].alibi = true, cases[2].sinks = true, cases[2].mask = true;
+  cases[2].window_left = 150;
+  cases[3] = cases[0];
+  cases[3].qo_heads = 16, cases[3].kv_heads = 2, cases[3].dtype = DType::kFloat16;
+  for (const PrefillCase& c : cases)
+    check_case(c);
+}
+
+// Paged: page sizes 1 (gather), 16 and 64 (TMA), NHD and HND: the k cache's rows have 192
+// elements, the v cache's 128.
+TEST_F(PrefillTest, Qk192V128PagedEveryPageSizeAndLayout) {
+  for (int ps : {1, 16, 64})
+    for (bool hnd : {false, true}) {
+      PrefillCase c = qk192_v128({{113, 203}, {0, 17}, {300, 1000}, {1, 4096}, {65, 64}});
+      c.page_size = ps;
+      c.hnd = hnd;
+      c.causal = !(ps == 16 && hnd);
+      c.dtype = ps == 64 ? DType::kFloat16 : DType::kBFloat16;
+      check_case(c);
+    }
+  PrefillCase g = qk192_v128({{129, 1100}, {1023, 1024}, {0, 0}});
+  g.qo_heads = 16, g.kv_heads = 2, g.causal = true, g.page_size = 16, g.hnd = true;
+  g.soft_cap = 30.f, g.window_left = 300;
+  check_case(g);
+}
+
+TEST_F(PrefillTest, Qk192V128PagedTmaEqualsGatherBitwise) {
+  struct Variant {
+    int page_size;
+    bool hnd, causal;
+    DType dtype;
+  };
+  const Variant variants[] = {{16, false, true, DType::kBFloat16},
+                              {64, true, false, DType::kFloat16},
+                              {8, true, true, DType::kBFloat16},
+                              {128, false, false, DType::kBFloat16}};
+  for (const Variant& var : variants) {
+    PrefillCase c = qk192_v128({{113, 203}, {0, 17}, {300, 1000}, {1, 4096}, {77, 77}});
+    c.page_size = var.page_size;
+    c.hnd = var.hnd;
+    c.causal = var.causal;
+    c.dtype = var.dtype;
+    expect_tma_equals_gather(c);
+  }
+}
+
+TEST_F(PrefillTest, Qk192V128PagedEqualsRaggedBitwise) {
+  PrefillCase c = qk192_v128({{113, 203}, {1000, 1500}, {0, 3}});
+  c.causal = true;
+  const uint64_t seed = next_seed();
+  SCOPED_TRACE("seed " + std::to_string(seed));
+  PrefillSetup ragged(c, seed);
+  c.page_size = 16;
+  PrefillSetup paged(c, seed);
+  ASSERT_TRUE(ragged.plan_it().ok());
+  ASSERT_TRUE(paged.plan_it().ok());
+  ASSERT_TRUE(flashserve::prefill_run(ragged.plan, ragged.args(), ragged.ws.data(), nullptr).ok());
+  ASSERT_TRUE(flashserve::prefill_run(paged.plan, paged.args(), paged.ws.data(), nullptr).ok());
+  cuda_check(cudaDeviceSynchronize(), "runs");
+  EXPECT_EQ(ragged.dout.download_raw(), paged.dout.download_raw());
+  EXPECT_EQ(ragged.dlse.download_raw(), paged.dlse.download_raw());
+}
+
+// The plan resolves head_dim_v; a run whose v, v cache or out rows are not head_dim_v long is
+// rejected naming the argument, as is a 192 / 192 plan given the 128-wide v and out.
+TEST_F(PrefillTest, Qk192V128WrongVOrOutDimIsRejected) {
+  PrefillSetup s(qk192_v128({{10, 40}, {5, 20}}), next_seed());
+  ASSERT_TRUE(s.plan_it().ok());
+  EXPECT_EQ(s.plan.head_dim, 192);
+  EXPECT_EQ(s.plan.head_dim_v, 128);
+  ASSERT_TRUE(flashserve::prefill_run(s.plan, s.args(), s.ws.data(), nullptr).ok());
+  auto run_error = [](const PrefillSetup& x, const flashserve::PrefillArgs& a) {
+    return flashserve::prefill_run(x.plan, a, x.ws.data(), nullptr).to_string();
+  };
+  DeviceTensor v192(s.c.dtype, {s.dv.shape()[0], s.c.kv_heads, 192});
+  DeviceTensor out192(s.c.dtype, {s.dout.shape()[0], s.c.qo_heads, 192});
+  flashserve::PrefillArgs a = s.args();
+  a.v = v192.view();
+  EXPECT_NE(run_error(s, a).find("prefill_run: v:"), std::string::npos) << run_error(s, a);
+  a = s.args();
+  a.out = out192.view();
+  EXPECT_NE(run_error(s, a).find("prefill_run: out:"), std::string::npos) << run_error(s, a);
+  a = s.args();
+  a.v = s.dk.view();  // k's rows: 192
+  EXPECT_NE(run_error(s, a).find("prefill_run: v:"), std::string::npos) << run_error(s, a);
+
+  // The same tokens planned as 192 / 192 (head_dim_v 0): the 128-wide v and out do not fit.
+  PrefillCase same = s.c;
+  same.head_dim_v = 0;
+  PrefillSetup s192(same, next_seed());
+  ASSERT_TRUE(s192.plan_it().ok());
+  EXPECT_EQ(s192.plan.head_dim_v, 192);
+  a = s192.args();
+  a.v = s.dv.view();
+  EXPECT_NE(run_error(s192, a).find("prefill_run: v:"), std::string::npos) << run_error(s192, a);
+  a = s192.args();
+  a.out = s.dout.view();
+  EXPECT_NE(run_error(s192, a).find("prefill_run: out:"), std::string::npos) << run_error(s192, a);
+
+  // Paged: the v cache must have head_dim_v, the k cache head_dim.
+  PrefillCase pc = s.c;
+  pc.page_size = 16;
+  PrefillSetup p(pc, next_seed());
+  ASSERT_TRUE(p.plan_it().ok());
+  ASSERT_TRUE(flashserve::prefill_run(p.plan, p.args(), p.ws.data(), nullptr).ok());
+  a = p.args();
+  a.cache.v_cache = p.dk_cache.view();  // rows of 192
+  EXPECT_NE(run_error(p, a).find("prefill_run: cache.v_cache:"), std::string::npos)
+      << run_error(p, a);
+  a = p.args();
+  a.cache.k_cache = p.dv_cache.view();  // rows of 128
+  EXPECT_NE(run_error(p, a).find("prefill_run: cache.k_cache:"), std::string::npos)
+      << run_error(p, a);
+  a = p.args();
+  a.out = out192.view();
+  EXPECT_NE(run_error(p, a).find("prefill_run: out:"), std::string::npos) << run_error(p, a);
+  cuda_check(cudaDeviceSynchronize(), "runs");
 }
 
 }  // namespace

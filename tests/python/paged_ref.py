@@ -20,12 +20,16 @@ def make_table(lengths, page_size, num_pages=None, device="cuda"):
     return host, [t.to(device) for t in host], num_pages
 
 
-def make_cache(num_pages, page_size, kv_heads, head_dim, layout, dtype, scale=1.0):
-    shape = (num_pages, page_size, kv_heads, head_dim)
-    if layout == "HND":
-        shape = (num_pages, kv_heads, page_size, head_dim)
-    k = torch.randn(shape, device="cuda")
-    v = torch.randn(shape, device="cuda")
+def make_cache(num_pages, page_size, kv_heads, head_dim, layout, dtype, scale=1.0, head_dim_v=None):
+    """Random (k_cache, v_cache); the v cache's last dim is head_dim_v (default head_dim)."""
+
+    def shape(dim):
+        if layout == "HND":
+            return (num_pages, kv_heads, page_size, dim)
+        return (num_pages, page_size, kv_heads, dim)
+
+    k = torch.randn(shape(head_dim), device="cuda")
+    v = torch.randn(shape(head_dim_v or head_dim), device="cuda")
     if dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
         return (k / scale).to(dtype), (v / scale).to(dtype)
     return k.to(dtype), v.to(dtype)

@@ -443,7 +443,7 @@ def test_plan_field_names_are_stable():
 
 # ---- prefill plan / run --------------------------------------------------------------------------
 
-PREFILL_MAGIC = 0x4653505000000002  # "FSPP", format 2 (page_size added)
+PREFILL_MAGIC = 0x4653505000000003  # "FSPP", format 3 (page_size added, then head_dim_v at the end)
 
 
 def prefill_request(**kw):
@@ -487,15 +487,109 @@ def test_prefill_run_rejects_a_foreign_plan():
         "plan",
         "returned by prefill_plan",
     )
-    # A plan of the format before page_size (24 fields, format 1).
-    old = host_int64([0x4653505000000001] + [1] * 23)
-    invalid(lambda: _C.prefill_run(**prefill_run_args(old)), "prefill_run", "plan", "int64[25]")
+    # Plans of the formats before page_size (24 fields, format 1) and before head_dim_v (25
+    # fields, format 2).
+    for old in (
+        host_int64([0x4653505000000001] + [1] * 23),
+        host_int64([0x4653505000000002] + [1] * 24),
+    ):
+        invalid(lambda: _C.prefill_run(**prefill_run_args(old)), "prefill_run", "plan", "int64[26]")
 
 
 def test_prefill_plan_field_names():
     fields = _C.PREFILL_PLAN_FIELDS
-    assert fields[0] == "magic" and len(fields) == 25
+    assert fields[0] == "magic" and len(fields) == 26
     assert {"page_size", "total_kv", "num_work", "work_capacity", "workspace_bytes"} <= set(fields)
+    # head_dim_v was appended: the fields of format 2 keep their indexes.
+    assert fields.index("head_dim") == 6 and fields.index("page_size") == 11
+    assert fields.index("work_offset") == 23 and fields[24] == "reserved"
+    assert fields[25] == "head_dim_v"
+
+
+# ---- prefill: qk head_dim 192 with v head_dim 128 ------------------------------------------------
+
+
+def test_prefill_request_head_dim_v_round_trips():
+    req = prefill_request(head_dim=192, head_dim_v=128)
+    assert (req.head_dim, req.head_dim_v) == (192, 128)
+    assert prefill_request().head_dim_v == 0  # 0: head_dim
+    req.head_dim_v = 0
+    assert req.head_dim_v == 0
+
+
+@pytest.mark.parametrize(
+    "head_dim,head_dim_v",
+    [(192, 128), (192, 0), (192, 192), (128, 0), (128, 128), (64, 64), (96, 0), (256, 256)],
+)
+def test_prefill_head_dim_v_accepted(head_dim, head_dim_v):
+    qo, kv = host_int32([0, 100, 612, 613]), host_int32([0, 300, 812, 1000])
+    req = prefill_request(head_dim=head_dim, head_dim_v=head_dim_v, causal=True)
+    assert _C.prefill_workspace_size(req, qo, kv, None, None) > 0
+    paged = prefill_request(head_dim=head_dim, head_dim_v=head_dim_v, page_size=16)
+    assert _C.prefill_workspace_size(paged, qo, **paged_host([300, 812, 1000])) > 0
+
+
+@pytest.mark.parametrize(
+    "head_dim,head_dim_v", [(128, 64), (256, 128), (192, 64), (64, 128), (128, 192), (192, -1)]
+)
+def test_prefill_head_dim_v_rejected(head_dim, head_dim_v):
+    qo, kv = host_int32([0, 10]), host_int32([0, 10])
+    req = prefill_request(head_dim=head_dim, head_dim_v=head_dim_v)
+    invalid(
+        lambda: _C.prefill_workspace_size(req, qo, kv, None, None),
+        "prefill_workspace_size",
+        "req.head_dim_v",
+        str(head_dim_v),
+    )
+    invalid(
+        lambda: _C.prefill_plan(
+            req, qo, kv, None, None, workspace=arr((1 << 20,), "uint8", slot=5), stream=0
+        ),
+        "prefill_plan",
+        "req.head_dim_v",
+        str(head_dim_v),
+    )
+
+
+def qk192_v128_run_args(paged, **kw):
+    """A 192 / 128 plan with q and k (or the k cache) of 192 per row, v (or the v cache) and out of
+    128; `kw` replaces any of them."""
+    plan = fake_prefill_plan(head_dim=192, head_dim_v=128, block_n=64, page_size=16 if paged else 0)
+    args = prefill_run_args(
+        plan,
+        q=arr((10, 32, 192), slot=0),
+        out=arr((10, 32, 128), slot=3),
+        k_cache=arr((10, 16, 8, 192), slot=1),
+        v_cache=arr((10, 16, 8, 128), slot=2),
+    )
+    if not paged:
+        args.update(k=arr((40, 8, 192), slot=9), v=arr((40, 8, 128), slot=10), k_cache=None)
+        args.update(v_cache=None, paged_kv_indptr=None, paged_kv_indices=None)
+        args.update(paged_kv_last_page_len=None)
+    args.update(kw)
+    return args
+
+
+def test_prefill_run_qk192_v128_checks_v_and_out():
+    op = "prefill_run"
+    for paged in (False, True):
+        out192 = dict(out=arr((10, 32, 192), slot=3))
+        invalid(lambda: _C.prefill_run(**qk192_v128_run_args(paged, **out192)), op, "out", "128")
+        q128 = dict(q=arr((10, 32, 128), slot=0))
+        invalid(lambda: _C.prefill_run(**qk192_v128_run_args(paged, **q128)), op, "q", "192")
+    v192 = dict(v=arr((40, 8, 192), slot=10))
+    invalid(lambda: _C.prefill_run(**qk192_v128_run_args(False, **v192)), op, "v", "128")
+    k128 = dict(k=arr((40, 8, 128), slot=9))
+    invalid(lambda: _C.prefill_run(**qk192_v128_run_args(False, **k128)), op, "k", "192")
+    vc192 = dict(v_cache=arr((10, 16, 8, 192), slot=2))
+    invalid(
+        lambda: _C.prefill_run(**qk192_v128_run_args(True, **vc192)), op, "cache.v_cache", "128"
+    )
+    # A 192 / 192 plan given the 128-wide out of a 192 / 128 problem.
+    same = fake_prefill_plan(head_dim=192, head_dim_v=192, block_n=64, page_size=0)
+    invalid(lambda: _C.prefill_run(**qk192_v128_run_args(False, plan=same)), op, "out", "192")
+    for paged in (False, True):  # last: with a device present, accepted() skips the test
+        accepted(lambda: _C.prefill_run(**qk192_v128_run_args(paged)), op)
 
 
 # ---- paged prefill -------------------------------------------------------------------------------
@@ -611,6 +705,7 @@ def fake_prefill_plan(**fields):
         num_qo_heads=32,
         num_kv_heads=8,
         head_dim=128,
+        head_dim_v=128,
         dtype=int(_C.DType.bfloat16.value),
         causal=1,
         window_left=-1,

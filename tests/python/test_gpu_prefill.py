@@ -1,6 +1,6 @@
 """BatchPrefillWithRaggedKVCacheWrapper and single_prefill_with_kv_cache against a torch reference
 (METHOD.md's accuracy rule): ragged lengths, GQA, causal (bottom-right), window, soft-cap, custom
-masks, LSE, and CUDA-graph replay."""
+masks, LSE, CUDA-graph replay, and qk head_dim 192 with v head_dim 128 (``head_dim_vo``)."""
 
 import math
 
@@ -28,8 +28,8 @@ def reference(
     dtype=torch.float64,
 ):
     heads, dim = q.shape[1], q.shape[2]
-    scale = sm_scale or 1.0 / math.sqrt(dim)
-    out = torch.zeros(q.shape, dtype=dtype, device=q.device)
+    scale = sm_scale or 1.0 / math.sqrt(dim)  # of the qk dim, whatever v's is
+    out = torch.zeros((*q.shape[:2], v.shape[2]), dtype=dtype, device=q.device)
     lse = torch.full(q.shape[:2], -math.inf, dtype=torch.float64, device=q.device)
     for b in range(len(qo) - 1):
         qs, ks, vs = (
@@ -62,12 +62,13 @@ def reference(
     return out, lse
 
 
-def ragged(q_lens, kv_lens, hq, hk, d, dtype=torch.bfloat16):
+def ragged(q_lens, kv_lens, hq, hk, d, dtype=torch.bfloat16, dv=None):
+    """q, k of head dim d, v of dv (default d), and the indptrs as lists."""
     qo = [0] + torch.tensor(q_lens).cumsum(0).tolist()
     kv = [0] + torch.tensor(kv_lens).cumsum(0).tolist()
     q = torch.randn(qo[-1], hq, d, device="cuda").to(dtype)
     k = torch.randn(kv[-1], hk, d, device="cuda").to(dtype)
-    v = torch.randn(kv[-1], hk, d, device="cuda").to(dtype)
+    v = torch.randn(kv[-1], hk, dv or d, device="cuda").to(dtype)
     return q, k, v, qo, kv
 
 
@@ -195,3 +196,88 @@ def test_errors():
         flashserve.InvalidArgumentError, match=r"prefill_run: q: expected dtype bfloat16"
     ):
         w.run(q.half(), q, q)
+
+
+# ---- qk head_dim 192 with v head_dim 128 (DeepSeek) ---------------------------------------------
+
+Q_LENS_192, KV_LENS_192 = [1, 113, 0, 300, 64, 1, 65], [7, 113, 5, 1023, 64, 4096, 64]
+
+
+def plan_192_128(w, qo, kv, hq, hk, dtype, **kw):
+    w.plan(
+        torch.tensor(qo, dtype=torch.int32),
+        torch.tensor(kv, dtype=torch.int32),
+        hq,
+        hk,
+        192,
+        128,
+        q_data_type=dtype,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_ragged_prefill_qk192_v128(causal, dtype):
+    hq, hk = 16, 2
+    q, k, v, qo, kv = ragged(Q_LENS_192, KV_LENS_192, hq, hk, 192, dtype, dv=128)
+    w = flashserve.BatchPrefillWithRaggedKVCacheWrapper()
+    plan_192_128(w, qo, kv, hq, hk, dtype, causal=causal)
+    info = w.plan_info
+    assert (info["head_dim"], info["head_dim_v"]) == (192, 128)
+    assert info["flops"] > 0
+    out = poison(torch.empty(q.shape[0], hq, 128, dtype=dtype, device="cuda"))
+    got, lse = w.run(q, k, v, out=out, return_lse=True)
+    assert got is out
+    check(out, lse, q, k, v, qo, kv, dtype, causal=causal)
+    # Without out=, the wrapper allocates [total_q, heads, 128].
+    alloc = w.run(q, k, v)
+    assert alloc.shape == (q.shape[0], hq, 128) and alloc.dtype == dtype
+    assert torch.equal(alloc, out)
+
+
+def test_ragged_prefill_qk192_v128_variants():
+    hq, hk = 16, 4
+    q_lens, kv_lens = [50, 9, 0, 200], [200, 9, 3, 700]
+    q, k, v, qo, kv = ragged(q_lens, kv_lens, hq, hk, 192, dv=128)
+    w = flashserve.BatchPrefillWithRaggedKVCacheWrapper()
+    common = dict(causal=True, window_left=32)
+    plan_192_128(w, qo, kv, hq, hk, torch.bfloat16, logits_soft_cap=20.0, **common)
+    out, lse = w.run(q, k, v, return_lse=True)
+    check(out, lse, q, k, v, qo, kv, torch.bfloat16, soft_cap=20.0, **common)
+    masks = [torch.rand(n, m, device="cuda") < 0.7 for n, m in zip(q_lens, kv_lens)]
+    flat = torch.cat([m.reshape(-1) for m in masks])
+    plan_192_128(w, qo, kv, hq, hk, torch.bfloat16, custom_mask=flat, sm_scale=0.05)
+    check(w.run(q, k, v), None, q, k, v, qo, kv, torch.bfloat16, masks=masks, sm_scale=0.05)
+
+
+def test_single_prefill_qk192_v128():
+    q, k, v, qo, kv = ragged([77], [300], 16, 2, 192, torch.float16, dv=128)
+    out, lse = flashserve.single_prefill_with_kv_cache(q, k, v, causal=True, return_lse=True)
+    assert out.shape == (77, 16, 128)
+    check(out, lse, q, k, v, qo, kv, torch.float16, causal=True)
+
+
+def test_qk192_v128_errors():
+    hq, hk = 8, 2
+    q, k, v, qo, kv = ragged([4, 6], [10, 6], hq, hk, 192, dv=128)
+    qo_t, kv_t = torch.tensor(qo, dtype=torch.int32), torch.tensor(kv, dtype=torch.int32)
+    w = flashserve.BatchPrefillWithRaggedKVCacheWrapper()
+    for qk, vo in ((128, 64), (256, 128), (192, 64), (128, 192)):
+        with pytest.raises(flashserve.UnsupportedError, match=rf"head_dim_vo: .*got {vo}"):
+            w.plan(qo_t, kv_t, hq, hk, qk, vo, q_data_type=torch.bfloat16)
+    plan_192_128(w, qo, kv, hq, hk, torch.bfloat16)
+    with pytest.raises(flashserve.InvalidArgumentError, match=r"prefill_run: v: .*128"):
+        w.run(q, k, k)  # v with k's 192
+    with pytest.raises(flashserve.InvalidArgumentError, match=r"prefill_run: out: .*128"):
+        w.run(q, k, v, out=torch.empty_like(q))
+    # Planned as 192 / 192 (head_dim_vo None), the 128-wide v does not fit.
+    w.plan(qo_t, kv_t, hq, hk, 192, q_data_type=torch.bfloat16)
+    assert w.plan_info["head_dim_v"] == 192
+    with pytest.raises(flashserve.InvalidArgumentError, match=r"prefill_run: v: .*192"):
+        w.run(q, k, v)
+    # In CUDA-graph mode the output's head dim is part of the fixed capacity.
+    g = flashserve.BatchPrefillWithRaggedKVCacheWrapper(use_cuda_graph=True, max_batch_size=4)
+    plan_192_128(g, qo, kv, hq, hk, torch.bfloat16)
+    with pytest.raises(flashserve.InvalidArgumentError, match="head_dim_v 128 -> 192"):
+        g.plan(qo_t, kv_t, hq, hk, 192, 192, q_data_type=torch.bfloat16)

@@ -2,7 +2,10 @@
 pages of each request gathered into contiguous k / v and fed to the ragged reference of
 test_gpu_prefill. Page sizes 1 / 16 / 64, NHD and HND, GQA, causal (bottom-right: chunked
 prefill over a cached prefix), the combined ``[pages, 2, ...]`` cache, LSE, variants, CUDA-graph
-replay after a re-plan and torch.compile."""
+replay after a re-plan, torch.compile, and qk head_dim 192 with v head_dim 128 (a v cache of 128).
+"""
+
+import os
 
 import pytest
 from conftest import requires_gpu
@@ -34,9 +37,9 @@ def contiguous_kv(k_cache, v_cache, host, page_size, layout):
     return torch.cat(ks), torch.cat(vs), kv
 
 
-def paged_batch(q_lens, kv_lens, hq, hk, d, page_size, layout, dtype=torch.bfloat16):
+def paged_batch(q_lens, kv_lens, hq, hk, d, page_size, layout, dtype=torch.bfloat16, dv=None):
     host, dev, num_pages = make_table(kv_lens, page_size)
-    kc, vc = make_cache(num_pages, page_size, hk, d, layout, dtype)
+    kc, vc = make_cache(num_pages, page_size, hk, d, layout, dtype, head_dim_v=dv)
     qo = [0] + torch.tensor(q_lens).cumsum(0).tolist()
     q = torch.randn(qo[-1], hq, d, device="cuda").to(dtype)
     return q, qo, kc, vc, host, dev
@@ -342,3 +345,110 @@ def test_errors():
     with pytest.raises(flashserve.InvalidArgumentError, match="q_scale, k_scale"):
         w.run(q, (kc, vc), k_scale=0.0)
     assert_written(w.run(q, (kc, vc)))
+
+
+# ---- qk head_dim 192 with v head_dim 128 (DeepSeek): the v cache's rows have 128 elements ------
+
+Q_LENS_192, KV_LENS_192 = [1, 113, 0, 300, 64, 1], [7, 203, 5, 1023, 64, 4096]
+
+
+def plan_paged_192_128(w, qo, table, hq, hk, page_size, dtype, head_dim_vo=128, **kw):
+    w.plan(
+        torch.tensor(qo, dtype=torch.int32),
+        *table,
+        hq,
+        hk,
+        192,
+        page_size,
+        head_dim_vo=head_dim_vo,
+        q_data_type=dtype,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("page_size", [1, 16, 64])
+@pytest.mark.parametrize("layout", ["NHD", "HND"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_paged_prefill_qk192_v128(page_size, layout, causal):
+    hq, hk = 16, 2
+    dtype = torch.float16 if page_size == 64 else torch.bfloat16
+    q, qo, kc, vc, host, dev = paged_batch(
+        Q_LENS_192, KV_LENS_192, hq, hk, 192, page_size, layout, dtype, dv=128
+    )
+    w = flashserve.BatchPrefillWithPagedKVCacheWrapper(kv_layout=layout)
+    plan_paged_192_128(w, qo, (host[0], dev[1], host[2]), hq, hk, page_size, dtype, causal=causal)
+    assert (w.plan_info["head_dim"], w.plan_info["head_dim_v"]) == (192, 128)
+    out = poison(torch.empty(q.shape[0], hq, 128, dtype=dtype, device="cuda"))
+    got, lse = w.run(q, (kc, vc), out=out, return_lse=True)
+    assert got is out
+    check_paged(out, lse, q, qo, kc, vc, host, page_size, layout, dtype, causal=causal)
+    alloc = w.run(q, (kc, vc))
+    assert alloc.shape == (q.shape[0], hq, 128)
+    assert torch.equal(alloc, out)
+
+
+def test_paged_qk192_v128_variants_and_ragged_match():
+    hq, hk, page_size = 16, 4, 16
+    q_lens, kv_lens = [50, 9, 33], [200, 9, 40]
+    q, qo, kc, vc, host, dev = paged_batch(q_lens, kv_lens, hq, hk, 192, page_size, "HND", dv=128)
+    w = flashserve.BatchPrefillWithPagedKVCacheWrapper(kv_layout="HND")
+    common = dict(causal=True, window_left=32)
+    plan_paged_192_128(
+        w, qo, dev, hq, hk, page_size, torch.bfloat16, logits_soft_cap=20.0, **common
+    )
+    out, lse = w.run(q, (kc, vc), return_lse=True)
+    check_paged(
+        out, lse, q, qo, kc, vc, host, page_size, "HND", torch.bfloat16, soft_cap=20.0, **common
+    )
+    # The ragged wrapper on the gathered tokens gives the same result.
+    k, v, kv = contiguous_kv(kc, vc, host, page_size, "HND")
+    assert k.shape[-1] == 192 and v.shape[-1] == 128
+    ragged = flashserve.BatchPrefillWithRaggedKVCacheWrapper()
+    ragged.plan(
+        torch.tensor(qo, dtype=torch.int32),
+        torch.tensor(kv, dtype=torch.int32),
+        hq,
+        hk,
+        192,
+        128,
+        q_data_type=torch.bfloat16,
+        logits_soft_cap=20.0,
+        **common,
+    )
+    out_r, lse_r = ragged.run(q, k, v, return_lse=True)
+    torch.testing.assert_close(out, out_r, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(lse, lse_r, atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.parametrize("page_size,layout", [(16, "NHD"), (64, "HND")])
+def test_paged_qk192_v128_tma_equals_gather(page_size, layout):
+    """Page sizes that load K and V by TMA give the same bits as the gather path
+    (FLASHSERVE_PREFILL_PAGED_GATHER=1, read at each run)."""
+    hq, hk = 16, 2
+    q, qo, kc, vc, host, dev = paged_batch(
+        Q_LENS_192, KV_LENS_192, hq, hk, 192, page_size, layout, dv=128
+    )
+    w = flashserve.BatchPrefillWithPagedKVCacheWrapper(kv_layout=layout)
+    plan_paged_192_128(w, qo, host, hq, hk, page_size, torch.bfloat16, causal=True)
+    tma, lse_tma = w.run(q, (kc, vc), return_lse=True)
+    os.environ["FLASHSERVE_PREFILL_PAGED_GATHER"] = "1"
+    try:
+        gather, lse_gather = w.run(q, (kc, vc), return_lse=True)
+        torch.cuda.synchronize()
+    finally:
+        del os.environ["FLASHSERVE_PREFILL_PAGED_GATHER"]
+    assert torch.equal(tma, gather)
+    assert torch.equal(lse_tma, lse_gather)
+
+
+def test_paged_qk192_v128_errors():
+    hq, hk, page_size = 8, 2, 16
+    q, qo, kc, vc, host, dev = paged_batch([4, 6], [40, 20], hq, hk, 192, page_size, "NHD", dv=128)
+    w = flashserve.BatchPrefillWithPagedKVCacheWrapper()
+    with pytest.raises(flashserve.UnsupportedError, match=r"head_dim_vo: .*got 64"):
+        plan_paged_192_128(w, qo, host, hq, hk, page_size, torch.bfloat16, head_dim_vo=64)
+    plan_paged_192_128(w, qo, host, hq, hk, page_size, torch.bfloat16)
+    with pytest.raises(flashserve.InvalidArgumentError, match=r"prefill_run: cache.v_cache: .*128"):
+        w.run(q, (kc, kc))  # a v cache of 192
+    with pytest.raises(flashserve.InvalidArgumentError, match=r"prefill_run: out: .*128"):
+        w.run(q, (kc, vc), out=torch.empty_like(q))

@@ -18,6 +18,7 @@ namespace fs_test::ref {
 struct PrefillProblem {
   std::vector<int> qo_indptr, kv_indptr;  // [batch + 1]
   int num_qo_heads = 0, num_kv_heads = 0, head_dim = 0;
+  int head_dim_v = 0;  // of v and out; 0 = head_dim
   float sm_scale = 0;
   bool causal = false;
   int window_left = -1, window_right = -1;
@@ -29,19 +30,21 @@ struct PrefillProblem {
 };
 
 struct PrefillRef {
-  std::vector<double> out;  // [total_q, heads, D]
+  std::vector<double> out;  // [total_q, heads, Dv]
   std::vector<float> base;
   std::vector<double> lse;  // natural log, -inf where nothing is visible
 };
 
-// q: [total_q, Hq, D], k and v: [total_kv, Hkv, D] (values as the kernel sees them).
+// q: [total_q, Hq, D], k: [total_kv, Hkv, D], v: [total_kv, Hkv, Dv] (values as the kernel sees
+// them); D = head_dim, Dv = head_dim_v (or D).
 inline PrefillRef prefill(const PrefillProblem& p, const std::vector<float>& q,
                           const std::vector<float>& k, const std::vector<float>& v) {
   const int H = p.num_qo_heads, Hk = p.num_kv_heads, D = p.head_dim, G = H / Hk;
+  const int Dv = p.head_dim_v > 0 ? p.head_dim_v : D;
   const int64_t total_q = p.qo_indptr.back();
   PrefillRef r;
-  r.out.assign(total_q * H * D, 0.0);
-  r.base.assign(total_q * H * D, 0.f);
+  r.out.assign(total_q * H * Dv, 0.0);
+  r.base.assign(total_q * H * Dv, 0.f);
   r.lse.assign(total_q * H, -std::numeric_limits<double>::infinity());
   auto lp = [&](double x) { return static_cast<double>(round_to(p.low, x)); };
   struct Row {
@@ -103,8 +106,8 @@ inline PrefillRef prefill(const PrefillProblem& p, const std::vector<float>& q,
       if (m == -INFINITY) continue;
       double l = p.sinks.empty() ? 0 : std::exp(sink - m);
       float lb = p.sinks.empty() ? 0.f : std::exp(float(sink - mb));
-      std::vector<double> o(D, 0.0);
-      std::vector<float> ob(D, 0.f);
+      std::vector<double> o(Dv, 0.0);
+      std::vector<float> ob(Dv, 0.f);
       for (size_t c = 0; c < s.size(); ++c)
         lb += std::exp(float(sb[c] - mb));
       for (size_t c = 0; c < s.size(); ++c) {
@@ -112,17 +115,17 @@ inline PrefillRef prefill(const PrefillProblem& p, const std::vector<float>& q,
         const float pb = static_cast<float>(lp(std::exp(float(sb[c] - mb)) / lb));
         l += e;
         const float* vr =
-            &v[((p.kv_indptr[w.b] + cols[c]) * static_cast<int64_t>(Hk) + w.h / G) * D];
-        for (int d = 0; d < D; ++d) {
+            &v[((p.kv_indptr[w.b] + cols[c]) * static_cast<int64_t>(Hk) + w.h / G) * Dv];
+        for (int d = 0; d < Dv; ++d) {
           o[d] += e * vr[d];
           ob[d] += pb * vr[d];
         }
       }
       const int64_t row = qrow * H + w.h;
       r.lse[row] = m + std::log(l);
-      for (int d = 0; d < D; ++d) {
-        r.out[row * D + d] = o[d] / l;
-        r.base[row * D + d] = static_cast<float>(lp(ob[d]));
+      for (int d = 0; d < Dv; ++d) {
+        r.out[row * Dv + d] = o[d] / l;
+        r.base[row * Dv + d] = static_cast<float>(lp(ob[d]));
       }
     }
   };
