@@ -32,6 +32,7 @@ struct PrefillCase {
   // > 0: k and v live in a paged cache (shuffled page ids, every unused slot NaN).
   int page_size = 0;
   bool hnd = false;
+  int num_sms = 0;  // > 0: the plan's CTAs (few CTAs: each runs many tiles of its work list)
 };
 
 std::string describe(const PrefillCase& c) {
@@ -41,7 +42,7 @@ std::string describe(const PrefillCase& c) {
   os << " " << flashserve::dtype_name(c.dtype) << " causal " << c.causal << " window "
      << c.window_left << "," << c.window_right << " cap " << c.soft_cap << " alibi " << c.alibi
      << " sinks " << c.sinks << " mask " << c.mask << " page " << c.page_size
-     << (c.hnd ? " HND" : " NHD") << " lens [";
+     << (c.hnd ? " HND" : " NHD") << " sms " << c.num_sms << " lens [";
   for (size_t b = 0; b < c.lens.size(); ++b)
     os << (b ? " " : "") << c.lens[b].first << "x" << c.lens[b].second;
   return os.str() + "]";
@@ -192,6 +193,7 @@ struct PrefillSetup {
     r.causal = c.causal;
     r.window_left = c.window_left;
     r.window_right = c.window_right;
+    r.num_sms = c.num_sms;
     if (c.page_size > 0) {
       r.kv_indptr = nullptr;
       r.page_size = c.page_size;
@@ -314,6 +316,37 @@ TEST_F(PrefillTest, LongSequences) {
   c.lens = {{1, 4096}, {17, 4096}};
   c.causal = false;
   check_case(c);
+}
+
+// Few persistent CTAs, each running many tiles in a row: the hand-over of Q's buffer between
+// tiles (released after the last S = Q K^T where the output has its own buffer, after the
+// epilogue otherwise), the pipelines' phases across tiles, every head dim, ragged and paged (TMA
+// and gather page sizes), and a plain / causal / general kernel each.
+TEST_F(PrefillTest, ManyTilesPerCta) {
+  for (int d : {64, 96, 128, 192, 256})
+    for (int page : {0, 16, 5})
+      for (int variant = 0; variant < 3; ++variant) {
+        PrefillCase c;
+        c.head_dim = d;
+        c.qo_heads = 4;
+        c.kv_heads = 1;
+        c.lens = {{300, 300}, {1, 513}, {0, 7}, {129, 1000}, {260, 260}};
+        c.num_sms = 3;
+        c.page_size = page;
+        c.causal = variant == 1;
+        if (variant == 2) c.soft_cap = 20.f, c.window_left = 200;
+        check_case(c);
+      }
+  PrefillCase c;
+  c.head_dim = 192;
+  c.head_dim_v = 128;
+  c.lens = {{300, 300}, {1, 513}, {129, 1000}};
+  c.num_sms = 2;
+  for (int page : {0, 16}) {
+    c.page_size = page;
+    c.causal = page == 16;
+    check_case(c);
+  }
 }
 
 TEST_F(PrefillTest, GqaAndMqaRatios) {

@@ -1,5 +1,6 @@
 // Prefill epilogue on Hopper: each consumer warpgroup converts its 64 x head_dim output rows to
-// 16 bits, stages them in its own rows of Q's shared buffer (the swizzled layout keeps 8
+// 16 bits, stages them in its own rows of the output buffer (Traits::kSeparateO) or of Q's
+// shared buffer (the swizzled layout keeps 8
 // consecutive head_dim elements contiguous, so the global stores are 16 bytes per thread, fully
 // coalesced), and stores the rows that belong to the request; rows past the request's end are
 // never written (they would belong to the next request in a ragged batch). The LSE is written by
@@ -26,8 +27,11 @@ struct PrefillEpilogue {
     const int wg = tid / 128, wg_tid = tid % 128;
     typename Traits::MmaPV mma_pv;
     auto thr_pv = mma_pv.get_thread_slice(tid);
-    Tensor sO = make_tensor(make_smem_ptr(shared.q.data()), typename Traits::SmemLayoutO{});
+    Element* o_smem = Traits::kSeparateO ? shared.o.data() : shared.q.data();
+    Tensor sO = make_tensor(make_smem_ptr(o_smem), typename Traits::SmemLayoutO{});
     Tensor tOsO = thr_pv.partition_C(sO);
+    // Its own buffer: every thread of the warpgroup is done reading the previous tile's rows.
+    if constexpr (Traits::kSeparateO) named_barrier_sync(kBarrierEpilogue0 + wg, 128);
 #pragma unroll
     for (int i = 0; i < size(tOrO); ++i)
       tOsO(i) = static_cast<Element>(tOrO(i));

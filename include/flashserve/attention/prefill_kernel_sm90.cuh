@@ -99,10 +99,11 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
     const PrefillTileInfo t = sched.tile(w);
     float lse[2];
+    const bool has_next = sched.valid(sched.next(w));
     Mainloop::compute(p, t, shared, pipe_k, pipe_v, read, q_phase, tOrO, lse,
-                      Traits::kPaged && !paged_tma);
+                      Traits::kPaged && !paged_tma, has_next);
     PrefillEpilogue<Traits>::store(p, t, shared, tOrO, lse);
-    if (sched.valid(sched.next(w))) {
+    if (!Traits::kSeparateO && has_next) {
       // Q's buffer (holding this tile's output) may be overwritten by the next tile's TMA:
       // order the generic-proxy reads above before the async-proxy writes.
       cutlass::arch::fence_view_async_shared();

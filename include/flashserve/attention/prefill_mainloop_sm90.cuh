@@ -419,13 +419,15 @@ struct PrefillMainloop {
     }
   }
 
-  // Consumers: attention of one tile into the O accumulator tOrO and the per-row LSE. Returns
-  // false when no kv block is visible (tOrO is then 0 and the LSE -inf, or the sink's).
+  // Consumers: attention of one tile into the O accumulator tOrO and the per-row LSE (tOrO is 0
+  // and the LSE -inf, or the sink's, when no kv block is visible). With a separate output buffer
+  // (Traits::kSeparateO) and `release_q` (another tile follows), Q's buffer is handed back to the
+  // producer as soon as the last S = Q K^T has completed.
   template <class TO>
   __device__ static void compute(const PrefillParams& p, const PrefillTileInfo& t,
                                  SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v,
                                  PipelineState& read, int& q_phase, TO& tOrO, float (&lse)[2],
-                                 bool kv_gathered = false) {
+                                 bool kv_gathered, bool release_q) {
     using namespace cute;
     constexpr float kLog2e = 1.4426950408889634f;
     const int tid = threadIdx.x - 128;
@@ -481,6 +483,16 @@ struct PrefillMainloop {
     };
     q_full.wait(q_phase);
     q_phase ^= 1;
+    // Every read of Q (the wgmma of S = Q K^T) has completed: the next tile's Q may land.
+    auto q_done = [&] {
+      if constexpr (Traits::kSeparateO) {
+        if (release_q) {
+          cutlass::arch::fence_view_async_shared();
+          named_barrier_arrive(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
+        }
+      }
+    };
+    if (n_max <= n_min) q_done();
 
     const int row0 = t.m_block * kBlockM;
     // S of block n: Q K^T, then the logit transform and the element mask where needed.
@@ -542,6 +554,7 @@ struct PrefillMainloop {
         turn_end();
         warpgroup_wait<0>();
         pipe_k.consumer_release(read);
+        if (n_max - 1 == n_min) q_done();
         auto s = scores(n_max - 1, tSrS);
         float corr[2];
         softmax.template step<true>(s, corr);
@@ -562,6 +575,7 @@ struct PrefillMainloop {
         turn_end();
         warpgroup_wait<1>();
         pipe_k.consumer_release(read);
+        if (n == n_min) q_done();
         auto s = scores(n, tSrS);
         float corr[2];
         softmax.template step<false>(s, corr);

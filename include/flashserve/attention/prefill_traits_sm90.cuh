@@ -121,12 +121,23 @@ struct PrefillTraits {
                                       cutlass::PipelineTmaAsync<kStages>>;
   using PipelineState = typename cutlass::PipelineState<kStages>;
 
+  // The output tile gets its own buffer where shared memory allows (head_dim 64, 96, 128, 192):
+  // the consumers then release Q's buffer after their last S = Q K^T, and the next tile's Q loads
+  // under the last P V and the epilogue (H100, 512..4k tokens: +6..25% for head_dim 64 and 128
+  // non-causal, +2..24% causal; bench/NOTES.md). Otherwise (256, qk 192 / v 128) the output is
+  // staged in Q's buffer, each consumer warpgroup writing its own 64 rows after its last
+  // S = Q K^T (so no other warpgroup still reads them), and Q's buffer is released after the
+  // epilogue.
+  static constexpr int kTileSmemBytes = (cute::cosize_v<SmemLayoutQ> + cute::cosize_v<SmemLayoutK> +
+                                         cute::cosize_v<SmemLayoutV>)*sizeof(Element);
+  static constexpr int kOSmemBytes = cute::cosize_v<SmemLayoutO> * sizeof(Element);
+  static constexpr bool kSeparateO = kTileSmemBytes + kOSmemBytes + 4096 <= 227 * 1024;
+
   struct SharedStorage {
-    // The output tile is staged in Q's buffer: each consumer warpgroup writes its own 64 rows
-    // after its last S = Q K^T, so no other warpgroup still reads them.
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>> v;
+    alignas(1024) cute::array_aligned<Element, kSeparateO ? cute::cosize_v<SmemLayoutO> : 8> o;
     // Paged kernels: the element offset in the K and V caches of each row of the kv block being
     // gathered (its page and slot), double-buffered; -1 past the kv length.
     int64_t paged_k_rows[kPaged ? 2 : 1][kPaged ? kBlockN : 1];
