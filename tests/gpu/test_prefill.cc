@@ -438,11 +438,9 @@ TEST_F(PrefillTest, PagedVariantsGqaAndFloat16) {
 
 // A paged plan's run matches the ragged run of the same tokens bitwise: the same mainloop, only
 // the loads differ.
-TEST_F(PrefillTest, PagedEqualsRaggedBitwise) {
-  PrefillCase c;
-  c.lens = {{113, 203}, {1000, 1500}, {0, 3}};
-  c.causal = true;
-  const uint64_t seed = next_seed();
+// Case c on ragged k / v and on a page-16 cache holding the same tokens: the same bits.
+void expect_paged_equals_ragged(PrefillCase c, uint64_t seed) {
+  SCOPED_TRACE("seed " + std::to_string(seed));
   PrefillSetup ragged(c, seed);
   c.page_size = 16;
   PrefillSetup paged(c, seed);
@@ -453,6 +451,13 @@ TEST_F(PrefillTest, PagedEqualsRaggedBitwise) {
   cuda_check(cudaDeviceSynchronize(), "runs");
   EXPECT_EQ(ragged.dout.download_raw(), paged.dout.download_raw());
   EXPECT_EQ(ragged.dlse.download_raw(), paged.dlse.download_raw());
+}
+
+TEST_F(PrefillTest, PagedEqualsRaggedBitwise) {
+  PrefillCase c;
+  c.lens = {{113, 203}, {1000, 1500}, {0, 3}};
+  c.causal = true;
+  expect_paged_equals_ragged(c, next_seed());
 }
 
 // Page sizes that are a multiple of 8 rows dividing the kv block (or a multiple of it) load K and
@@ -659,18 +664,7 @@ TEST_F(PrefillTest, Qk192V128PagedTmaEqualsGatherBitwise) {
 TEST_F(PrefillTest, Qk192V128PagedEqualsRaggedBitwise) {
   PrefillCase c = qk192_v128({{113, 203}, {1000, 1500}, {0, 3}});
   c.causal = true;
-  const uint64_t seed = next_seed();
-  SCOPED_TRACE("seed " + std::to_string(seed));
-  PrefillSetup ragged(c, seed);
-  c.page_size = 16;
-  PrefillSetup paged(c, seed);
-  ASSERT_TRUE(ragged.plan_it().ok());
-  ASSERT_TRUE(paged.plan_it().ok());
-  ASSERT_TRUE(flashserve::prefill_run(ragged.plan, ragged.args(), ragged.ws.data(), nullptr).ok());
-  ASSERT_TRUE(flashserve::prefill_run(paged.plan, paged.args(), paged.ws.data(), nullptr).ok());
-  cuda_check(cudaDeviceSynchronize(), "runs");
-  EXPECT_EQ(ragged.dout.download_raw(), paged.dout.download_raw());
-  EXPECT_EQ(ragged.dlse.download_raw(), paged.dlse.download_raw());
+  expect_paged_equals_ragged(c, next_seed());
 }
 
 // The plan resolves head_dim_v; a run whose v, v cache or out rows are not head_dim_v long is
