@@ -126,9 +126,8 @@ Result run_prefill_impl(const Args& a, Context& ctx, bool paged) {
     expect_ok(flashserve::prefill_run(plan, args, ws.data(), s));
   };
   const double es = flashserve::dtype_size(a.dtype);
-  // q and k rows of D, v and out rows of Dv.
-  const double bytes = es * (double(D) * (tq * a.q_heads + tk * a.kv_heads) +
-                             double(Dv) * (tq * a.q_heads + tk * a.kv_heads));
+  // q and out rows (tq x q_heads), k and v rows (tk x kv_heads): D for q and k, Dv for v and out.
+  const double bytes = es * double(D + Dv) * (tq * a.q_heads + tk * a.kv_heads);
   finish(r, ctx.timer->time(launch, ctx.time), bytes, ctx);
   r.params["flops"] = std::to_string(plan.flops);
   r.params["tflops"] = std::to_string(plan.flops / (r.timing.median_us * 1e-6) / 1e12);
