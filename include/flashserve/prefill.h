@@ -79,7 +79,8 @@ struct PrefillPlan {
 
 Status prefill_workspace_size(const PrefillPlanRequest& req, size_t* device_bytes);
 
-// Builds the tile schedule on the host (longest tiles first) and copies it, with the indptr
+// Builds the tile schedule on the host (tiles grouped so that concurrent ones share K and V in
+// L2, longest first within a group, chained per persistent CTA) and copies it, with the indptr
 // arrays, into `workspace` (device, 16-byte aligned) on `stream`, and resolves the kernels a run
 // may launch (the first plan of a specialization that is not prebuilt compiles it, or loads it
 // from the kernel cache). Not capturable.

@@ -120,8 +120,10 @@ int head_dim_v_of(const PrefillPlanRequest& r) {
   return r.head_dim_v != 0 ? r.head_dim_v : r.head_dim;
 }
 
+// num_ctas: the persistent CTAs of the run (the SM count; 1 where only sizes matter).
 plan::PrefillScheduleInput schedule_input(const PrefillPlanRequest& r,
-                                          const std::vector<int32_t>& paged_kv_indptr) {
+                                          const std::vector<int32_t>& paged_kv_indptr,
+                                          int num_ctas) {
   const attention::PrefillTile tile = attention::prefill_tile(r.head_dim, false, head_dim_v_of(r));
   plan::PrefillScheduleInput in;
   in.qo_indptr = r.qo_indptr;
@@ -130,6 +132,8 @@ plan::PrefillScheduleInput schedule_input(const PrefillPlanRequest& r,
   in.q_len = r.q_len;
   in.kv_len = r.kv_len;
   in.num_qo_heads = r.num_qo_heads;
+  in.num_kv_heads = r.num_kv_heads;
+  in.num_ctas = num_ctas;
   in.head_dim = r.head_dim;
   in.head_dim_v = head_dim_v_of(r);
   in.block_m = tile.block_m;
@@ -347,7 +351,7 @@ Status prefill_workspace_size(const PrefillPlanRequest& req, size_t* device_byte
   std::vector<int32_t> paged_indptr;
   if (st.ok() && req.page_size > 0) st = paged_kv_token_indptr(kSizeOp, req, &paged_indptr);
   plan::PrefillSchedule s;
-  if (st.ok()) st = plan::make_prefill_schedule(kSizeOp, schedule_input(req, paged_indptr), &s);
+  if (st.ok()) st = plan::make_prefill_schedule(kSizeOp, schedule_input(req, paged_indptr, 1), &s);
   if (!st.ok()) return log_error(kSizeOp, st);
   *device_bytes = s.layout.total;
   return st;
@@ -370,7 +374,8 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
   std::vector<int32_t> paged_indptr;
   if (st.ok() && req.page_size > 0) st = paged_kv_token_indptr(kPlanOp, req, &paged_indptr);
   plan::PrefillSchedule s;
-  if (st.ok()) st = plan::make_prefill_schedule(kPlanOp, schedule_input(req, paged_indptr), &s);
+  if (st.ok())
+    st = plan::make_prefill_schedule(kPlanOp, schedule_input(req, paged_indptr, sms), &s);
   if (st.ok() && (workspace == nullptr || workspace_bytes < s.layout.total)) {
     st =
         invalid(kPlanOp, "workspace: too small: " + str(static_cast<int64_t>(s.layout.total)) +
@@ -425,7 +430,8 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
   p.batch_capacity = s.batch_capacity;
   p.num_sms = sms;
   // One CTA per SM (the tile uses most of shared memory); never more CTAs than the capacity.
-  p.grid = static_cast<int>(std::min<int64_t>(sms, std::max<int64_t>(1, s.work_capacity)));
+  // The schedule's chains were built for this grid.
+  p.grid = s.grid;
   p.flops = s.flops;
   p.workspace_bytes = s.layout.total;
   p.qo_indptr_offset = s.layout.qo_indptr;

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <queue>
+#include <utility>
 #include <string>
 
 namespace flashserve::plan {
@@ -62,15 +64,36 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
   s->total_q = s->qo_indptr.back();
   s->total_kv = s->kv_indptr.back();
 
+  const int kv_heads = in.num_kv_heads > 0 ? in.num_kv_heads : in.num_qo_heads;
+  if (kv_heads < 1 || in.num_qo_heads % kv_heads != 0)
+    return invalid(op, "req.num_kv_heads: expected a divisor of num_qo_heads");
+  const int head_group = in.num_qo_heads / kv_heads;
+  const int64_t pair_bytes_per_token =
+      2 * static_cast<int64_t>(in.head_dim + (in.head_dim_v != 0 ? in.head_dim_v : in.head_dim));
+  const int64_t l2_budget = in.l2_group_bytes > 0 ? in.l2_group_bytes : kPrefillL2GroupBytes;
+
   struct Keyed {
-    int64_t cost;
+    int64_t group;  // L2 group of the item's (request, kv head)
+    int64_t cost;   // kv blocks + 1
     attention::PrefillWorkItem item;
   };
   std::vector<Keyed> items;
+  int64_t group = 0, group_bytes = 0;  // the (request, kv head) pairs of the current L2 group
   for (int64_t b = 0; b < in.batch; ++b) {
     const int q_len = s->qo_indptr[b + 1] - s->qo_indptr[b];
     const int kv_len = s->kv_indptr[b + 1] - s->kv_indptr[b];
     if (q_len == 0) continue;
+    // This request's kv heads, in order, join the current group until it holds l2_budget bytes.
+    std::vector<int64_t> head_groups(kv_heads);
+    for (int h = 0; h < kv_heads; ++h) {
+      const int64_t bytes = pair_bytes_per_token * kv_len;
+      if (group_bytes > 0 && group_bytes + bytes > l2_budget) {
+        ++group;
+        group_bytes = 0;
+      }
+      head_groups[h] = group;
+      group_bytes += bytes;
+    }
     for (int m = 0; m * in.block_m < q_len; ++m) {
       // kv blocks the kernel will visit for this tile (the same bounds as PrefillMask), plus one
       // for the fixed cost of a tile (Q load, epilogue).
@@ -91,7 +114,7 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
         it.request = static_cast<int32_t>(b);
         it.m_block = m;
         it.qo_head = h;
-        items.push_back({cost, it});
+        items.push_back({head_groups[h / head_group], cost, it});
       }
     }
     for (int r = 0; r < q_len; ++r) {
@@ -101,9 +124,18 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
                                                            in.window_left, in.window_right));
     }
   }
-  // Longest first; ties keep (request, m_block, head) order so neighbours share K/V in L2.
-  std::stable_sort(items.begin(), items.end(),
-                   [](const Keyed& a, const Keyed& b) { return a.cost > b.cost; });
+  // L2 groups in order, longest first within each: the tiles that run at the same time share
+  // their K and V in L2, and each group's short tiles fill the gaps its long ones leave. Ties:
+  // (request, kv head, m_block, q head), so that neighbours read the same K and V.
+  std::stable_sort(items.begin(), items.end(), [&](const Keyed& a, const Keyed& b) {
+    if (a.group != b.group) return a.group < b.group;
+    if (a.cost != b.cost) return a.cost > b.cost;
+    const int ha = a.item.qo_head / head_group, hb = b.item.qo_head / head_group;
+    if (a.item.request != b.item.request) return a.item.request < b.item.request;
+    if (ha != hb) return ha < hb;
+    if (a.item.m_block != b.item.m_block) return a.item.m_block < b.item.m_block;
+    return a.item.qo_head < b.item.qo_head;
+  });
   s->work.reserve(items.size());
   for (const Keyed& k : items)
     s->work.push_back(k.item);
@@ -114,6 +146,26 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
   const int64_t tiles = q_cap / in.block_m + s->batch_capacity;
   s->work_capacity =
       std::max<int64_t>(static_cast<int64_t>(s->work.size()), tiles * in.num_qo_heads);
+  s->grid = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(std::max(in.num_ctas, 1), s->work_capacity)));
+  // Each CTA's items, as the kernel's persistent CTAs would take them from a shared queue in
+  // this order (each takes the next item when it finishes one, the cost in kv blocks + 1):
+  // precomputed here, so the kernel needs no atomics and the schedule is deterministic. Item k
+  // < grid starts CTA k's chain; each item names its CTA's next one.
+  {
+    using Slot = std::pair<int64_t, int>;  // (time the CTA is free, CTA)
+    std::priority_queue<Slot, std::vector<Slot>, std::greater<Slot>> free_at;
+    for (int c = 0; c < s->grid; ++c)
+      free_at.push({0, c});
+    std::vector<int32_t> last(s->grid, -1);
+    for (size_t w = 0; w < items.size(); ++w) {
+      const auto [time, cta] = free_at.top();
+      free_at.pop();
+      if (last[cta] >= 0) s->work[last[cta]].next = static_cast<int32_t>(w);
+      last[cta] = static_cast<int32_t>(w);
+      free_at.push({time + items[w].cost, cta});
+    }
+  }
   PrefillWorkspaceLayout& l = s->layout;
   l.counts = 0;
   l.qo_indptr = align256(sizeof(attention::PrefillCounts));
@@ -128,6 +180,7 @@ std::vector<unsigned char> prefill_workspace_image(const PrefillSchedule& s) {
   std::vector<unsigned char> image(used, 0);
   attention::PrefillCounts counts;
   counts.num_work = static_cast<int32_t>(s.work.size());
+  counts.num_chains = static_cast<int32_t>(std::min<int64_t>(s.grid, s.work.size()));
   std::memcpy(image.data() + s.layout.counts, &counts, sizeof(counts));
   std::memcpy(image.data() + s.layout.qo_indptr, s.qo_indptr.data(),
               s.qo_indptr.size() * sizeof(int32_t));

@@ -14,12 +14,25 @@
 
 namespace flashserve::plan {
 
+// KV bytes per L2 group of the schedule (PrefillScheduleInput::l2_group_bytes), well inside the
+// H100's 50 MB L2 so that a group's K and V stay resident while its tiles run (H100, 16/16 x 128:
+// causal 512 tokens 105 / 113 / 124 us with groups of 8 / 16 / 32 MB, 1k 149 / 151 / 158 us; the
+// longer and the non-causal points alike; bench/NOTES.md).
+constexpr int64_t kPrefillL2GroupBytes = int64_t{8} << 20;
+
 struct PrefillScheduleInput {
   const int32_t* qo_indptr = nullptr;  // host [batch + 1], or null: uniform q_len
   const int32_t* kv_indptr = nullptr;  // host [batch + 1], or null: uniform kv_len
   int64_t batch = 0;
   int q_len = 0, kv_len = 0;
   int num_qo_heads = 1;
+  int num_kv_heads = 0;  // 0 = num_qo_heads
+  // The persistent CTAs the kernel is launched with: min(num_ctas, work capacity) (>= 1) is the
+  // schedule's grid, and the kernel must run with exactly that many (PrefillSchedule::grid).
+  int num_ctas = 1;
+  // KV bytes of (request, kv head) pairs scheduled together so that their tiles share K and V
+  // in L2 (0 = kPrefillL2GroupBytes).
+  int64_t l2_group_bytes = 0;
   int head_dim = 128;
   int head_dim_v = 0;  // of v and the output; 0 = head_dim
   int block_m = 128, block_n = 128;
@@ -39,6 +52,7 @@ struct PrefillSchedule {
   std::vector<attention::PrefillWorkItem> work;
   int64_t total_q = 0, total_kv = 0;
   int64_t batch_capacity = 0, work_capacity = 0;
+  int grid = 1;      // CTAs to launch; the first min(grid, work) items start their chains
   double flops = 0;  // 2 x visible (query, key) pairs x (head_dim + head_dim_v)
   PrefillWorkspaceLayout layout;
 };

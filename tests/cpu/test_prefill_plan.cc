@@ -3,7 +3,9 @@
 // here fails a host check, so nothing is launched even where a GPU is present).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "arg_test.h"
@@ -102,6 +104,115 @@ TEST(PrefillPlan, UniformLengthsAndCapacity) {
   EXPECT_EQ(*reinterpret_cast<const int32_t*>(image.data()), 24);
   EXPECT_EQ(reinterpret_cast<const int32_t*>(image.data() + s.layout.kv_indptr)[4], 2000);
   EXPECT_LE(image.size(), s.layout.total);
+}
+
+// Walks the plan's chains as the kernel's CTAs do (chain c starts at item c); returns each
+// chain's items.
+std::vector<std::vector<int>> chains_of(const plan::PrefillSchedule& s) {
+  const int chains = static_cast<int>(std::min<size_t>(s.grid, s.work.size()));
+  std::vector<std::vector<int>> out(chains);
+  for (int c = 0; c < chains; ++c) {
+    for (int w = c; w >= 0; w = s.work[w].next)
+      out[c].push_back(w);
+  }
+  return out;
+}
+
+// The kv blocks + 1 the plan charges a causal tile of a uniform batch (q_len = kv_len).
+int64_t causal_cost(const plan::PrefillScheduleInput& in, int m_block) {
+  const int row_last = std::min((m_block + 1) * in.block_m, in.q_len) - 1;
+  return (row_last + in.block_n) / in.block_n + 1;
+}
+
+TEST(PrefillPlan, ChainsCoverEveryItemOnceAndBalanceTheCtas) {
+  plan::PrefillScheduleInput in;
+  in.batch = 7;
+  in.q_len = in.kv_len = 1000;  // 8 causal tiles of 1..8 blocks per head
+  in.num_qo_heads = 6;
+  in.num_kv_heads = 2;
+  in.causal = true;
+  in.num_ctas = 13;
+  plan::PrefillSchedule s;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  ASSERT_EQ(s.work.size(), 7u * 8 * 6);
+  EXPECT_EQ(s.grid, 13);
+  const auto chains = chains_of(s);
+  std::vector<int> seen(s.work.size(), 0);
+  int64_t total = 0, longest = 0, max_item = 0;
+  for (const auto& chain : chains) {
+    int64_t cost = 0;
+    for (size_t i = 0; i < chain.size(); ++i) {
+      ++seen[chain[i]];
+      if (i > 0) {
+        EXPECT_GT(chain[i], chain[i - 1]);  // a chain runs forward through the list
+      }
+      const int64_t c = causal_cost(in, s.work[chain[i]].m_block);
+      cost += c;
+      max_item = std::max(max_item, c);
+    }
+    total += cost;
+    longest = std::max(longest, cost);
+  }
+  for (size_t w = 0; w < seen.size(); ++w)
+    EXPECT_EQ(seen[w], 1) << "item " << w;
+  // Each item goes to the CTA that frees first: no chain runs past the mean by a whole item.
+  EXPECT_LE(longest, total / 13 + max_item);
+  // The image carries the chain count for the kernel.
+  const std::vector<unsigned char> image = plan::prefill_workspace_image(s);
+  EXPECT_EQ(reinterpret_cast<const int32_t*>(image.data())[1], 13);
+}
+
+TEST(PrefillPlan, GridIsTheCtaCountWithinTheCapacity) {
+  plan::PrefillScheduleInput in;
+  in.batch = 1;
+  in.q_len = in.kv_len = 100;
+  in.num_qo_heads = 2;
+  in.num_ctas = 132;
+  plan::PrefillSchedule s;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  // Capacity: (100 / 128 + 1) tiles x 2 heads; two items, two chains of one.
+  EXPECT_EQ(s.grid, 2);
+  ASSERT_EQ(s.work.size(), 2u);
+  EXPECT_EQ(s.work[0].next, -1);
+  EXPECT_EQ(s.work[1].next, -1);
+  in.max_q_tokens = 128 * 200;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_EQ(s.grid, 132);
+  EXPECT_EQ(reinterpret_cast<const int32_t*>(plan::prefill_workspace_image(s).data())[1], 2);
+  in.num_kv_heads = 3;
+  EXPECT_TRUE(invalid(plan::make_prefill_schedule("op", in, &s), "op", "req.num_kv_heads"));
+}
+
+// The (request, kv head) pairs are grouped by their KV bytes; a group's tiles all come before the
+// next group's, longest first within it.
+TEST(PrefillPlan, L2GroupsComeInOrderLongestFirstWithin) {
+  const std::vector<int32_t> q{0, 256, 1280}, k{0, 256, 1280};
+  plan::PrefillScheduleInput in = input(q, k);  // two q heads, one kv head each (MHA)
+  in.causal = true;
+  // Request 0's pairs: 256 tokens x 2 x 256 bytes = 128 KB each; request 1's: 512 KB each.
+  in.l2_group_bytes = 600 << 10;
+  plan::PrefillSchedule s;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  // Groups: {r0 h0, r0 h1} (256 KB), {r1 h0} (512 KB), {r1 h1}.
+  ASSERT_EQ(s.work.size(), 2u * 2 + 8 * 2);
+  auto key = [](const flashserve::attention::PrefillWorkItem& w) {
+    return std::make_tuple(w.request, w.qo_head, w.m_block);
+  };
+  // Group 0: request 0's m_block 1 tiles of both heads (3 blocks) before its m_block 0 (2).
+  EXPECT_EQ(key(s.work[0]), std::make_tuple(0, 0, 1));
+  EXPECT_EQ(key(s.work[1]), std::make_tuple(0, 1, 1));
+  EXPECT_EQ(key(s.work[2]), std::make_tuple(0, 0, 0));
+  EXPECT_EQ(key(s.work[3]), std::make_tuple(0, 1, 0));
+  // Group 1: request 1, head 0, longest (m_block 7) first; then group 2 for head 1.
+  for (int i = 0; i < 8; ++i) {
+    EXPECT_EQ(key(s.work[4 + i]), std::make_tuple(1, 0, 7 - i));
+    EXPECT_EQ(key(s.work[12 + i]), std::make_tuple(1, 1, 7 - i));
+  }
+  // One group for everything: request 1's longest tiles lead.
+  in.l2_group_bytes = 1 << 30;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_EQ(key(s.work[0]), std::make_tuple(1, 0, 7));
+  EXPECT_EQ(key(s.work[1]), std::make_tuple(1, 1, 7));
 }
 
 TEST(PrefillPlan, RejectsBadIndptr) {

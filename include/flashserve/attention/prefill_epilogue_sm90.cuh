@@ -1,10 +1,10 @@
 // Prefill epilogue on Hopper: each consumer warpgroup converts its 64 x head_dim output rows to
-// 16 bits, stages them in its own rows of the output buffer (Traits::kSeparateO) or of Q's
-// shared buffer (the swizzled layout keeps 8
-// consecutive head_dim elements contiguous, so the global stores are 16 bytes per thread, fully
-// coalesced), and stores the rows that belong to the request; rows past the request's end are
-// never written (they would belong to the next request in a ragged batch). The LSE is written by
-// the first thread of each quad, which holds the row's statistics.
+// 16 bits, stages them with stmatrix in its own rows of the output buffer (Traits::kSeparateO)
+// or of Q's shared buffer, and stores the rows that belong to the request: all 64 with one TMA
+// store that completes while the warpgroup goes on to its next tile, or, for the last partial
+// rows of a request, with 16-byte stores of only those rows (rows past the request's end would
+// belong to the next request of a ragged batch). The LSE is written by the first thread of each
+// quad, which holds the row's statistics.
 #pragma once
 
 #include <cute/tensor.hpp>
@@ -18,10 +18,16 @@ struct PrefillEpilogue {
   using Element = typename Traits::Element;
   static constexpr int kBlockM = Traits::kBlockM, kHeadDim = Traits::kHeadDimV;  // the output's
 
+  // Before a thread that issued TMA stores reuses their shared rows or exits: those stores have
+  // read them.
+  __device__ static void wait_store_reads() {
+    if (threadIdx.x % 128 == 0) cute::tma_store_wait<0>();
+  }
+
   template <class TO>
-  __device__ static void store(const PrefillParams& p, const PrefillTileInfo& t,
-                               typename Traits::SharedStorage& shared, const TO& tOrO,
-                               const float (&lse)[2]) {
+  __device__ static void store(const PrefillParams& p, const PrefillTma<Traits>& tma,
+                               const PrefillTileInfo& t, typename Traits::SharedStorage& shared,
+                               const TO& tOrO, const float (&lse)[2]) {
     using namespace cute;
     const int tid = threadIdx.x - 128;
     const int wg = tid / 128, wg_tid = tid % 128;
@@ -29,12 +35,29 @@ struct PrefillEpilogue {
     auto thr_pv = mma_pv.get_thread_slice(tid);
     Element* o_smem = Traits::kSeparateO ? shared.o.data() : shared.q.data();
     Tensor sO = make_tensor(make_smem_ptr(o_smem), typename Traits::SmemLayoutO{});
-    Tensor tOsO = thr_pv.partition_C(sO);
-    // Its own buffer: every thread of the warpgroup is done reading the previous tile's rows.
-    if constexpr (Traits::kSeparateO) named_barrier_sync(kBarrierEpilogue0 + wg, 128);
+    // Its own buffer: the previous tile's TMA store has read this warpgroup's rows, and every
+    // thread of the warpgroup is done reading them.
+    if constexpr (Traits::kSeparateO) {
+      wait_store_reads();
+      named_barrier_sync(kBarrierEpilogue0 + wg, 128);
+    }
+    // 16-bit values, four 8 x 8 matrices per stmatrix.
+    Tensor tOrO_16 = make_tensor_like<Element>(tOrO);
+    {
+      using Pair =
+          std::conditional_t<std::is_same_v<Element, cutlass::bfloat16_t>, __nv_bfloat162, __half2>;
+      Pair* out = reinterpret_cast<Pair*>(tOrO_16.data());
 #pragma unroll
-    for (int i = 0; i < size(tOrO); ++i)
-      tOsO(i) = static_cast<Element>(tOrO(i));
+      for (int i = 0; i < size(tOrO) / 2; ++i) {
+        if constexpr (std::is_same_v<Pair, __nv_bfloat162>)
+          out[i] = __floats2bfloat162_rn(tOrO(2 * i), tOrO(2 * i + 1));
+        else
+          out[i] = __floats2half2_rn(tOrO(2 * i), tOrO(2 * i + 1));
+      }
+    }
+    auto copy_o = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_pv);
+    auto thr_copy_o = copy_o.get_thread_slice(tid);
+    copy(copy_o, thr_copy_o.retile_S(tOrO_16), thr_copy_o.partition_D(sO));
 
     const int row0 = t.m_block * kBlockM;
     if (p.lse != nullptr && (tid % 4) == 0) {
@@ -48,8 +71,28 @@ struct PrefillEpilogue {
           p.lse[(t.q_start + row) * p.lse_stride_token + t.qo_head * p.lse_stride_head] = lse[r];
       }
     }
+    // A warpgroup whose 64 rows all belong to the request stores them with one TMA (issued by
+    // its first thread, completing in the background); rows past the request's end would belong
+    // to the next request of a ragged batch, so a partial warpgroup stores its rows itself.
+    const int wg_row0 = row0 + wg * 64;
+    const bool full = wg_row0 + 64 <= t.q_len;
+    if (full) cutlass::arch::fence_view_async_shared();  // stmatrix writes before the TMA reads
+    FS_PTRACE(t.trace_index, 6);
     named_barrier_sync(kBarrierEpilogue0 + wg, 128);
-
+    FS_PTRACE(t.trace_index, 7);
+    if (full) {
+      if (wg_tid == 0) {
+        Tensor mO = tma.o.get_tma_tensor(make_shape(p.total_q, Int<kHeadDim>{}, p.num_qo_heads));
+        Tensor gO = local_tile(domain_offset(make_coord(t.q_start, _0{}), mO(_, _, t.qo_head)),
+                               Shape<_64, Int<kHeadDim>>{}, make_coord(wg_row0 / 64, _0{}));
+        Tensor sOwg = local_tile(sO, Shape<_64, Int<kHeadDim>>{}, make_coord(wg, _0{}));
+        auto [tOgO, tOsO] = tma_partition(tma.o, _0{}, Layout<_1>{}, group_modes<0, 2>(sOwg),
+                                          group_modes<0, 2>(gO));
+        copy(tma.o, tOsO, tOgO);
+        tma_store_arrive();
+      }
+      return;
+    }
     constexpr int kChunks = kHeadDim / 8;  // 16-byte chunks per row
     Element* out = static_cast<Element*>(p.out) + t.qo_head * p.out_stride_head;
 #pragma unroll 4

@@ -96,20 +96,30 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
   int q_phase = 0;
   typename Traits::MmaPV mma_pv;
   Tensor tOrO = partition_fragment_C(mma_pv, Shape<Int<Traits::kBlockM>, Int<Traits::kHeadDimV>>{});
-  for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
-    const PrefillTileInfo t = sched.tile(w);
+  int tile_count = 0;
+  for (int w = sched.first(); sched.valid(w); ++tile_count) {
+    PrefillTileInfo t = sched.tile(w);
+    t.trace_index = tile_count;
+    FS_PTRACE(tile_count, 0);
     float lse[2];
-    const bool has_next = sched.valid(sched.next(w));
+    const bool has_next = sched.has_next(t);
     Mainloop::compute(p, t, shared, pipe_k, pipe_v, read, q_phase, tOrO, lse,
                       Traits::kPaged && !paged_tma, has_next);
-    PrefillEpilogue<Traits>::store(p, t, shared, tOrO, lse);
+    FS_PTRACE(tile_count, 4);
+    PrefillEpilogue<Traits>::store(p, args.tma, t, shared, tOrO, lse);
+    FS_PTRACE(tile_count, 5);
     if (!Traits::kSeparateO && has_next) {
       // Q's buffer (holding this tile's output) may be overwritten by the next tile's TMA:
-      // order the generic-proxy reads above before the async-proxy writes.
+      // its TMA store has read it, and the generic-proxy reads above come before the
+      // async-proxy writes.
+      PrefillEpilogue<Traits>::wait_store_reads();
       cutlass::arch::fence_view_async_shared();
       named_barrier_arrive(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
     }
+    w = sched.next(t);
   }
+  // Shared memory must outlive the reads of the last TMA stores.
+  PrefillEpilogue<Traits>::wait_store_reads();
 }
 
 // The paged caches' TMA descriptors (PagedKvTma), or box_rows = 0 where TMA cannot load them: a
@@ -178,6 +188,9 @@ PrefillTma<Traits> make_prefill_tma(const PrefillParams& p) {
         make_layout(make_shape(rows, dim, heads), make_stride(stride_row, _1{}, stride_head)));
   };
   auto q_view = view(Int<D>{}, p.q, p.total_q, p.num_qo_heads, p.q_stride_token, p.q_stride_head);
+  auto o_view = make_tensor(make_gmem_ptr(static_cast<Element*>(p.out)),
+                            make_layout(make_shape(p.total_q, Int<Dv>{}, p.num_qo_heads),
+                                        make_stride(p.out_stride_token, _1{}, p.out_stride_head)));
   // The paged kernels load K and V without these descriptors: theirs (unused) describe q.
   auto k_view = Traits::kPaged ? q_view
                                : view(Int<D>{}, p.k, p.total_kv, p.num_kv_heads, p.k_stride_token,
@@ -193,6 +206,8 @@ PrefillTma<Traits> make_prefill_tma(const PrefillParams& p) {
                     Shape<Int<Traits::kBlockN>, Int<D>>{}, _1{}),
       make_tma_copy(SM90_TMA_LOAD{}, v_view, take<0, 2>(typename Traits::SmemLayoutV{}),
                     Shape<Int<Traits::kBlockN>, Int<Dv>>{}, _1{}),
+      make_tma_copy(SM90_TMA_STORE{}, o_view, typename Traits::SmemLayoutOWG{},
+                    Shape<_64, Int<Dv>>{}, _1{}),
       {}};
   if constexpr (Traits::kPaged) tma.paged = make_paged_kv_tma<Traits>(p);
   return tma;

@@ -34,6 +34,7 @@ struct PrefillTma {
   typename Traits::TmaQ q;
   typename Traits::TmaK k;
   typename Traits::TmaV v;
+  typename Traits::TmaO o;  // the output, stored by each consumer warpgroup's 64 rows
   std::conditional_t<Traits::kPaged, PagedKvTma, NoPagedKvTma> paged;
 };
 
@@ -112,8 +113,9 @@ struct PrefillMainloop {
     Tensor mV = tma.v.get_tma_tensor(make_shape(p.total_kv, Int<kHeadDimV>{}, p.num_kv_heads));
     auto& q_full = *reinterpret_cast<cutlass::arch::ClusterTransactionBarrier*>(&shared.q_full);
     bool first = true;
-    for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
-      const PrefillTileInfo t = sched.tile(w);
+    PrefillTileInfo t;
+    for (int w = sched.first(); sched.valid(w); w = sched.next(t)) {
+      t = sched.tile(w);
       int n_min, n_max;
       block_range(p, t, n_min, n_max);
 
@@ -264,8 +266,9 @@ struct PrefillMainloop {
     };
 
     bool first = true;
-    for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
-      const PrefillTileInfo t = sched.tile(w);
+    PrefillTileInfo t;
+    for (int w = sched.first(); sched.valid(w); w = sched.next(t)) {
+      t = sched.tile(w);
       int n_min, n_max;
       block_range(p, t, n_min, n_max);
       const Element* k_base = static_cast<const Element*>(p.k) + t.kv_head * p.k_stride_head;
@@ -395,8 +398,9 @@ struct PrefillMainloop {
     };
 
     bool first = true;
-    for (int w = sched.first(); sched.valid(w); w = sched.next(w)) {
-      const PrefillTileInfo t = sched.tile(w);
+    PrefillTileInfo t;
+    for (int w = sched.first(); sched.valid(w); w = sched.next(t)) {
+      t = sched.tile(w);
       int n_min, n_max;
       block_range(p, t, n_min, n_max);
 
@@ -483,6 +487,7 @@ struct PrefillMainloop {
     };
     q_full.wait(q_phase);
     q_phase ^= 1;
+    FS_PTRACE(t.trace_index, 1);
     // Every read of Q (the wgmma of S = Q K^T) has completed: the next tile's Q may land.
     auto q_done = [&] {
       if constexpr (Traits::kSeparateO) {
@@ -553,12 +558,14 @@ struct PrefillMainloop {
         warpgroup_gemm<true, false>(mma_qk, tSrQ, tSrK(_, _, _, read.index()), tSrS);
         turn_end();
         warpgroup_wait<0>();
+        FS_PTRACE(t.trace_index, 2);
         pipe_k.consumer_release(read);
         if (n_max - 1 == n_min) q_done();
         auto s = scores(n_max - 1, tSrS);
         float corr[2];
         softmax.template step<true>(s, corr);
         to_p(tSrS);
+        FS_PTRACE(t.trace_index, 3);
       }
       // Steady state: S of block n is issued, then P V of the previous block, and the softmax
       // of S runs on the CUDA cores while the tensor cores still do P V; O is rescaled once both

@@ -14,19 +14,23 @@ namespace flashserve::attention {
 enum class PrefillKind { kPlain, kCausal, kGeneral };
 
 // One CTA tile: query rows [m_block * kBlockM, ...) of one (request, q head), over the kv blocks
-// the masks leave visible. The plan orders items longest first (causal tiles near the end of a
-// long request first) so the persistent CTAs finish together.
+// the masks leave visible. The plan assigns the items to the persistent CTAs (longest first
+// within groups of requests and heads whose K and V fit L2, each item to the CTA that frees
+// first) and chains each CTA's items: CTA c starts at item c and follows `next`.
 struct PrefillWorkItem {
   int32_t request = 0;
   int32_t m_block = 0;
   int32_t qo_head = 0;
-  int32_t pad_ = 0;
+  int32_t next = -1;  // the same CTA's next item, or -1
 };
 
 // The first bytes of the workspace.
 struct PrefillCounts {
   int32_t num_work = 0;
-  int32_t pad_[3] = {0, 0, 0};
+  // Chains of items (the plan's grid, at most num_work): chain c starts at item c. A kernel
+  // launched with fewer CTAs walks chains c, c + gridDim.x, ...
+  int32_t num_chains = 0;
+  int32_t pad_[2] = {0, 0};
 };
 
 // Runtime switches of the general variant kernel (the plain and causal kernels ignore all but

@@ -79,6 +79,10 @@ struct PrefillTraits {
   static_assert(std::is_same_v<SmemAtomO, SmemAtomQ>, "the output tile must overlay Q row by row");
   using SmemLayoutO = decltype(cute::tile_to_shape(
       SmemAtomO{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDimV>>{}));
+  // The output rows of one consumer warpgroup, (64, kHeadDimV) within SmemLayoutO: the shared
+  // side of its TMA store.
+  using SmemLayoutOWG = decltype(cute::layout<0>(
+      cute::zipped_divide(SmemLayoutO{}, cute::Shape<cute::_64, cute::Int<kHeadDimV>>{})));
   // Columns of the K-major swizzle atom the selector picked (128-byte swizzle when the head dim is
   // a multiple of 64 elements, 64-byte at 96): the width of one TMA box of the paged loads.
   static constexpr int swizzle_cols(int d) { return d % 64 == 0 ? 64 : 32; }
@@ -115,6 +119,10 @@ struct PrefillTraits {
       cute::make_tensor(cute::make_gmem_ptr(static_cast<const Element*>(nullptr)), GmemLayout{}),
       cute::take<0, 2>(SmemLayoutV{}), cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDimV>>{},
       cute::_1{}));
+  using TmaO = decltype(cute::make_tma_copy(
+      cute::SM90_TMA_STORE{},
+      cute::make_tensor(cute::make_gmem_ptr(static_cast<Element*>(nullptr)), GmemLayout{}),
+      SmemLayoutOWG{}, cute::Shape<cute::_64, cute::Int<kHeadDimV>>{}, cute::_1{}));
 
   static constexpr int kNumProducerThreads = 128;  // the paged gather: the whole warpgroup
   using Pipeline = std::conditional_t<kPaged, cutlass::PipelineAsync<kStages>,
