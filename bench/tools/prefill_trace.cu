@@ -2,7 +2,8 @@
 //   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr --extended-lambda -lcuda \
 //     -DFLASHSERVE_PREFILL_TRACE -Iinclude -Isrc -I.deps/cutlass/include \
 //     bench/tools/prefill_trace.cu src/plan/prefill_plan.cc -o prefill_trace
-//   ./prefill_trace batch seqlen heads causal(0/1)   (bf16, head_dim 128, ragged, MHA)
+//   ./prefill_trace batch seqlen heads causal(0/1) [head_dim 64|128|256]   (bf16, ragged, MHA)
+//   L2_GROUP_MB=n: the plan's L2 group budget
 // Prints, per tile length (kv blocks), the median over tiles of each phase of consumer
 // warpgroup 0: the gap since the previous tile's epilogue, the wait for Q, the first S = Q K^T,
 // the first softmax, the remaining blocks (per block) and the epilogue.
@@ -13,6 +14,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <map>
+#include <type_traits>
 #include <vector>
 
 #include "flashserve/attention/prefill_kernel_sm90.cuh"
@@ -21,9 +23,8 @@
 namespace fa = flashserve::attention;
 using T = cutlass::bfloat16_t;
 
-template <fa::PrefillKind kKind>
+template <int D, fa::PrefillKind kKind>
 int run(int batch, int seqlen, int heads) {
-  constexpr int D = 128;
   constexpr bool kCausal = kKind == fa::PrefillKind::kCausal;
   const fa::PrefillTile tile = fa::prefill_tile(D, !kCausal);
   flashserve::plan::PrefillScheduleInput in;
@@ -97,8 +98,9 @@ int run(int batch, int seqlen, int heads) {
   float ms = 0;
   cudaEventElapsedTime(&ms, a, b);
   const double us = ms * 1000 / 100;
-  printf("b%d s%d %d heads %s: %zu tiles, grid %d: %.2f us per launch, %.0f TFLOP/s\n", batch,
-         seqlen, heads, kCausal ? "causal" : "plain", s.work.size(), grid, us, s.flops / us * 1e-6);
+  printf("b%d s%d %d x %d %s: %zu tiles, grid %d: %.2f us per launch, %.0f TFLOP/s\n", batch,
+         seqlen, heads, D, kCausal ? "causal" : "plain", s.work.size(), grid, us,
+         s.flops / us * 1e-6);
   launch(nullptr);  // the traced launch
   if (cudaDeviceSynchronize() != cudaSuccess) return 3;
   std::vector<unsigned long long> tr(1024 * 64 * 2 * 8);
@@ -121,7 +123,7 @@ int run(int batch, int seqlen, int heads) {
         t_min = std::min(t_min, at(c, tiles, wg, 0));
         t_max = std::max(t_max, at(c, tiles, wg, 5));
       }
-      const int wg = 0;
+      const int wg = 0;  // (64-row warpgroups; the third of head_dim 64 is not traced)
       std::vector<double> ph(8);
       ph[0] = tiles == 0 ? 0 : double(at(c, tiles, wg, 0) - at(c, tiles - 1, wg, 5));
       ph[1] = double(at(c, tiles, wg, 1) - at(c, tiles, wg, 0));
@@ -165,8 +167,15 @@ int main(int argc, char** argv) {
   const int seqlen = argc > 2 ? std::atoi(argv[2]) : 512;
   const int heads = argc > 3 ? std::atoi(argv[3]) : 16;
   const bool causal = argc > 4 ? std::atoi(argv[4]) != 0 : true;
-  const int rc = causal ? run<fa::PrefillKind::kCausal>(batch, seqlen, heads)
-                        : run<fa::PrefillKind::kPlain>(batch, seqlen, heads);
+  const int d = argc > 5 ? std::atoi(argv[5]) : 128;
+  auto go = [&](auto dim) {
+    constexpr int D = decltype(dim)::value;
+    return causal ? run<D, fa::PrefillKind::kCausal>(batch, seqlen, heads)
+                  : run<D, fa::PrefillKind::kPlain>(batch, seqlen, heads);
+  };
+  const int rc = d == 64    ? go(std::integral_constant<int, 64>{})
+                 : d == 256 ? go(std::integral_constant<int, 256>{})
+                            : go(std::integral_constant<int, 128>{});
   if (rc != 0) printf("error %d: %s\n", rc, cudaGetErrorString(cudaGetLastError()));
   return rc;
 }

@@ -108,14 +108,6 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     FS_PTRACE(tile_count, 4);
     PrefillEpilogue<Traits>::store(p, args.tma, t, shared, tOrO, lse);
     FS_PTRACE(tile_count, 5);
-    if (!Traits::kSeparateO && has_next) {
-      // Q's buffer (holding this tile's output) may be overwritten by the next tile's TMA:
-      // its TMA store has read it, and the generic-proxy reads above come before the
-      // async-proxy writes.
-      PrefillEpilogue<Traits>::wait_store_reads();
-      cutlass::arch::fence_view_async_shared();
-      named_barrier_arrive(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
-    }
     w = sched.next(t);
   }
   // Shared memory must outlive the reads of the last TMA stores.
@@ -207,7 +199,7 @@ PrefillTma<Traits> make_prefill_tma(const PrefillParams& p) {
       make_tma_copy(SM90_TMA_LOAD{}, v_view, take<0, 2>(typename Traits::SmemLayoutV{}),
                     Shape<Int<Traits::kBlockN>, Int<Dv>>{}, _1{}),
       make_tma_copy(SM90_TMA_STORE{}, o_view, typename Traits::SmemLayoutOWG{},
-                    Shape<_64, Int<Dv>>{}, _1{}),
+                    Shape<_64, Int<Traits::kOCols>>{}, _1{}),
       {}};
   if constexpr (Traits::kPaged) tma.paged = make_paged_kv_tma<Traits>(p);
   return tma;

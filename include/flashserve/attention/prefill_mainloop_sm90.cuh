@@ -210,34 +210,36 @@ struct PrefillMainloop {
       buf ^= 1;
       if (tid < kBlockN) {
         const int j = n * kBlockN + tid;
-        int64_t k_off = -1, v_off = -1;
+        int page = -1, slot = 0;
         if (j < t.kv_len) {
-          const int64_t page = __ldg(p.page_indices + t.page_start + j / p.page_size);
-          const int64_t slot = j % p.page_size;
-          k_off = page * p.k_stride_page + slot * p.k_stride_token;
-          v_off = page * p.v_stride_page + slot * p.v_stride_token;
+          page = __ldg(p.page_indices + t.page_start + j / p.page_size);
+          slot = j % p.page_size;
         }
-        shared.paged_k_rows[buf][tid] = k_off;
-        shared.paged_v_rows[buf][tid] = v_off;
+        shared.paged_page[buf][tid] = page;
+        shared.paged_slot[buf][tid] = slot;
       }
       named_barrier_sync(kBarrierProducer, Traits::kNumProducerThreads);
     };
-    // The block of the last lookup into stage write.index() of `smem` (sK or sV) of `pipe`. The
-    // stage is signalled by the hardware when this thread's copies land (cp.async.mbarrier.arrive;
-    // the consumers then fence for the async proxy), so the producer never waits for memory.
-    auto copy_chunk = [&](auto& smem, const Element* base, const int64_t* rows, int r, int c) {
-      const int64_t off = rows[r];
-      const Element* src = base + (off >= 0 ? off : 0) + c;
+    // The block of the last lookup into stage write.index() of `smem` (sK or sV) of `pipe`, from
+    // the cache at `base` with strides (page, slot). The stage is signalled by the hardware when
+    // this thread's copies land (cp.async.mbarrier.arrive; the consumers then fence for the async
+    // proxy), so the producer never waits for memory. Rows past the kv length are zero-filled.
+    auto copy_chunk = [&](auto& smem, const Element* base, int64_t stride_page, int64_t stride_slot,
+                          int r, int c) {
+      const int page = shared.paged_page[buf][r];
+      const int64_t off =
+          page >= 0 ? page * stride_page + shared.paged_slot[buf][r] * stride_slot : 0;
+      const Element* src = base + off + c;
       const uint32_t dst = static_cast<uint32_t>(
           __cvta_generic_to_shared(raw_pointer_cast(&smem(r, c, write.index()))));
       asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                   "r"(off >= 0 ? 16 : 0)
+                   "r"(page >= 0 ? 16 : 0)
                    : "memory");
     };
     // Fixed column per thread when the chunks of a row divide the warpgroup (head dim 64, 128,
     // 256); otherwise (96, 192) thread t takes chunks t, t + 128, ... of the block in row order.
     auto gather = [&](auto dim, Pipeline& pipe, auto& smem, const Element* base,
-                      const int64_t* rows) {
+                      int64_t stride_page, int64_t stride_slot) {
       constexpr int kChunks = decltype(dim)::value / 8;
       constexpr bool kFixedCol = Traits::kNumProducerThreads % kChunks == 0;
       constexpr int kRowsPerPass = kFixedCol ? Traits::kNumProducerThreads / kChunks : 1;
@@ -249,20 +251,20 @@ struct PrefillMainloop {
         const int col = (tid % kChunks) * 8, row0 = tid / kChunks;
 #pragma unroll 2
         for (int i = 0; i < kBlockN / kRowsPerPass; ++i)
-          copy_chunk(smem, base, rows, row0 + i * kRowsPerPass, col);
+          copy_chunk(smem, base, stride_page, stride_slot, row0 + i * kRowsPerPass, col);
       } else {
 #pragma unroll 2
         for (int i = tid; i < kBlockN * kChunks; i += Traits::kNumProducerThreads)
-          copy_chunk(smem, base, rows, i / kChunks, (i % kChunks) * 8);
+          copy_chunk(smem, base, stride_page, stride_slot, i / kChunks, (i % kChunks) * 8);
       }
       pipe.producer_commit(write, cutlass::arch::cpasync_barrier_arrive);
     };
     auto load_k = [&](const Element* base, const PrefillTileInfo& t, int n) {
       lookup_rows(t, n);
-      gather(Int<kHeadDim>{}, pipe_k, sK, base, shared.paged_k_rows[buf]);
+      gather(Int<kHeadDim>{}, pipe_k, sK, base, p.k_stride_page, p.k_stride_token);
     };
     auto load_v = [&](const Element* base, const PrefillTileInfo&, int) {
-      gather(Int<kHeadDimV>{}, pipe_v, sV, base, shared.paged_v_rows[buf]);
+      gather(Int<kHeadDimV>{}, pipe_v, sV, base, p.v_stride_page, p.v_stride_token);
     };
 
     bool first = true;
@@ -424,9 +426,9 @@ struct PrefillMainloop {
   }
 
   // Consumers: attention of one tile into the O accumulator tOrO and the per-row LSE (tOrO is 0
-  // and the LSE -inf, or the sink's, when no kv block is visible). With a separate output buffer
-  // (Traits::kSeparateO) and `release_q` (another tile follows), Q's buffer is handed back to the
-  // producer as soon as the last S = Q K^T has completed.
+  // and the LSE -inf, or the sink's, when no kv block is visible). With `release_q` (another
+  // tile follows), Q's buffer is handed back to the producer as soon as the last S = Q K^T has
+  // completed (the output has its own buffer).
   template <class TO>
   __device__ static void compute(const PrefillParams& p, const PrefillTileInfo& t,
                                  SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v,
@@ -490,11 +492,9 @@ struct PrefillMainloop {
     FS_PTRACE(t.trace_index, 1);
     // Every read of Q (the wgmma of S = Q K^T) has completed: the next tile's Q may land.
     auto q_done = [&] {
-      if constexpr (Traits::kSeparateO) {
-        if (release_q) {
-          cutlass::arch::fence_view_async_shared();
-          named_barrier_arrive(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
-        }
+      if (release_q) {
+        cutlass::arch::fence_view_async_shared();
+        named_barrier_arrive(kBarrierQEmpty, Traits::kNumMmaThreads + 32);
       }
     };
     if (n_max <= n_min) q_done();

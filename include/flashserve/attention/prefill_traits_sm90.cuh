@@ -32,7 +32,6 @@ struct PrefillTraits {
   static constexpr PrefillTile kTile = prefill_tile(kHeadDim_, kUnmasked, kHeadDimV_);
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kHeadDimV = kHeadDimV_;
-  static_assert(kHeadDimV <= kHeadDim, "the output tile is staged in Q's buffer");
   static constexpr bool kPaged = kPaged_;
   static constexpr int kBlockM = kTile.block_m;
   static constexpr int kBlockN = kTile.block_n;
@@ -70,19 +69,37 @@ struct PrefillTraits {
       SmemAtomK{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDim>, cute::Int<kStages>>{}));
   using SmemLayoutV = decltype(cute::tile_to_shape(
       SmemAtomV{}, cute::Shape<cute::Int<kBlockN>, cute::Int<kHeadDimV>, cute::Int<kStages>>{}));
-  // The output tile (kBlockM, kHeadDimV), staged in Q's buffer by the epilogue. With Q's swizzle
-  // atom, tiled rows first like Q, output element (r, c) lands where Q's (r, c) was: a consumer
-  // warpgroup's output rows overwrite only its own Q rows (kHeadDimV <= kHeadDim).
+  // The output buffer: kOCols columns of the (kBlockM, kHeadDimV) output tile, the whole width
+  // where shared memory allows it (head_dim 64, 96, 128, 192), else half (256, qk 192 / v 128),
+  // which the epilogue stores in two rounds. With its own buffer the consumers release Q's after
+  // their last S = Q K^T, so the next tile's Q loads under the last P V and the epilogue (H100,
+  // 512..4k tokens: +6..25% for head_dim 64 and 128; bench/NOTES.md).
+  static constexpr int kTileSmemBytes =
+      (kBlockM * kHeadDim + kStages * kBlockN * (kHeadDim + kHeadDimV)) * sizeof(Element);
+  static constexpr bool o_fits(int cols) {
+    return kTileSmemBytes + kBlockM * cols * int(sizeof(Element)) + 3072 <= 227 * 1024;
+  }
+  static constexpr int kOCols = o_fits(kHeadDimV) ? kHeadDimV : kHeadDimV / 2;
+  static_assert(o_fits(kOCols) && kOCols % 16 == 0, "no room for the output buffer");
+  static constexpr int kOChunks = kHeadDimV / kOCols;
   using SmemAtomO =
       decltype(cutlass::gemm::collective::detail::ss_smem_selector<
-               cute::GMMA::Major::K, Element, cute::Int<kBlockM>, cute::Int<kHeadDimV>>());
-  static_assert(std::is_same_v<SmemAtomO, SmemAtomQ>, "the output tile must overlay Q row by row");
+               cute::GMMA::Major::K, Element, cute::Int<kBlockM>, cute::Int<kOCols>>());
   using SmemLayoutO = decltype(cute::tile_to_shape(
-      SmemAtomO{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDimV>>{}));
-  // The output rows of one consumer warpgroup, (64, kHeadDimV) within SmemLayoutO: the shared
-  // side of its TMA store.
+      SmemAtomO{}, cute::Shape<cute::Int<kBlockM>, cute::Int<kOCols>>{}));
+  // The output rows of one consumer warpgroup, (64, kOCols) within SmemLayoutO: the shared side
+  // of its TMA store.
   using SmemLayoutOWG = decltype(cute::layout<0>(
-      cute::zipped_divide(SmemLayoutO{}, cute::Shape<cute::_64, cute::Int<kHeadDimV>>{})));
+      cute::zipped_divide(SmemLayoutO{}, cute::Shape<cute::_64, cute::Int<kOCols>>{})));
+  // The P V accumulator restricted to kOCols columns: its C fragment is the first (or second)
+  // half of the values of MmaPV's (the 8-column chunks are the fragment's outermost value mode),
+  // which the epilogue's stmatrix copy partitions chunk by chunk.
+  using MmaO = decltype(cute::make_tiled_mma(
+      cute::GMMA::rs_op_selector<
+          Element, Element, float,
+          cute::Shape<cute::Int<kBlockM>, cute::Int<kOCols>, cute::Int<kBlockN>>,
+          cute::GMMA::Major::K, cute::GMMA::Major::MN>(),
+      WGLayout{}));
   // Columns of the K-major swizzle atom the selector picked (128-byte swizzle when the head dim is
   // a multiple of 64 elements, 64-byte at 96): the width of one TMA box of the paged loads.
   static constexpr int swizzle_cols(int d) { return d % 64 == 0 ? 64 : 32; }
@@ -122,34 +139,22 @@ struct PrefillTraits {
   using TmaO = decltype(cute::make_tma_copy(
       cute::SM90_TMA_STORE{},
       cute::make_tensor(cute::make_gmem_ptr(static_cast<Element*>(nullptr)), GmemLayout{}),
-      SmemLayoutOWG{}, cute::Shape<cute::_64, cute::Int<kHeadDimV>>{}, cute::_1{}));
+      SmemLayoutOWG{}, cute::Shape<cute::_64, cute::Int<kOCols>>{}, cute::_1{}));
 
   static constexpr int kNumProducerThreads = 128;  // the paged gather: the whole warpgroup
   using Pipeline = std::conditional_t<kPaged, cutlass::PipelineAsync<kStages>,
                                       cutlass::PipelineTmaAsync<kStages>>;
   using PipelineState = typename cutlass::PipelineState<kStages>;
 
-  // The output tile gets its own buffer where shared memory allows (head_dim 64, 96, 128, 192):
-  // the consumers then release Q's buffer after their last S = Q K^T, and the next tile's Q loads
-  // under the last P V and the epilogue (H100, 512..4k tokens: +6..25% for head_dim 64 and 128
-  // non-causal, +2..24% causal; bench/NOTES.md). Otherwise (256, qk 192 / v 128) the output is
-  // staged in Q's buffer, each consumer warpgroup writing its own 64 rows after its last
-  // S = Q K^T (so no other warpgroup still reads them), and Q's buffer is released after the
-  // epilogue.
-  static constexpr int kTileSmemBytes = (cute::cosize_v<SmemLayoutQ> + cute::cosize_v<SmemLayoutK> +
-                                         cute::cosize_v<SmemLayoutV>)*sizeof(Element);
-  static constexpr int kOSmemBytes = cute::cosize_v<SmemLayoutO> * sizeof(Element);
-  static constexpr bool kSeparateO = kTileSmemBytes + kOSmemBytes + 4096 <= 227 * 1024;
-
   struct SharedStorage {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutQ>> q;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>> v;
-    alignas(1024) cute::array_aligned<Element, kSeparateO ? cute::cosize_v<SmemLayoutO> : 8> o;
-    // Paged kernels: the element offset in the K and V caches of each row of the kv block being
-    // gathered (its page and slot), double-buffered; -1 past the kv length.
-    int64_t paged_k_rows[kPaged ? 2 : 1][kPaged ? kBlockN : 1];
-    int64_t paged_v_rows[kPaged ? 2 : 1][kPaged ? kBlockN : 1];
+    alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutO>> o;
+    // Paged kernels on the gather path: the page (-1 past the kv length) and slot of each row of
+    // the kv block being gathered, double-buffered.
+    int32_t paged_page[kPaged ? 2 : 1][kPaged ? kBlockN : 1];
+    int32_t paged_slot[kPaged ? 2 : 1][kPaged ? kBlockN : 1];
     typename Pipeline::SharedStorage pipeline_k;
     typename Pipeline::SharedStorage pipeline_v;
     alignas(8) uint64_t q_full;
