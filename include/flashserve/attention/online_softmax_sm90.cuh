@@ -8,7 +8,11 @@
 // base, so it never computes -inf - -inf.
 #pragma once
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cute/tensor.hpp>
+#include <type_traits>
 
 namespace flashserve::attention::sm90 {
 
@@ -37,6 +41,22 @@ __device__ __forceinline__ float quad_max(float x) {
 __device__ __forceinline__ float quad_sum(float x) {
   x += __shfl_xor_sync(0xffffffffu, x, 1);
   return x + __shfl_xor_sync(0xffffffffu, x, 2);
+}
+
+// dst = src (fp32 fragment) in 16 bits (Element: cutlass::bfloat16_t or half_t), two values per
+// conversion instruction (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32).
+template <class Element, class TSrc, class TDst>
+__device__ __forceinline__ void convert_pairs(const TSrc& src, TDst& dst) {
+  using Pair =
+      std::conditional_t<std::is_same_v<Element, cutlass::bfloat16_t>, __nv_bfloat162, __half2>;
+  Pair* out = reinterpret_cast<Pair*>(dst.data());
+#pragma unroll
+  for (int i = 0; i < cute::size(src) / 2; ++i) {
+    if constexpr (std::is_same_v<Pair, __nv_bfloat162>)
+      out[i] = __floats2bfloat162_rn(src(2 * i), src(2 * i + 1));
+    else
+      out[i] = __floats2half2_rn(src(2 * i), src(2 * i + 1));
+  }
 }
 
 // 2^x on the SFU without the denormal fix-ups of exp2f (x = -inf gives +0, as needed).

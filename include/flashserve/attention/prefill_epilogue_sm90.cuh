@@ -45,20 +45,8 @@ struct PrefillEpilogue {
           p.lse[(t.q_start + row) * p.lse_stride_token + t.qo_head * p.lse_stride_head] = lse[r];
       }
     }
-    // 16-bit values, two per conversion.
     Tensor tOrO_16 = make_tensor_like<Element>(tOrO);
-    {
-      using Pair =
-          std::conditional_t<std::is_same_v<Element, cutlass::bfloat16_t>, __nv_bfloat162, __half2>;
-      Pair* out = reinterpret_cast<Pair*>(tOrO_16.data());
-#pragma unroll
-      for (int i = 0; i < size(tOrO) / 2; ++i) {
-        if constexpr (std::is_same_v<Pair, __nv_bfloat162>)
-          out[i] = __floats2bfloat162_rn(tOrO(2 * i), tOrO(2 * i + 1));
-        else
-          out[i] = __floats2half2_rn(tOrO(2 * i), tOrO(2 * i + 1));
-      }
-    }
+    convert_pairs<Element>(tOrO, tOrO_16);
     Tensor sO = make_tensor(make_smem_ptr(shared.o.data()), typename Traits::SmemLayoutO{});
     typename Traits::MmaO mma_o;
     auto copy_o = make_tiled_copy_C(Copy_Atom<SM90_U32x4_STSM_N, Element>{}, mma_o);

@@ -522,19 +522,7 @@ struct PrefillMainloop {
     // P in 16 bits, kept in registers as the A operand of O += P V.
     Tensor tOrP = make_tensor<Element>(
         partition_fragment_C(mma_qk, Shape<Int<kBlockM>, Int<kBlockN>>{}).layout());
-    // Two values per conversion instruction (cvt.rn.bf16x2.f32 / cvt.rn.f16x2.f32).
-    auto to_p = [&](const auto& tSrS) {
-      using Pair =
-          std::conditional_t<std::is_same_v<Element, cutlass::bfloat16_t>, __nv_bfloat162, __half2>;
-      Pair* out = reinterpret_cast<Pair*>(tOrP.data());
-#pragma unroll
-      for (int i = 0; i < size(tSrS) / 2; ++i) {
-        if constexpr (std::is_same_v<Pair, __nv_bfloat162>)
-          out[i] = __floats2bfloat162_rn(tSrS(2 * i), tSrS(2 * i + 1));
-        else
-          out[i] = __floats2half2_rn(tSrS(2 * i), tSrS(2 * i + 1));
-      }
-    };
+    auto to_p = [&](const auto& tSrS) { convert_pairs<Element>(tSrS, tOrP); };
     Tensor tOrP_a = make_tensor(tOrP.data(), acc_as_a_operand(tOrP.layout()));
 
     // Ping-pong: with two consumer warpgroups, each issues its GEMMs only in its turn and then
