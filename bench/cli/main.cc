@@ -34,6 +34,7 @@ bench options:
   --tokens N  --hidden N  --q-heads N  --kv-heads N  --head-dim N  --rotary-dim N
   --page-size N  --batch N  --kv-len N  --q-tokens N  --prefix-len N  --q-len N  --causal 0|1
   --head-dim-v N            prefill: v and out's head dim (0 = --head-dim; 128 with 192)
+  --split-kv 0|1            prefill: allow split-KV (default 1)
   --vocab N  --draft-tokens N   sampling: row length; drafts per request (chain_speculative)
   --layout NHD|HND          paged KV layout (append)
   --dtype bf16|fp16|fp32    element type (default bf16)
@@ -89,9 +90,10 @@ struct BenchCli {
 };
 
 const std::vector<std::string> kShapeFlags = {
-    "--tokens",      "--hidden", "--q-heads", "--kv-heads", "--head-dim",     "--rotary-dim",
-    "--page-size",   "--batch",  "--kv-len",  "--q-tokens", "--prefix-len",   "--layout",
-    "--cache-dtype", "--q-len",  "--causal",  "--vocab",    "--draft-tokens", "--head-dim-v"};
+    "--tokens",     "--hidden",       "--q-heads",     "--kv-heads", "--head-dim",
+    "--rotary-dim", "--page-size",    "--batch",       "--kv-len",   "--q-tokens",
+    "--prefix-len", "--layout",       "--cache-dtype", "--q-len",    "--causal",
+    "--vocab",      "--draft-tokens", "--head-dim-v",  "--split-kv"};
 
 BenchCli parse_bench(int argc, char** argv) {
   BenchCli c;
@@ -177,6 +179,8 @@ void apply(Args& a, const std::string& flag, const std::string& v) {
     a.vocab = parse_int(flag, v);
   else if (flag == "--draft-tokens")
     a.draft_tokens = parse_int(flag, v);
+  else if (flag == "--split-kv")
+    a.split_kv = parse_int(flag, v) != 0;
   else if (flag == "--layout") {
     if (v != "NHD" && v != "HND") throw CliError("--layout: expected NHD or HND, got '" + v + "'");
     a.layout = v;

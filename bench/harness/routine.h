@@ -34,6 +34,7 @@ struct Args {
   int64_t prefix_len = 0;    // cascade_decode: tokens of the prefix shared by every request
   int64_t q_len = 0;         // prefill: query tokens per request (0: kv_len)
   int64_t causal = 0;        // prefill: 1 = causal mask
+  int64_t split_kv = 1;      // prefill: 0 = no split-KV
   int64_t vocab = 128256;    // sampling: vocabulary (row length)
   int64_t draft_tokens = 4;  // chain_speculative: draft tokens per request
   std::string layout = "NHD";

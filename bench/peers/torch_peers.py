@@ -163,9 +163,19 @@ def make_case(rec):
         k = torch.randn(b, kh, kl, hd, dtype=dt, device=dev)
         v = torch.randn(b, kh, kl, hdv, dtype=dt, device=dev)
 
+        # Causal with q_len != kv_len is bottom-right aligned (chunked prefill), as ours; SDPA's
+        # is_causal is top-left, so those points pass torch's lower-right causal bias instead.
+        mask = None
+        if causal and ql != kl:
+            from torch.nn.attention.bias import causal_lower_right
+            mask = causal_lower_right(ql, kl)
+
         def peer(backend):
             def run():
                 with sdpa_kernel(backend):
+                    if mask is not None:
+                        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
+                                                              enable_gqa=qh != kh)
                     return F.scaled_dot_product_attention(q, k, v, is_causal=causal,
                                                           enable_gqa=qh != kh)
             return run

@@ -32,7 +32,7 @@ Result run_prefill_impl(const Args& a, Context& ctx, bool paged) {
             (q_len != kv_len ? "/" + std::to_string(kv_len) : "") + " " +
             std::to_string(a.q_heads) + "/" + std::to_string(a.kv_heads) + " x " +
             std::to_string(D) + (Dv != D ? "/" + std::to_string(Dv) : "") +
-            (a.causal ? " causal" : "") +
+            (a.causal ? " causal" : "") + (a.split_kv ? "" : " nosplit") +
             (paged ? " p" + std::to_string(a.page_size) + " " + a.layout : "");
   r.params = {{"batch", fmt_int(batch)},
               {"q_len", fmt_int(q_len)},
@@ -98,6 +98,7 @@ Result run_prefill_impl(const Args& a, Context& ctx, bool paged) {
   req.head_dim_v = static_cast<int>(a.head_dim_v);
   req.dtype = a.dtype;
   req.causal = a.causal != 0;
+  req.split_kv = a.split_kv != 0;
   if (paged) {
     req.page_size = static_cast<int>(P);
     req.paged_kv_indptr = indptr.data();
@@ -148,13 +149,13 @@ std::vector<Routine> prefill_routines() {
            "attention",
            "ragged prefill attention (plan once, time prefill_run), TFLOP/s in params",
            {"batch", "q-len", "kv-len", "q-heads", "kv-heads", "head-dim", "head-dim-v", "causal",
-            "dtype"},
+            "dtype", "split-kv"},
            run_prefill},
           {"prefill_paged",
            "attention",
            "prefill attention over a paged KV cache (shuffled pages), TFLOP/s in params",
            {"batch", "q-len", "kv-len", "q-heads", "kv-heads", "head-dim", "head-dim-v", "causal",
-            "dtype", "page-size", "layout"},
+            "dtype", "page-size", "layout", "split-kv"},
            run_prefill_paged}};
 }
 

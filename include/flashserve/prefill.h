@@ -51,6 +51,11 @@ struct PrefillPlanRequest {  // host data; prefill_plan runs outside graph captu
   // Capacity for graph replay after a re-plan (0 = this batch's): requests and query tokens.
   int max_batch_size = 0;
   int64_t max_q_tokens = 0;
+  // Split-KV: where the batch has too few (or too uneven) tiles for the SMs, the plan cuts the
+  // longest tiles' kv ranges into pieces whose partial outputs the kernel merges (the workspace
+  // then holds 16 MB of partial slots, 34 MB at head_dim 256). false: never, and no partials in
+  // the workspace.
+  bool split_kv = true;
 };
 
 struct PrefillPlan {
@@ -64,6 +69,7 @@ struct PrefillPlan {
   int block_m = 0, block_n = 0;  // the kernel's tile
   int num_work = 0;
   int64_t work_capacity = 0, batch_capacity = 0;
+  int64_t split_capacity = 0;  // partial slots of split-KV in the workspace (0: none)
   int num_sms = 0, grid = 0;
   // 2 * q.k pairs visible * (head_dim + head_dim_v): attention forward, masks applied
   double flops = 0;
@@ -80,7 +86,8 @@ struct PrefillPlan {
 Status prefill_workspace_size(const PrefillPlanRequest& req, size_t* device_bytes);
 
 // Builds the tile schedule on the host (tiles grouped so that concurrent ones share K and V in
-// L2, longest first within a group, chained per persistent CTA) and copies it, with the indptr
+// L2, longest first within a group, chained per persistent CTA; long tiles split over several
+// CTAs where the tiles are too few for the SMs) and copies it, with the indptr
 // arrays, into `workspace` (device, 16-byte aligned) on `stream`, and resolves the kernels a run
 // may launch (the first plan of a specialization that is not prebuilt compiles it, or loads it
 // from the kernel cache). Not capturable.

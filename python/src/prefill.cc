@@ -15,8 +15,9 @@ namespace flashserve::python {
 namespace {
 
 // Format 2 added page_size (paged KV) after window_right; format 3 appended head_dim_v (of v and
-// out) at the end, so that the other fields keep their indexes.
-constexpr int64_t kPlanMagic = 0x46535050'00000003;  // "FSPP", format 3
+// out) at the end, so that the other fields keep their indexes; format 4 put split_capacity
+// (split-KV partial slots) in the reserved field.
+constexpr int64_t kPlanMagic = 0x46535050'00000004;  // "FSPP", format 4
 
 // Field order of the encoded plan; the Python layer reads names from _C.PREFILL_PLAN_FIELDS.
 constexpr std::array<const char*, 26> kPlanFieldNames = {"magic",
@@ -43,7 +44,7 @@ constexpr std::array<const char*, 26> kPlanFieldNames = {"magic",
                                                          "qo_indptr_offset",
                                                          "kv_indptr_offset",
                                                          "work_offset",
-                                                         "reserved",
+                                                         "split_capacity",
                                                          "head_dim_v"};
 constexpr size_t kPlanFields = kPlanFieldNames.size();
 
@@ -72,7 +73,7 @@ std::vector<int64_t> encode(const PrefillPlan& p) {
           static_cast<int64_t>(p.qo_indptr_offset),
           static_cast<int64_t>(p.kv_indptr_offset),
           static_cast<int64_t>(p.work_offset),
-          0,
+          p.split_capacity,
           p.head_dim_v};
 }
 
@@ -102,6 +103,7 @@ PrefillPlan decode(const char* op, const Array& a) {
   p.qo_indptr_offset = static_cast<size_t>(f[21]);
   p.kv_indptr_offset = static_cast<size_t>(f[22]);
   p.work_offset = static_cast<size_t>(f[23]);
+  p.split_capacity = f[24];
   p.head_dim_v = static_cast<int>(f[25]);
   return p;
 }
@@ -165,16 +167,18 @@ PrefillPlanRequest with_host_arrays(const char* op, PrefillPlanRequest req, cons
 }
 
 void bind_prefill(nb::module_& m) {
-  nb::class_<PrefillPlanRequest>(m, "PrefillPlanRequest",
-                                 "The scalar part of a prefill plan request (page_size > 0: paged "
-                                 "KV; head_dim_v: of v and out, 0 = head_dim, or 128 with "
-                                 "head_dim 192); the host indptr and page-table arrays are passed "
-                                 "to prefill_plan / prefill_workspace_size.")
+  nb::class_<PrefillPlanRequest>(
+      m, "PrefillPlanRequest",
+      "The scalar part of a prefill plan request (page_size > 0: paged "
+      "KV; head_dim_v: of v and out, 0 = head_dim, or 128 with "
+      "head_dim 192; split_kv: allow split-KV); the host indptr and page-table arrays are passed "
+      "to prefill_plan / prefill_workspace_size.")
       .def(
           "__init__",
           [](PrefillPlanRequest* self, int num_qo_heads, int num_kv_heads, int head_dim,
              int head_dim_v, int page_size, DType dtype, bool causal, int window_left,
-             int window_right, int num_sms, int max_batch_size, int64_t max_q_tokens) {
+             int window_right, int num_sms, int max_batch_size, int64_t max_q_tokens,
+             bool split_kv) {
             PrefillPlanRequest* r = new (self) PrefillPlanRequest();
             r->num_qo_heads = num_qo_heads;
             r->num_kv_heads = num_kv_heads;
@@ -188,11 +192,13 @@ void bind_prefill(nb::module_& m) {
             r->num_sms = num_sms;
             r->max_batch_size = max_batch_size;
             r->max_q_tokens = max_q_tokens;
+            r->split_kv = split_kv;
           },
           nb::kw_only(), nb::arg("num_qo_heads"), nb::arg("num_kv_heads"), nb::arg("head_dim"),
           nb::arg("head_dim_v") = 0, nb::arg("page_size") = 0, nb::arg("dtype") = DType::kBFloat16,
           nb::arg("causal") = false, nb::arg("window_left") = -1, nb::arg("window_right") = -1,
-          nb::arg("num_sms") = 0, nb::arg("max_batch_size") = 0, nb::arg("max_q_tokens") = 0)
+          nb::arg("num_sms") = 0, nb::arg("max_batch_size") = 0, nb::arg("max_q_tokens") = 0,
+          nb::arg("split_kv") = true)
       .def_rw("num_qo_heads", &PrefillPlanRequest::num_qo_heads)
       .def_rw("num_kv_heads", &PrefillPlanRequest::num_kv_heads)
       .def_rw("head_dim", &PrefillPlanRequest::head_dim)
@@ -204,7 +210,8 @@ void bind_prefill(nb::module_& m) {
       .def_rw("window_right", &PrefillPlanRequest::window_right)
       .def_rw("num_sms", &PrefillPlanRequest::num_sms)
       .def_rw("max_batch_size", &PrefillPlanRequest::max_batch_size)
-      .def_rw("max_q_tokens", &PrefillPlanRequest::max_q_tokens);
+      .def_rw("max_q_tokens", &PrefillPlanRequest::max_q_tokens)
+      .def_rw("split_kv", &PrefillPlanRequest::split_kv);
 
   nb::list names;
   for (const char* n : kPlanFieldNames)

@@ -143,6 +143,7 @@ plan::PrefillScheduleInput schedule_input(const PrefillPlanRequest& r,
   in.window_right = r.window_right;
   in.max_batch_size = r.max_batch_size;
   in.max_q_tokens = r.max_q_tokens;
+  in.split_kv = r.split_kv;
   return in;
 }
 
@@ -186,6 +187,14 @@ Status validate_run(const PrefillPlan& plan, const PrefillArgs& a, const void* w
                 "workspace: expected the device workspace given to prefill_plan");
   if (!check.ok()) return check.status();
   check.require(plan.head_dim_v > 0, "plan: expected a plan made by prefill_plan (head_dim_v)");
+  if (!check.ok()) return check.status();
+  // The split-KV partials lie inside the plan's workspace bytes.
+  check.require(plan.split_capacity >= 0 && plan.split_capacity <= INT32_MAX &&
+                    (plan.split_capacity == 0 ||
+                     plan::prefill_split_layout(plan.work_offset, plan.work_capacity,
+                                                plan.split_capacity, plan.block_m, plan.head_dim_v)
+                             .end <= plan.workspace_bytes),
+                "plan: expected a plan made by prefill_plan (split_capacity)");
   if (!check.ok()) return check.status();
   struct Operand {
     const TensorView* t;
@@ -427,6 +436,7 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
   p.block_n = tile.block_n;
   p.num_work = static_cast<int>(s.work.size());
   p.work_capacity = s.work_capacity;
+  p.split_capacity = s.split_capacity;
   p.batch_capacity = s.batch_capacity;
   p.num_sms = sms;
   // One CTA per SM (the tile uses most of shared memory); never more CTAs than the capacity.
@@ -502,6 +512,13 @@ Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* works
   p.kv_indptr = reinterpret_cast<const int32_t*>(ws + plan.kv_indptr_offset);
   p.work = reinterpret_cast<const attention::PrefillWorkItem*>(ws + plan.work_offset);
   p.counts = reinterpret_cast<const attention::PrefillCounts*>(ws);
+  if (plan.split_capacity > 0) {
+    const plan::PrefillSplitLayout sl = plan::prefill_split_layout(
+        plan.work_offset, plan.work_capacity, plan.split_capacity, plan.block_m, plan.head_dim_v);
+    p.split_counters = reinterpret_cast<int32_t*>(ws + sl.counters);
+    p.partial_lse = reinterpret_cast<float*>(ws + sl.lse);
+    p.partial_o = reinterpret_cast<float*>(ws + sl.o);
+  }
   // TMA boxes past the last token read zeros; an empty K/V still needs a 1-row descriptor.
   p.total_q = plan.total_q;
   p.total_kv = std::max(plan.total_kv, 1);

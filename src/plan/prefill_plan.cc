@@ -42,7 +42,47 @@ Status fill_indptr(const char* op, const char* name, const int32_t* indptr, int6
   return Status();
 }
 
+// The finishing time of the last of `grid` CTAs that take items of these costs longest first,
+// each from a shared queue when it frees (the kernel's schedule, without the L2 groups).
+int64_t lpt_makespan(std::vector<int64_t> costs, int grid) {
+  std::sort(costs.begin(), costs.end(), std::greater<int64_t>());
+  std::priority_queue<int64_t, std::vector<int64_t>, std::greater<int64_t>> free_at;
+  for (int c = 0; c < grid; ++c)
+    free_at.push(0);
+  int64_t end = 0;
+  for (int64_t c : costs) {
+    const int64_t t = free_at.top() + c;
+    free_at.pop();
+    free_at.push(t);
+    end = std::max(end, t);
+  }
+  return end;
+}
+
+// Pieces a tile of `blocks` kv blocks is cut into when pieces hold at most `piece` blocks, none
+// under `min_blocks`.
+int64_t split_count(int64_t blocks, int64_t piece, int64_t min_blocks) {
+  if (blocks <= piece || blocks < 2 * min_blocks) return 1;
+  return std::min((blocks + piece - 1) / piece, blocks / min_blocks);
+}
+
 }  // namespace
+
+size_t prefill_split_counter_bytes(int64_t capacity) {
+  return align256(static_cast<size_t>(std::max<int64_t>(capacity, 0)) *
+                  attention::kPrefillMaxConsumerWG * sizeof(int32_t));
+}
+
+PrefillSplitLayout prefill_split_layout(size_t work_offset, int64_t work_capacity, int64_t capacity,
+                                        int block_m, int head_dim_v) {
+  PrefillSplitLayout l;
+  const size_t slots = static_cast<size_t>(std::max<int64_t>(capacity, 0));
+  l.counters = work_offset - prefill_split_counter_bytes(capacity);
+  l.lse = align256(work_offset + work_capacity * sizeof(attention::PrefillWorkItem));
+  l.o = l.lse + align256(slots * block_m * sizeof(float));
+  l.end = l.o + align256(slots * block_m * static_cast<size_t>(head_dim_v) * sizeof(float));
+  return l;
+}
 
 int64_t prefill_visible_keys(int row, int q_len, int kv_len, bool causal, int window_left,
                              int window_right) {
@@ -74,8 +114,9 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
 
   struct Keyed {
     int64_t group;  // L2 group of the item's (request, kv head)
-    int64_t cost;   // kv blocks + 1
+    int64_t cost;   // kv blocks + 1 (+ 1 for a split piece's partial and merge)
     attention::PrefillWorkItem item;
+    int64_t n_min, n_max;  // the tile's visible kv blocks
   };
   std::vector<Keyed> items;
   int64_t group = 0, group_bytes = 0;  // the (request, kv head) pairs of the current L2 group
@@ -114,7 +155,7 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
         it.request = static_cast<int32_t>(b);
         it.m_block = m;
         it.qo_head = h;
-        items.push_back({head_groups[h / head_group], cost, it});
+        items.push_back({head_groups[h / head_group], cost, it, n_min, std::max(n_min, n_max)});
       }
     }
     for (int r = 0; r < q_len; ++r) {
@@ -124,6 +165,101 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
                                                            in.window_left, in.window_right));
     }
   }
+  s->batch_capacity = std::max<int64_t>(in.max_batch_size, in.batch);
+  const int64_t q_cap = std::max<int64_t>(in.max_q_tokens, s->total_q);
+  // Tiles per head: each request adds at most one partial tile beyond total / block_m.
+  const int64_t tiles = q_cap / in.block_m + s->batch_capacity;
+  const int64_t head_dim_v = in.head_dim_v != 0 ? in.head_dim_v : in.head_dim;
+  const int64_t slot_bytes = int64_t{in.block_m} * (head_dim_v + 1) * 4;
+  s->split_capacity = in.split_bytes > 0
+                          ? in.split_bytes / slot_bytes
+                          : std::max(kPrefillSplitBytes / slot_bytes, kPrefillMinSplitSlots);
+  if (!in.split_kv) s->split_capacity = 0;
+  if (s->split_capacity < 2) s->split_capacity = 0;
+  // A split tile of n pieces adds n - 1 items, and all pieces fit the partial slots.
+  s->work_capacity =
+      std::max<int64_t>(static_cast<int64_t>(items.size()), tiles * in.num_qo_heads) +
+      s->split_capacity;
+  s->grid = static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>(std::max(in.num_ctas, 1), s->work_capacity)));
+
+  // Split-KV: where the longest tile would run past the mean load of a CTA (too few tiles for
+  // the CTAs, or one long request among short ones), cut the longest tiles into pieces of at most
+  // `piece` blocks, choosing the piece size whose schedule finishes first (at least 5% sooner than
+  // without splitting; each piece costs a block more for its partial and the merge).
+  int64_t piece = 0;  // 0: no split
+  {
+    const int64_t min_blocks =
+        std::max<int64_t>(1, (kPrefillMinSplitTokens + in.block_n - 1) / in.block_n);
+    int64_t total = 0, max_blocks = 0;
+    for (const Keyed& k : items) {
+      total += k.cost;
+      max_blocks = std::max(max_blocks, k.n_max - k.n_min);
+    }
+    const bool uneven = (max_blocks + 1) * s->grid * 4 > total * 5;
+    if (s->split_capacity > 0 && s->grid > 1 && max_blocks >= 2 * min_blocks && uneven) {
+      auto costs_for = [&](int64_t p, int64_t* pieces) {
+        std::vector<int64_t> costs;
+        *pieces = 0;
+        for (const Keyed& k : items) {
+          const int64_t blocks = k.n_max - k.n_min;
+          const int64_t n = split_count(blocks, p, min_blocks);
+          if (n == 1) {
+            costs.push_back(k.cost);
+            continue;
+          }
+          *pieces += n;
+          for (int64_t i = 0; i < n; ++i)
+            costs.push_back(blocks * (i + 1) / n - blocks * i / n + 2);
+        }
+        return costs;
+      };
+      int64_t none = 0;
+      int64_t best = lpt_makespan(costs_for(max_blocks, &none), s->grid);
+      const int64_t base = best;
+      const int64_t max_k = std::min<int64_t>(64, max_blocks / min_blocks);
+      for (int64_t k = 2; k <= max_k; ++k) {
+        const int64_t p = (max_blocks + k - 1) / k;
+        int64_t pieces = 0;
+        const std::vector<int64_t> costs = costs_for(p, &pieces);
+        if (pieces > s->split_capacity) break;  // smaller pieces only need more slots
+        const int64_t t = lpt_makespan(costs, s->grid);
+        if (t < best) {
+          best = t;
+          piece = p;
+        }
+      }
+      if (best * 20 > base * 19) piece = 0;
+    }
+  }
+  if (piece > 0) {
+    const int64_t min_blocks =
+        std::max<int64_t>(1, (kPrefillMinSplitTokens + in.block_n - 1) / in.block_n);
+    std::vector<Keyed> split;
+    split.reserve(items.size());
+    for (const Keyed& k : items) {
+      const int64_t blocks = k.n_max - k.n_min;
+      const int64_t n = split_count(blocks, piece, min_blocks);
+      if (n == 1) {
+        split.push_back(k);
+        continue;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        Keyed part = k;
+        const int64_t lo = k.n_min + blocks * i / n, hi = k.n_min + blocks * (i + 1) / n;
+        part.cost = hi - lo + 2;
+        part.item.n_begin = i == 0 ? 0 : static_cast<int32_t>(lo);
+        part.item.n_end = i == n - 1 ? INT32_MAX : static_cast<int32_t>(hi);
+        part.item.split = static_cast<int32_t>(s->num_partials);
+        part.item.split_index = static_cast<int16_t>(i);
+        part.item.num_splits = static_cast<int16_t>(n);
+        split.push_back(part);
+      }
+      s->num_partials += n;
+    }
+    items.swap(split);
+  }
+
   // L2 groups in order, longest first within each: the tiles that run at the same time share
   // their K and V in L2, and each group's short tiles fill the gaps its long ones leave. Ties:
   // (request, kv head, m_block, q head), so that neighbours read the same K and V.
@@ -134,20 +270,13 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
     if (a.item.request != b.item.request) return a.item.request < b.item.request;
     if (ha != hb) return ha < hb;
     if (a.item.m_block != b.item.m_block) return a.item.m_block < b.item.m_block;
-    return a.item.qo_head < b.item.qo_head;
+    if (a.item.qo_head != b.item.qo_head) return a.item.qo_head < b.item.qo_head;
+    return a.item.split_index < b.item.split_index;
   });
   s->work.reserve(items.size());
   for (const Keyed& k : items)
     s->work.push_back(k.item);
 
-  s->batch_capacity = std::max<int64_t>(in.max_batch_size, in.batch);
-  const int64_t q_cap = std::max<int64_t>(in.max_q_tokens, s->total_q);
-  // Tiles per head: each request adds at most one partial tile beyond total / block_m.
-  const int64_t tiles = q_cap / in.block_m + s->batch_capacity;
-  s->work_capacity =
-      std::max<int64_t>(static_cast<int64_t>(s->work.size()), tiles * in.num_qo_heads);
-  s->grid = static_cast<int>(
-      std::max<int64_t>(1, std::min<int64_t>(std::max(in.num_ctas, 1), s->work_capacity)));
   // Each CTA's items, as the kernel's persistent CTAs would take them from a shared queue in
   // this order (each takes the next item when it finishes one, the cost in kv blocks + 1):
   // precomputed here, so the kernel needs no atomics and the schedule is deterministic. Item k
@@ -170,12 +299,16 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
   l.counts = 0;
   l.qo_indptr = align256(sizeof(attention::PrefillCounts));
   l.kv_indptr = l.qo_indptr + align256((s->batch_capacity + 1) * sizeof(int32_t));
-  l.work = l.kv_indptr + align256((s->batch_capacity + 1) * sizeof(int32_t));
-  l.total = l.work + align256(s->work_capacity * sizeof(attention::PrefillWorkItem));
+  l.work = l.kv_indptr + align256((s->batch_capacity + 1) * sizeof(int32_t)) +
+           prefill_split_counter_bytes(s->split_capacity);
+  l.split = prefill_split_layout(l.work, s->work_capacity, s->split_capacity, in.block_m,
+                                 static_cast<int>(head_dim_v));
+  l.total = l.split.end;
   return Status();
 }
 
 std::vector<unsigned char> prefill_workspace_image(const PrefillSchedule& s) {
+  // The split counters (before the work list) start at 0; the partials need no initial value.
   const size_t used = s.layout.work + s.work.size() * sizeof(attention::PrefillWorkItem);
   std::vector<unsigned char> image(used, 0);
   attention::PrefillCounts counts;

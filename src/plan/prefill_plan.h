@@ -20,6 +20,15 @@ namespace flashserve::plan {
 // longer and the non-causal points alike; bench/NOTES.md).
 constexpr int64_t kPrefillL2GroupBytes = int64_t{8} << 20;
 
+// Split-KV (PrefillWorkItem::split): the workspace holds kPrefillSplitBytes of partial slots
+// (block_m x (head_dim_v + 1) fp32 each: 336 at head_dim 64), and at least kPrefillMinSplitSlots
+// (two pieces for each tile of a chip's worth; 17 MB at head_dim 128, 34 MB at 256). A piece
+// covers at least kPrefillMinSplitTokens keys (it pays a Q load, its partial's write and its share
+// of the merge).
+constexpr int64_t kPrefillSplitBytes = int64_t{16} << 20;
+constexpr int64_t kPrefillMinSplitSlots = 256;
+constexpr int kPrefillMinSplitTokens = 512;
+
 struct PrefillScheduleInput {
   const int32_t* qo_indptr = nullptr;  // host [batch + 1], or null: uniform q_len
   const int32_t* kv_indptr = nullptr;  // host [batch + 1], or null: uniform kv_len
@@ -40,11 +49,29 @@ struct PrefillScheduleInput {
   int window_left = -1, window_right = -1;
   int64_t max_batch_size = 0;  // capacity; 0 = this batch
   int64_t max_q_tokens = 0;    // capacity; 0 = this batch's
+  // Split-KV where the tiles are too few or too uneven for the CTAs (false: never, and no partial
+  // slots in the workspace). split_bytes > 0: the partial slots' bytes instead of the defaults
+  // above (tests).
+  bool split_kv = true;
+  int64_t split_bytes = 0;
 };
+
+// The split-KV areas of the workspace for `capacity` partial slots: the counters
+// (kPrefillMaxConsumerWG per slot) just before the work list (so that the plan's image, which
+// zeroes them, stays short), and the LSEs and outputs after the work list's capacity. The plan
+// and the run both derive them from the work list's offset and capacity.
+struct PrefillSplitLayout {
+  size_t counters = 0, lse = 0, o = 0, end = 0;
+};
+size_t prefill_split_counter_bytes(int64_t capacity);
+PrefillSplitLayout prefill_split_layout(size_t work_offset, int64_t work_capacity, int64_t capacity,
+                                        int block_m, int head_dim_v);
 
 // Byte offsets in the workspace, each 256-byte aligned.
 struct PrefillWorkspaceLayout {
-  size_t counts = 0, qo_indptr = 0, kv_indptr = 0, work = 0, total = 0;
+  size_t counts = 0, qo_indptr = 0, kv_indptr = 0, work = 0;
+  PrefillSplitLayout split;  // counters before `work`, partials after its capacity
+  size_t total = 0;
 };
 
 struct PrefillSchedule {
@@ -52,8 +79,10 @@ struct PrefillSchedule {
   std::vector<attention::PrefillWorkItem> work;
   int64_t total_q = 0, total_kv = 0;
   int64_t batch_capacity = 0, work_capacity = 0;
-  int grid = 1;      // CTAs to launch; the first min(grid, work) items start their chains
-  double flops = 0;  // 2 x visible (query, key) pairs x (head_dim + head_dim_v)
+  int grid = 1;                // CTAs to launch; the first min(grid, work) items start their chains
+  int64_t split_capacity = 0;  // partial slots in the workspace (0: no split-KV)
+  int64_t num_partials = 0;    // slots this schedule uses (items of split tiles)
+  double flops = 0;            // 2 x visible (query, key) pairs x (head_dim + head_dim_v)
   PrefillWorkspaceLayout layout;
 };
 

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <climits>
+#include <map>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -170,11 +172,17 @@ TEST(PrefillPlan, GridIsTheCtaCountWithinTheCapacity) {
   in.num_ctas = 132;
   plan::PrefillSchedule s;
   ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
-  // Capacity: (100 / 128 + 1) tiles x 2 heads; two items, two chains of one.
-  EXPECT_EQ(s.grid, 2);
+  // Capacity: (100 / 128 + 1) tiles x 2 heads, plus the split-KV pieces: two items, two chains
+  // of one, every CTA launched (a re-plan within the capacity may split).
+  EXPECT_EQ(s.grid, 132);
   ASSERT_EQ(s.work.size(), 2u);
   EXPECT_EQ(s.work[0].next, -1);
   EXPECT_EQ(s.work[1].next, -1);
+  // Without split-KV the capacity is the tiles'.
+  in.split_kv = false;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_EQ(s.grid, 2);
+  EXPECT_EQ(s.split_capacity, 0);
   in.max_q_tokens = 128 * 200;
   ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
   EXPECT_EQ(s.grid, 132);
@@ -213,6 +221,143 @@ TEST(PrefillPlan, L2GroupsComeInOrderLongestFirstWithin) {
   ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
   EXPECT_EQ(key(s.work[0]), std::make_tuple(1, 0, 7));
   EXPECT_EQ(key(s.work[1]), std::make_tuple(1, 1, 7));
+}
+
+// Each split tile's pieces: consecutive slots from its `split`, consecutive kv block ranges that
+// cover the tile (the first from block 0, the last to INT32_MAX), and the pieces' blocks summed.
+struct SplitTile {
+  std::vector<const flashserve::attention::PrefillWorkItem*> pieces;
+};
+std::map<std::tuple<int, int, int>, SplitTile> split_tiles(const plan::PrefillSchedule& s) {
+  std::map<std::tuple<int, int, int>, SplitTile> out;
+  for (const auto& w : s.work) {
+    if (w.split >= 0) out[{w.request, w.m_block, w.qo_head}].pieces.push_back(&w);
+  }
+  return out;
+}
+
+// Chunked prefill: 256 queries over 32k keys with 8 q heads fill 16 of 132 CTAs unsplit.
+plan::PrefillScheduleInput chunked_prefill() {
+  plan::PrefillScheduleInput in;
+  in.batch = 1;
+  in.q_len = 256;
+  in.kv_len = 32768;
+  in.num_qo_heads = 8;
+  in.num_kv_heads = 2;
+  in.causal = true;
+  in.num_ctas = 132;
+  return in;
+}
+
+TEST(PrefillPlan, SplitKvCutsLongTilesIntoPiecesThatCoverThem) {
+  const plan::PrefillScheduleInput in = chunked_prefill();
+  plan::PrefillSchedule s;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_GT(s.split_capacity, 100);  // 16 MB of 128 x 129 fp32 slots
+  const auto tiles = split_tiles(s);
+  ASSERT_EQ(tiles.size(), 16u);  // every tile is split
+  std::vector<int> slot_used(s.split_capacity, 0);
+  for (const auto& [key, tile] : tiles) {
+    SCOPED_TRACE(std::get<1>(key));
+    const int n = static_cast<int>(tile.pieces.size());
+    ASSERT_GE(n, 2);
+    std::vector<const flashserve::attention::PrefillWorkItem*> by_index(n, nullptr);
+    for (const auto* w : tile.pieces) {
+      ASSERT_EQ(w->num_splits, n);
+      ASSERT_LT(w->split_index, n);
+      EXPECT_EQ(by_index[w->split_index], nullptr);
+      by_index[w->split_index] = w;
+      EXPECT_EQ(w->split, tile.pieces[0]->split);
+      ASSERT_LT(w->split + w->split_index, s.split_capacity);
+      ++slot_used[w->split + w->split_index];
+    }
+    // Causal, bottom-right: tile m's last row sits at 32512 + 128 m + 127.
+    const int n_max = (32512 + 128 * std::get<1>(key) + 127) / 128 + 1;
+    EXPECT_EQ(by_index[0]->n_begin, 0);
+    EXPECT_EQ(by_index[n - 1]->n_end, INT32_MAX);
+    for (int i = 0; i + 1 < n; ++i) {
+      EXPECT_EQ(by_index[i]->n_end, by_index[i + 1]->n_begin);
+      EXPECT_LT(by_index[i]->n_begin, by_index[i]->n_end);
+      EXPECT_GE(by_index[i]->n_end - by_index[i]->n_begin, 4);  // >= 512 keys a piece
+    }
+    EXPECT_LT(by_index[n - 1]->n_begin, n_max);
+  }
+  int64_t used = 0;
+  for (int u : slot_used) {
+    EXPECT_LE(u, 1);
+    used += u;
+  }
+  EXPECT_EQ(used, s.num_partials);
+  // The pieces spread over the CTAs: the longest chain is well under an unsplit tile (~256
+  // blocks).
+  int64_t longest = 0;
+  for (const auto& chain : chains_of(s)) {
+    int64_t cost = 0;
+    for (int w : chain) {
+      const auto& it = s.work[w];
+      const int n_max = (32512 + 128 * it.m_block + 127) / 128 + 1;
+      cost += std::min(it.n_end, n_max) - it.n_begin + 2;
+    }
+    longest = std::max(longest, cost);
+  }
+  EXPECT_LT(longest, 256 * 3 / 4);
+  // The work list's capacity holds the pieces; the image zeroes the counters before the list.
+  EXPECT_LE(static_cast<int64_t>(s.work.size()), s.work_capacity);
+  const plan::PrefillSplitLayout& l = s.layout.split;
+  EXPECT_LT(l.counters, s.layout.work);
+  EXPECT_GE(l.lse,
+            s.layout.work + s.work_capacity * sizeof(flashserve::attention::PrefillWorkItem));
+  EXPECT_GE(l.o, l.lse + s.split_capacity * 128 * 4);
+  EXPECT_EQ(s.layout.total, l.end);
+  EXPECT_GE(l.end, l.o + s.split_capacity * 128 * 128 * 4);
+  const std::vector<unsigned char> image = plan::prefill_workspace_image(s);
+  ASSERT_GE(image.size(), s.layout.work);
+  for (size_t i = l.counters; i < s.layout.work; ++i)
+    ASSERT_EQ(image[i], 0) << i;
+  // The run derives the same layout from the plan's fields.
+  const plan::PrefillSplitLayout again =
+      plan::prefill_split_layout(s.layout.work, s.work_capacity, s.split_capacity, 128, 128);
+  EXPECT_EQ(again.counters, l.counters);
+  EXPECT_EQ(again.lse, l.lse);
+  EXPECT_EQ(again.o, l.o);
+  EXPECT_EQ(again.end, l.end);
+}
+
+TEST(PrefillPlan, NoSplitWhereTheTilesFillTheCtasOrSplitKvIsOff) {
+  plan::PrefillScheduleInput in;
+  in.batch = 4;
+  in.q_len = in.kv_len = 4096;
+  in.num_qo_heads = 16;
+  in.num_ctas = 132;
+  plan::PrefillSchedule s;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_TRUE(split_tiles(s).empty());  // 2048 tiles of 32 blocks
+  EXPECT_EQ(s.num_partials, 0);
+  in = chunked_prefill();
+  in.split_kv = false;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_TRUE(split_tiles(s).empty());
+  EXPECT_EQ(s.split_capacity, 0);
+  EXPECT_EQ(s.work.size(), 16u);
+  // Short kv: nothing to gain (a piece holds at least 512 keys).
+  in = chunked_prefill();
+  in.kv_len = 700;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_TRUE(split_tiles(s).empty());
+}
+
+TEST(PrefillPlan, SplitKvStaysWithinThePartialSlots) {
+  plan::PrefillScheduleInput in = chunked_prefill();
+  in.split_bytes = 5 * 128 * 129 * 4;  // five slots
+  plan::PrefillSchedule s;
+  ASSERT_TRUE(plan::make_prefill_schedule("op", in, &s).ok());
+  EXPECT_EQ(s.split_capacity, 5);
+  EXPECT_LE(s.num_partials, 5);
+  for (const auto& w : s.work) {
+    if (w.split >= 0) {
+      EXPECT_LT(w.split + w.split_index, 5);
+    }
+  }
 }
 
 TEST(PrefillPlan, RejectsBadIndptr) {
@@ -303,7 +448,14 @@ TEST(PrefillArgs, HeadDimVChecksNameTheField) {
   ASSERT_TRUE(flashserve::prefill_workspace_size(r, &bytes_192_128).ok());
   r.head_dim_v = 0;
   ASSERT_TRUE(flashserve::prefill_workspace_size(r, &bytes_192).ok());
-  EXPECT_EQ(bytes_192_128, bytes_192);  // the work list does not depend on v's width
+  // The work list does not depend on v's width, the split-KV partials do.
+  EXPECT_LT(bytes_192_128, bytes_192);
+  r.split_kv = false;
+  ASSERT_TRUE(flashserve::prefill_workspace_size(r, &bytes_192).ok());
+  r.head_dim_v = 128;
+  ASSERT_TRUE(flashserve::prefill_workspace_size(r, &bytes_192_128).ok());
+  EXPECT_EQ(bytes_192_128, bytes_192);
+  r.split_kv = true;
   // Paged requests are checked the same way.
   const std::vector<int32_t> indptr{0, 7, 14}, last{4, 4};
   r = request();

@@ -572,6 +572,134 @@ TEST_F(PrefillTest, DeterministicAndGraphReplayAfterReplan) {
   cudaStreamDestroy(stream);
 }
 
+PrefillCase qk192_v128(std::vector<std::pair<int, int>> lens);
+
+// --- split-KV: too few tiles for the SMs, so the plan cuts the long ones into pieces whose
+// partials the kernel merges.
+
+// Tiles of the case (query tiles x q heads): a plan with more items than that has split some.
+int64_t tiles_of(const PrefillSetup& s) {
+  int64_t tiles = 0;
+  for (auto [ql, kl] : s.c.lens)
+    tiles += (ql + s.plan.block_m - 1) / s.plan.block_m * s.c.qo_heads;
+  return tiles;
+}
+
+class PrefillSplitTest : public PrefillTest {
+ protected:
+  void check_split(const PrefillCase& c) {
+    {
+      PrefillSetup s(c, 1);
+      ASSERT_TRUE(s.plan_it().ok());
+      ASSERT_GT(s.plan.split_capacity, 0);
+      ASSERT_GT(s.plan.num_work, tiles_of(s)) << describe(c) << ": the plan did not split";
+    }
+    check_case(c);
+  }
+};
+
+// Every head dim and qk 192 / v 128, causal or not (chunked prefill: q_len < kv_len), a short
+// request beside the long ones, and an empty one.
+TEST_F(PrefillSplitTest, EveryHeadDimCausalAndNot) {
+  for (int d : {64, 96, 128, 192, 256})
+    for (bool causal : {false, true}) {
+      PrefillCase c;
+      c.qo_heads = 2;
+      c.kv_heads = 1;
+      c.head_dim = d;
+      c.lens = {{200, 5000}, {1, 3000}, {0, 9}, {30, 30}};
+      c.causal = causal;
+      check_split(c);
+    }
+  PrefillCase c = qk192_v128({{200, 5000}, {1, 3000}});
+  c.qo_heads = 2;
+  c.kv_heads = 1;
+  for (bool causal : {false, true}) {
+    c.causal = causal;
+    check_split(c);
+  }
+}
+
+// Sinks (in one piece only), windows that leave pieces empty for some rows, soft-cap + ALiBi +
+// custom mask, fully masked rows, fp16, GQA, and paged KV by TMA and by the gather path.
+TEST_F(PrefillSplitTest, VariantsPagedAndFloat16) {
+  std::vector<PrefillCase> cases(8);
+  for (PrefillCase& c : cases) {
+    c.qo_heads = 4;
+    c.kv_heads = 2;
+    c.lens = {{150, 4000}, {3, 2500}};
+  }
+  cases[0].sinks = true, cases[0].causal = true;
+  cases[1].window_left = 1500, cases[1].causal = true;
+  cases[2].window_left = 700, cases[2].window_right = 900;
+  cases[3].soft_cap = 20.f, cases[3].alibi = true, cases[3].mask = true, cases[3].sinks = true;
+  cases[4].dtype = DType::kFloat16, cases[4].causal = true;
+  cases[5].page_size = 16, cases[5].causal = true;
+  cases[6].page_size = 5, cases[6].hnd = true;
+  cases[7].causal = true, cases[7].lens = {{300, 100}, {2, 3000}};  // rows that see no key
+  for (const PrefillCase& c : cases)
+    check_split(c);
+}
+
+// The merge takes the pieces in order whichever finishes last: runs agree bitwise, and a graph
+// captured on a plan without split pieces replays a re-plan with them (and back).
+TEST_F(PrefillSplitTest, DeterministicAndGraphReplayAfterReplan) {
+  PrefillCase c;
+  c.qo_heads = 4;
+  c.kv_heads = 2;
+  c.lens = {{600, 600}, {600, 600}};
+  c.causal = true;
+  PrefillSetup s(c, next_seed());
+  ASSERT_TRUE(s.plan_it().ok());
+  ASSERT_EQ(s.plan.num_work, tiles_of(s));  // 5-block tiles: nothing to split
+
+  cudaStream_t stream;
+  cuda_check(cudaStreamCreate(&stream), "stream");
+  cudaGraph_t graph;
+  cudaGraphExec_t exec;
+  cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+  const Status st = flashserve::prefill_run(s.plan, s.args(), s.ws.data(), stream);
+  cuda_check(cudaStreamEndCapture(stream, &graph), "end capture");
+  ASSERT_TRUE(st.ok()) << st.to_string();
+  cuda_check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+
+  auto replan = [&](std::vector<std::pair<int, int>> lens) {
+    s.c.lens = lens;
+    s.prob.qo_indptr = {0};
+    s.prob.kv_indptr = {0};
+    for (auto [ql, kl] : lens) {
+      s.prob.qo_indptr.push_back(s.prob.qo_indptr.back() + ql);
+      s.prob.kv_indptr.push_back(s.prob.kv_indptr.back() + kl);
+    }
+    const flashserve::PrefillPlanRequest r = s.request();
+    ASSERT_TRUE(flashserve::prefill_plan(r, s.ws.data(), s.ws_bytes, stream, &s.plan).ok());
+  };
+  auto replay = [&] {
+    s.dout.poison();
+    cuda_check(cudaGraphLaunch(exec, stream), "replay");
+    cuda_check(cudaStreamSynchronize(stream), "replay sync");
+    return s.dout.download_raw();
+  };
+  auto expect_reference = [&](const char* what) {
+    const ref::PrefillRef r = ref::prefill(s.prob, s.q, s.k, s.v);
+    const Accuracy a = accuracy_rule(s.dout.download(), r.out, r.base);
+    EXPECT_TRUE(a.pass) << what << ": " << a.str();
+  };
+  // Same totals (1200 queries, 1200 keys): one request's 100 queries over 1100 keys split.
+  replan({{1100, 100}, {100, 1100}});
+  EXPECT_GT(s.plan.num_work, tiles_of(s));
+  const std::vector<unsigned char> first = replay();
+  expect_reference("replay of a split plan");
+  for (int i = 0; i < 3; ++i)
+    EXPECT_EQ(first, replay()) << "replay " << i << " differs";
+  replan({{600, 600}, {600, 600}});
+  replay();
+  expect_reference("replay after going back to no split");
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(stream);
+}
+
 // --- qk head_dim 192 with v head_dim 128 (DeepSeek): q and k rows of 192, v and out rows of 128,
 // sm_scale 1 / sqrt(192), the LSE as for any head dim.
 

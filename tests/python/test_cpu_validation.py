@@ -443,7 +443,7 @@ def test_plan_field_names_are_stable():
 
 # ---- prefill plan / run --------------------------------------------------------------------------
 
-PREFILL_MAGIC = 0x4653505000000003  # "FSPP", format 3 (page_size added, then head_dim_v at the end)
+PREFILL_MAGIC = 0x4653505000000004  # "FSPP", format 4 (page_size, head_dim_v, then split_capacity)
 
 
 def prefill_request(**kw):
@@ -487,11 +487,12 @@ def test_prefill_run_rejects_a_foreign_plan():
         "plan",
         "returned by prefill_plan",
     )
-    # Plans of the formats before page_size (24 fields, format 1) and before head_dim_v (25
-    # fields, format 2).
+    # Plans of the formats before page_size (24 fields, format 1), before head_dim_v (25
+    # fields, format 2) and before split_capacity (26 fields, format 3).
     for old in (
         host_int64([0x4653505000000001] + [1] * 23),
         host_int64([0x4653505000000002] + [1] * 24),
+        host_int64([0x4653505000000003] + [1] * 25),
     ):
         invalid(lambda: _C.prefill_run(**prefill_run_args(old)), "prefill_run", "plan", "int64[26]")
 
@@ -502,7 +503,7 @@ def test_prefill_plan_field_names():
     assert {"page_size", "total_kv", "num_work", "work_capacity", "workspace_bytes"} <= set(fields)
     # head_dim_v was appended: the fields of format 2 keep their indexes.
     assert fields.index("head_dim") == 6 and fields.index("page_size") == 11
-    assert fields.index("work_offset") == 23 and fields[24] == "reserved"
+    assert fields.index("work_offset") == 23 and fields[24] == "split_capacity"
     assert fields[25] == "head_dim_v"
 
 

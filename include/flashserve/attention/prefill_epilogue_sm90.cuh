@@ -25,6 +25,85 @@ struct PrefillEpilogue {
     if (threadIdx.x % 128 == 0) cute::tma_store_wait<0>();
   }
 
+  // Split-KV (PrefillWorkItem::split): this warpgroup writes its rows of the piece's output
+  // (normalized, fp32) and LSE to the piece's partial slot, then counts itself in the tile's
+  // counter for these rows. The last piece to arrive merges every piece's partial in piece order
+  // (so the bits do not depend on which piece is last) into tOrO and lse and returns true: the
+  // caller stores them as a whole tile's. The others return false. The counter is reset for the
+  // next run. Writes: each thread its own elements; the warpgroup's barrier orders them before
+  // the first thread's release (acq_rel at gpu scope), whose acquire on the last piece orders
+  // the merge's loads (L2, ld.cg) after every piece's writes.
+  template <class TO>
+  __device__ static bool merge_split(const PrefillParams& p, const PrefillTileInfo& t,
+                                     int num_splits, TO& tOrO, float (&lse)[2]) {
+    using namespace cute;
+    constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+    const int tid = threadIdx.x - 128;
+    const int wg = tid / 128, wg_tid = tid % 128;
+    typename Traits::MmaPV mma_pv;
+    Tensor cO = make_identity_tensor(Shape<Int<kBlockM>, Int<kHeadDim>>{});
+    Tensor tOcO = mma_pv.get_thread_slice(tid).partition_C(cO);
+    Tensor rc = make_tensor(tOcO.data(), acc_rowcol(tOcO.layout()));
+    Tensor o = make_tensor(tOrO.data(), acc_rowcol(tOrO.layout()));
+    static_assert(decltype(size<0>(o))::value == 2 && decltype(size<1>(o))::value % 2 == 0);
+    // A thread's values of a row come in pairs of adjacent columns.
+    const int own = t.split + t.split_index;
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = get<0>(rc(r, 0));
+      float* dst = p.partial_o + (static_cast<int64_t>(own) * kBlockM + row) * kHeadDim;
+#pragma unroll
+      for (int c = 0; c < size<1>(o); c += 2)
+        *reinterpret_cast<float2*>(dst + get<1>(rc(r, c))) = make_float2(o(r, c), o(r, c + 1));
+      if (tid % 4 == 0) p.partial_lse[own * kBlockM + row] = lse[r];
+    }
+    named_barrier_sync(kBarrierSplit0 + wg, 128);
+    bool last = false;
+    if (wg_tid == 0) {
+      int* counter = p.split_counters + t.split * kPrefillMaxConsumerWG + wg;
+      int before;
+      asm volatile("atom.add.acq_rel.gpu.s32 %0, [%1], 1;"
+                   : "=r"(before)
+                   : "l"(counter)
+                   : "memory");
+      last = before == num_splits - 1;
+      if (last) *counter = 0;  // every piece has counted: the next run starts from 0
+    }
+    if (!named_barrier_or(kBarrierSplit0 + wg, 128, last)) return false;
+      // Row by row (one row's loads in flight per piece, not both: registers), pieces in order.
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = get<0>(rc(r, 0));
+      float row_max = -INFINITY, sum = 0.f;
+      for (int s = 0; s < num_splits; ++s)
+        row_max = fmaxf(row_max, __ldcg(p.partial_lse + (t.split + s) * kBlockM + row));
+#pragma unroll
+      for (int c = 0; c < size<1>(o); ++c)
+        o(r, c) = 0.f;
+      for (int s = 0; s < num_splits; ++s) {
+        // A piece that saw nothing of the row (LSE -inf) has weight 0, as has every piece of a
+        // row that nothing reached.
+        const float ls = __ldcg(p.partial_lse + (t.split + s) * kBlockM + row);
+        const float w = row_max == -INFINITY ? 0.f : exp2f((ls - row_max) * kLog2e);
+        sum += w;
+        const float* src =
+            p.partial_o + (static_cast<int64_t>(t.split + s) * kBlockM + row) * kHeadDim;
+#pragma unroll
+        for (int c = 0; c < size<1>(o); c += 2) {
+          const float2 v = __ldcg(reinterpret_cast<const float2*>(src + get<1>(rc(r, c))));
+          o(r, c) = fmaf(w, v.x, o(r, c));
+          o(r, c + 1) = fmaf(w, v.y, o(r, c + 1));
+        }
+      }
+      const float inv = sum > 0.f ? __fdividef(1.f, sum) : 0.f;  // sum >= 1: the max piece
+#pragma unroll
+      for (int c = 0; c < size<1>(o); ++c)
+        o(r, c) *= inv;
+      lse[r] = sum > 0.f ? row_max + log2f(sum) * kLn2 : -INFINITY;
+    }
+    return true;
+  }
+
   template <class TO>
   __device__ static void store(const PrefillParams& p, const PrefillTma<Traits>& tma,
                                const PrefillTileInfo& t, typename Traits::SharedStorage& shared,

@@ -73,13 +73,31 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, const TA& a, const TB& 
 // for its epilogue.
 // kBarrierTurn0 + w: warpgroup w may issue its GEMMs (ping-pong between two consumer warpgroups).
 // kBarrierProducer: the producer warpgroup of the paged kernels (its row lookups).
-enum : int { kBarrierQEmpty = 1, kBarrierEpilogue0 = 2, kBarrierTurn0 = 5, kBarrierProducer = 8 };
+// kBarrierSplit0 + w: warpgroup w's split-KV count (PrefillEpilogue::merge_split).
+enum : int {
+  kBarrierQEmpty = 1,
+  kBarrierEpilogue0 = 2,
+  kBarrierTurn0 = 5,
+  kBarrierProducer = 8,
+  kBarrierSplit0 = 9
+};
 
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
 }
 __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;" ::"r"(id), "r"(threads) : "memory");
+}
+// A named barrier that also returns whether any of its threads passed `pred`.
+__device__ __forceinline__ bool named_barrier_or(int id, int threads, bool pred) {
+  uint32_t out;
+  asm volatile(
+      "{\n .reg .pred p, q;\n setp.ne.u32 q, %1, 0;\n bar.red.or.pred p, %2, %3, q;\n"
+      " selp.u32 %0, 1, 0, p;\n}"
+      : "=r"(out)
+      : "r"(static_cast<uint32_t>(pred)), "r"(id), "r"(threads)
+      : "memory");
+  return out != 0;
 }
 
 template <class Traits, PrefillKind kKind>
@@ -91,11 +109,14 @@ struct PrefillMainloop {
   using PipelineState = typename Traits::PipelineState;
   using SharedStorage = typename Traits::SharedStorage;
 
-  // The kv blocks [n_min, n_max) tile t visits (the block range of its masks).
+  // The kv blocks [n_min, n_max) item t visits: the block range of its masks, within its piece's
+  // range where split-KV cut the tile.
   __device__ static void block_range(const PrefillParams& p, const PrefillTileInfo& t, int& n_min,
                                      int& n_max) {
     const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
     mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+    n_min = max(n_min, t.n_begin);
+    n_max = min(n_max, t.n_end);
   }
 
   // Producer: one warp; lane 0 issues the copies, the whole warp waits for Q's buffer.
@@ -454,7 +475,7 @@ struct PrefillMainloop {
 
     const PrefillMask<kKind> mask(p.variant, t.request, t.q_len, t.kv_len);
     int n_min, n_max;
-    mask.template block_range<kBlockM, kBlockN>(t.m_block, n_min, n_max);
+    block_range(p, t, n_min, n_max);
 
     PrefillLogits logits;
     float scale_log2 = p.sm_scale * kLog2e;
@@ -590,7 +611,8 @@ struct PrefillMainloop {
     }
     const float* sink = nullptr;
     if constexpr (kKind == PrefillKind::kGeneral) {
-      if (p.variant.sinks != nullptr) sink = p.variant.sinks + t.qo_head;
+      // A split tile's sink joins its first piece only (the merge adds the pieces' masses).
+      if (p.variant.sinks != nullptr && t.split_index == 0) sink = p.variant.sinks + t.qo_head;
     }
     softmax.finalize(tOrO_rc, sink, lse);
   }

@@ -17,12 +17,28 @@ enum class PrefillKind { kPlain, kCausal, kGeneral };
 // the masks leave visible. The plan assigns the items to the persistent CTAs (longest first
 // within groups of requests and heads whose K and V fit L2, each item to the CTA that frees
 // first) and chains each CTA's items: CTA c starts at item c and follows `next`.
+//
+// Split-KV: where the plan finds too few tiles to fill the CTAs, a long tile becomes num_splits
+// items over consecutive kv block ranges [n_begin, n_end) (clipped to the masks' range; the first
+// piece starts at block 0 and the last ends at INT32_MAX, so the pieces cover whatever the kernel's
+// range is). Each piece writes its normalized output and LSE to partial slot split + split_index
+// of the workspace and counts itself in the tile's counter; the last piece of each consumer
+// warpgroup's rows to finish merges the pieces in index order (deterministic) and stores the
+// output. The sinks' logits join piece 0 only.
 struct PrefillWorkItem {
   int32_t request = 0;
   int32_t m_block = 0;
   int32_t qo_head = 0;
   int32_t next = -1;  // the same CTA's next item, or -1
+  int32_t n_begin = 0;
+  int32_t n_end = INT32_MAX;
+  int32_t split = -1;  // split pieces: the tile's first partial slot (and counter); else -1
+  int16_t split_index = 0, num_splits = 1;
 };
+
+// Consumer warpgroups the split counters are laid out for (the tile's counter of warpgroup w is
+// split_counters[split * kPrefillMaxConsumerWG + w]).
+constexpr int kPrefillMaxConsumerWG = 3;
 
 // The first bytes of the workspace.
 struct PrefillCounts {
@@ -81,6 +97,12 @@ struct PrefillParams {
 
   const PrefillWorkItem* work = nullptr;  // in the workspace
   const PrefillCounts* counts = nullptr;
+  // Split-KV partials (PrefillWorkItem::split), in the workspace: per slot, block_m rows of
+  // head_dim_v fp32 outputs (normalized) and block_m natural-log LSEs; counters start at 0 (the
+  // plan's image) and the merging piece resets its own.
+  float* partial_o = nullptr;
+  float* partial_lse = nullptr;
+  int32_t* split_counters = nullptr;
 };
 
 }  // namespace flashserve::attention

@@ -12,8 +12,13 @@ namespace flashserve::attention {
 struct PrefillTileInfo {
   int request = 0, m_block = 0, qo_head = 0, kv_head = 0;
   int q_start = 0, q_len = 0, kv_start = 0, kv_len = 0;
-  int page_start = 0;   // paged KV: the request's first entry of page_indices
-  int next = -1;        // the next item of this CTA's chain
+  int page_start = 0;  // paged KV: the request's first entry of page_indices
+  int next = -1;       // the next item of this CTA's chain
+  // Split-KV (PrefillWorkItem): this piece's kv blocks, the tile's first partial slot (-1: not
+  // split) and the piece's index (the merge reads num_splits from the item again: fewer
+  // registers live through the mainloop).
+  int n_begin = 0, n_end = INT32_MAX;
+  int split = -1, split_index = 0;
   int trace_index = 0;  // the CTA's count of tiles before this one (FLASHSERVE_PREFILL_TRACE)
 };
 
@@ -64,6 +69,10 @@ struct PrefillScheduler {
     t.m_block = item.m_block;
     t.qo_head = item.qo_head;
     t.next = item.next;
+    t.n_begin = item.n_begin;
+    t.n_end = item.n_end;
+    t.split = item.split;
+    t.split_index = item.split_index;
     t.kv_head = item.qo_head / p.group;
     t.q_start = __ldg(p.qo_indptr + item.request);
     t.q_len = __ldg(p.qo_indptr + item.request + 1) - t.q_start;
