@@ -228,6 +228,14 @@ class _BatchPrefillWrapper:
         (qo_indptr, kv_indptr, paged_kv_indptr, paged_kv_last_page_len), CPU int32 or None.
         ``before_plan`` runs between sizing (which validates the request) and planning."""
         nbytes = _C.prefill_workspace_size(request, *(dl_opt(a) for a in host_arrays))
+        if self._use_cuda_graph and self._capacity is not None:
+            # The request's part of the capacity first: a change there (head_dim_v, say) would
+            # otherwise show as a workspace too small for the new plan.
+            hv = request.head_dim_v or request.head_dim
+            asked = (request.num_qo_heads, request.num_kv_heads, request.head_dim, hv,
+                     int(request.dtype.value), int(request.causal), request.window_left,
+                     request.window_right, request.page_size)
+            self._check_capacity_unchanged(asked, len(asked))
         workspace = self._workspace_for(nbytes)
         if before_plan is not None:
             before_plan()
@@ -239,18 +247,24 @@ class _BatchPrefillWrapper:
             capacity = tuple(info[k] for k in _CAPACITY_FIELDS)
             if self._capacity is None:
                 self._capacity = capacity
-            elif capacity != self._capacity:
-                changed = ", ".join(
-                    f"{k} {a} -> {b}"
-                    for k, a, b in zip(_CAPACITY_FIELDS, self._capacity, capacity)
-                    if a != b
-                )
-                raise _C.InvalidArgumentError(
-                    f"{self._name}.plan: the plan's capacity changed ({changed}): captured "
-                    "graphs would be invalid; keep heads, head_dim, dtype, masks, page size and "
-                    "the capacity fixed in CUDA-graph mode"
-                )
+            else:
+                self._check_capacity_unchanged(capacity, len(capacity))
         self._plan_info.copy_(torch.tensor(fields, dtype=torch.int64))
+
+    def _check_capacity_unchanged(self, capacity: tuple, n: int) -> None:
+        """Raises if the first n fields of _CAPACITY_FIELDS differ from the first plan's."""
+        if capacity[:n] == self._capacity[:n]:
+            return
+        changed = ", ".join(
+            f"{k} {a} -> {b}"
+            for k, a, b in zip(_CAPACITY_FIELDS[:n], self._capacity, capacity)
+            if a != b
+        )
+        raise _C.InvalidArgumentError(
+            f"{self._name}.plan: the plan's capacity changed ({changed}): captured "
+            "graphs would be invalid; keep heads, head_dim, dtype, masks, page size and "
+            "the capacity fixed in CUDA-graph mode"
+        )
 
     def _set_options(
         self,
