@@ -187,61 +187,19 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
   // the CTAs, or one long request among short ones), cut the longest tiles into pieces of at most
   // `piece` blocks, choosing the piece size whose schedule finishes first (at least 5% sooner than
   // without splitting; each piece costs a block more for its partial and the merge).
-  int64_t piece = 0;  // 0: no split
-  {
-    const int64_t min_blocks =
-        std::max<int64_t>(1, (kPrefillMinSplitTokens + in.block_n - 1) / in.block_n);
-    int64_t total = 0, max_blocks = 0;
-    for (const Keyed& k : items) {
-      total += k.cost;
-      max_blocks = std::max(max_blocks, k.n_max - k.n_min);
-    }
-    const bool uneven = (max_blocks + 1) * s->grid * 4 > total * 5;
-    if (s->split_capacity > 0 && s->grid > 1 && max_blocks >= 2 * min_blocks && uneven) {
-      auto costs_for = [&](int64_t p, int64_t* pieces) {
-        std::vector<int64_t> costs;
-        *pieces = 0;
-        for (const Keyed& k : items) {
-          const int64_t blocks = k.n_max - k.n_min;
-          const int64_t n = split_count(blocks, p, min_blocks);
-          if (n == 1) {
-            costs.push_back(k.cost);
-            continue;
-          }
-          *pieces += n;
-          for (int64_t i = 0; i < n; ++i)
-            costs.push_back(blocks * (i + 1) / n - blocks * i / n + 2);
-        }
-        return costs;
-      };
-      int64_t none = 0;
-      int64_t best = lpt_makespan(costs_for(max_blocks, &none), s->grid);
-      const int64_t base = best;
-      const int64_t max_k = std::min<int64_t>(64, max_blocks / min_blocks);
-      for (int64_t k = 2; k <= max_k; ++k) {
-        const int64_t p = (max_blocks + k - 1) / k;
-        int64_t pieces = 0;
-        const std::vector<int64_t> costs = costs_for(p, &pieces);
-        if (pieces > s->split_capacity) break;  // smaller pieces only need more slots
-        const int64_t t = lpt_makespan(costs, s->grid);
-        if (t < best) {
-          best = t;
-          piece = p;
-        }
-      }
-      if (best * 20 > base * 19) piece = 0;
-    }
-  }
-  if (piece > 0) {
-    const int64_t min_blocks =
-        std::max<int64_t>(1, (kPrefillMinSplitTokens + in.block_n - 1) / in.block_n);
-    std::vector<Keyed> split;
-    split.reserve(items.size());
+  const int64_t min_blocks =
+      std::max<int64_t>(1, (kPrefillMinSplitTokens + in.block_n - 1) / in.block_n);
+  // The items with every tile of more than `piece` blocks cut into pieces; *partials: the slots
+  // the pieces take.
+  auto cut = [&](int64_t piece, int64_t* partials) {
+    std::vector<Keyed> out;
+    out.reserve(items.size());
+    *partials = 0;
     for (const Keyed& k : items) {
       const int64_t blocks = k.n_max - k.n_min;
       const int64_t n = split_count(blocks, piece, min_blocks);
       if (n == 1) {
-        split.push_back(k);
+        out.push_back(k);
         continue;
       }
       for (int64_t i = 0; i < n; ++i) {
@@ -250,14 +208,44 @@ Status make_prefill_schedule(const char* op, const PrefillScheduleInput& in, Pre
         part.cost = hi - lo + 2;
         part.item.n_begin = i == 0 ? 0 : static_cast<int32_t>(lo);
         part.item.n_end = i == n - 1 ? INT32_MAX : static_cast<int32_t>(hi);
-        part.item.split = static_cast<int32_t>(s->num_partials);
+        part.item.split = static_cast<int32_t>(*partials);
         part.item.split_index = static_cast<int16_t>(i);
         part.item.num_splits = static_cast<int16_t>(n);
-        split.push_back(part);
+        out.push_back(part);
       }
-      s->num_partials += n;
+      *partials += n;
     }
-    items.swap(split);
+    return out;
+  };
+  auto makespan = [&](const std::vector<Keyed>& list) {
+    std::vector<int64_t> costs;
+    costs.reserve(list.size());
+    for (const Keyed& k : list)
+      costs.push_back(k.cost);
+    return lpt_makespan(std::move(costs), s->grid);
+  };
+  int64_t total = 0, max_blocks = 0;
+  for (const Keyed& k : items) {
+    total += k.cost;
+    max_blocks = std::max(max_blocks, k.n_max - k.n_min);
+  }
+  const bool uneven = (max_blocks + 1) * s->grid * 4 > total * 5;
+  if (s->split_capacity > 0 && s->grid > 1 && max_blocks >= 2 * min_blocks && uneven) {
+    const int64_t base = makespan(items);
+    int64_t best = base, best_piece = 0;
+    const int64_t max_k = std::min<int64_t>(64, max_blocks / min_blocks);
+    for (int64_t k = 2; k <= max_k; ++k) {
+      const int64_t piece = (max_blocks + k - 1) / k;
+      int64_t partials = 0;
+      const std::vector<Keyed> pieces = cut(piece, &partials);
+      if (partials > s->split_capacity) break;  // smaller pieces only need more slots
+      const int64_t t = makespan(pieces);
+      if (t < best) {
+        best = t;
+        best_piece = piece;
+      }
+    }
+    if (best_piece > 0 && best * 20 <= base * 19) items = cut(best_piece, &s->num_partials);
   }
 
   // L2 groups in order, longest first within each: the tiles that run at the same time share
