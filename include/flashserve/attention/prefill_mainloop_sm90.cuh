@@ -72,15 +72,8 @@ __device__ __forceinline__ void warpgroup_gemm(Mma& mma, const TA& a, const TB& 
 // Named barriers (id 0 is __syncthreads): Q's buffer is free again; one per consumer warpgroup
 // for its epilogue.
 // kBarrierTurn0 + w: warpgroup w may issue its GEMMs (ping-pong between two consumer warpgroups).
-// kBarrierProducer: the producer warpgroup of the paged kernels (its row lookups).
 // kBarrierSplit0 + w: warpgroup w's split-KV count (PrefillEpilogue::merge_split).
-enum : int {
-  kBarrierQEmpty = 1,
-  kBarrierEpilogue0 = 2,
-  kBarrierTurn0 = 5,
-  kBarrierProducer = 8,
-  kBarrierSplit0 = 9
-};
+enum : int { kBarrierQEmpty = 1, kBarrierEpilogue0 = 2, kBarrierTurn0 = 5, kBarrierSplit0 = 9 };
 
 __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
   asm volatile("bar.sync %0, %1;" ::"r"(id), "r"(threads) : "memory");
@@ -207,85 +200,90 @@ struct PrefillMainloop {
   }
 
   // Producer of the paged kernels: the whole warpgroup (128 threads). Each K or V block is
-  // gathered row by row: thread t copies 16-byte chunk t % (d / 8) of rows
-  // t / (d / 8) + i * (128 / (d / 8)) (d: K's or V's head dim), each row found through the page
-  // table, into the swizzled position the MMA reads. Rows past the kv length are zero-filled. Each
-  // thread's copies arrive on the stage's barrier when they land (128 arrivals complete a stage).
+  // gathered row by row: warp w copies rows w, w + 4, w + 8, ... (kBlockN / 4 rows, at most 32),
+  // its lanes taking the rows' 16-byte chunks in order (lane l: chunks l, l + 32, ... of the
+  // warp's rows), into the swizzled position the MMA reads. Lane r of the warp holds the cache
+  // offsets of the warp's row r (K and V share the row), from a page id it loaded one block ahead;
+  // the lanes copying that row fetch them by shuffles, so the warps share nothing and never wait
+  // for each other. Rows past the kv length are zero-filled. Each thread's copies arrive on the
+  // stage's barrier when they land (128 arrivals complete a stage).
   __device__ static void load_paged(const PrefillParams& p, const PrefillTma<Traits>& tma,
                                     SharedStorage& shared, Pipeline& pipe_k, Pipeline& pipe_v) {
     using namespace cute;
-    static_assert(Traits::kStages >= 2, "the one-group lag of load_paged needs two stages");
-    const int tid = threadIdx.x;  // 0..127: the producer warpgroup
-    const int warp = tid / 32;
+    constexpr int kWarps = Traits::kNumProducerThreads / 32;
+    constexpr int kRowsPerWarp = kBlockN / kWarps;
+    static_assert(kBlockN % kWarps == 0 && kRowsPerWarp <= 32,
+                  "each lane of a producer warp looks up at most one row of a kv block");
+    const int lane = threadIdx.x % 32;
+    const int warp = threadIdx.x / 32;  // 0..3: the producer warpgroup
     PrefillScheduler sched(p);
     PipelineState write = cutlass::make_producer_start_state<Pipeline>();
     Tensor sK = make_tensor(make_smem_ptr(shared.k.data()), typename Traits::SmemLayoutK{});
     Tensor sV = make_tensor(make_smem_ptr(shared.v.data()), typename Traits::SmemLayoutV{});
 
-    // Rows of block n: thread r < kBlockN looks up row r's page once (into the other buffer than
-    // the previous block's), then the producer warpgroup syncs; the copies of K(n) and V(n) read
-    // the buffer. Double buffering makes one barrier per block enough: a thread writes the other
-    // buffer only after every thread has passed this block's barrier, so done reading it.
-    int buf = 1;  // the buffer of the block being gathered; alternates over all blocks
-    auto lookup_rows = [&](const PrefillTileInfo& t, int n) {
-      buf ^= 1;
-      if (tid < kBlockN) {
-        const int j = n * kBlockN + tid;
-        int page = -1, slot = 0;
-        if (j < t.kv_len) {
-          page = __ldg(p.page_indices + t.page_start + j / p.page_size);
-          slot = j % p.page_size;
-        }
-        shared.paged_page[buf][tid] = page;
-        shared.paged_slot[buf][tid] = slot;
-      }
-      named_barrier_sync(kBarrierProducer, Traits::kNumProducerThreads);
+    // The page of this lane's row of block n (page 0 past the kv length: never read).
+    auto fetch_page = [&](const PrefillTileInfo& t, int n) {
+      const int j = n * kBlockN + warp + kWarps * lane;
+      return lane < kRowsPerWarp && j < t.kv_len
+                 ? __ldg(p.page_indices + t.page_start + j / p.page_size)
+                 : 0;
     };
-    // The block of the last lookup into stage write.index() of `smem` (sK or sV) of `pipe`, from
-    // the cache at `base` with strides (page, slot). The stage is signalled by the hardware when
-    // this thread's copies land (cp.async.mbarrier.arrive; the consumers then fence for the async
-    // proxy), so the producer never waits for memory. Rows past the kv length are zero-filled.
-    auto copy_chunk = [&](auto& smem, const Element* base, int64_t stride_page, int64_t stride_slot,
-                          int r, int c) {
-      const int page = shared.paged_page[buf][r];
-      const int64_t off =
-          page >= 0 ? page * stride_page + shared.paged_slot[buf][r] * stride_slot : 0;
-      const Element* src = base + off + c;
-      const uint32_t dst = static_cast<uint32_t>(
-          __cvta_generic_to_shared(raw_pointer_cast(&smem(r, c, write.index()))));
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-                   "r"(page >= 0 ? 16 : 0)
-                   : "memory");
+    // Of the block being gathered: this lane's row's element offsets in the K and V caches, and
+    // how many of the block's rows lie below the kv length.
+    int64_t row_k = 0, row_v = 0;
+    int rows_valid = 0;
+    auto set_rows = [&](const PrefillTileInfo& t, int n, int page) {
+      const int j = n * kBlockN + warp + kWarps * lane;
+      const int64_t slot = j < t.kv_len ? j % p.page_size : 0;
+      row_k = page * p.k_stride_page + slot * p.k_stride_token;
+      row_v = page * p.v_stride_page + slot * p.v_stride_token;
+      rows_valid = t.kv_len - n * kBlockN;
     };
-    // Fixed column per thread when the chunks of a row divide the warpgroup (head dim 64, 128,
-    // 256); otherwise (96, 192) thread t takes chunks t, t + 128, ... of the block in row order.
-    auto gather = [&](auto dim, Pipeline& pipe, auto& smem, const Element* base,
-                      int64_t stride_page, int64_t stride_slot) {
+    // The block of the last set_rows into stage write.index() of `smem` (sK or sV) of `pipe`,
+    // from the cache at `base` (`row_off`: row_k or row_v). The stage is signalled by the
+    // hardware when this thread's copies land (cp.async.mbarrier.arrive; the consumers then fence
+    // for the async proxy), so the producer never waits for memory.
+    auto gather = [&](auto dim, Pipeline& pipe, auto& smem, const Element* base, int64_t row_off) {
       constexpr int kChunks = decltype(dim)::value / 8;
-      constexpr bool kFixedCol = Traits::kNumProducerThreads % kChunks == 0;
-      constexpr int kRowsPerPass = kFixedCol ? Traits::kNumProducerThreads / kChunks : 1;
-      static_assert(kBlockN % kRowsPerPass == 0, "kv block rows must split evenly over the passes");
-      static_assert(kBlockN * kChunks % Traits::kNumProducerThreads == 0,
-                    "a kv block's chunks must split evenly over the producer threads");
+      constexpr int kCopies = kRowsPerWarp * kChunks / 32;
+      static_assert(kRowsPerWarp * kChunks % 32 == 0,
+                    "a warp's chunks of a kv block must split evenly over its lanes");
       pipe.producer_acquire(write);
-      if constexpr (kFixedCol) {
-        const int col = (tid % kChunks) * 8, row0 = tid / kChunks;
-#pragma unroll 2
-        for (int i = 0; i < kBlockN / kRowsPerPass; ++i)
-          copy_chunk(smem, base, stride_page, stride_slot, row0 + i * kRowsPerPass, col);
+      const int stage = write.index();
+      const auto dst_of = [&](int r, int col) {
+        return static_cast<uint32_t>(
+            __cvta_generic_to_shared(raw_pointer_cast(&smem(warp + kWarps * r, col, stage))));
+      };
+      // Row r of the warp, chunk at `col`, into `dst`; zeros past the kv length.
+      const auto copy = [&](int r, int col, uint32_t dst) {
+        const int64_t off = __shfl_sync(0xffffffffu, row_off, r);
+        const uint32_t skip = warp + kWarps * r >= rows_valid;
+        asm volatile(
+            "{\n .reg .pred p;\n setp.ne.b32 p, %2, 0;\n"
+            " cp.async.cg.shared.global [%0], [%1], 16, p;\n}\n" ::"r"(dst),
+            "l"(base + off + col), "r"(skip)
+            : "memory");
+      };
+      if constexpr (32 % kChunks == 0) {
+        // A fixed column per lane (head dim 64, 128, 256): lane l copies rows r0, r0 + step, ...
+        // Two copies apart the rows differ by a multiple of the 8-row swizzle atom, so the
+        // destinations advance by a constant.
+        constexpr int kStep = 32 / kChunks;
+        static_assert(kCopies > 2 && kWarps * 2 * kStep % 8 == 0, "the destinations' period");
+        const int r0 = lane / kChunks, col = lane % kChunks * 8;
+        const uint32_t d0 = dst_of(r0, col), d1 = dst_of(r0 + kStep, col);
+        const uint32_t delta = dst_of(r0 + 2 * kStep, col) - d0;
+#pragma unroll 4
+        for (int i = 0; i < kCopies; ++i)
+          copy(r0 + i * kStep, col, ((i & 1) ? d1 : d0) + (i >> 1) * delta);
       } else {
 #pragma unroll 2
-        for (int i = tid; i < kBlockN * kChunks; i += Traits::kNumProducerThreads)
-          copy_chunk(smem, base, stride_page, stride_slot, i / kChunks, (i % kChunks) * 8);
+        for (int i = 0; i < kCopies; ++i) {
+          const int r = (lane + 32 * i) / kChunks, col = (lane + 32 * i) % kChunks * 8;
+          copy(r, col, dst_of(r, col));
+        }
       }
       pipe.producer_commit(write, cutlass::arch::cpasync_barrier_arrive);
-    };
-    auto load_k = [&](const Element* base, const PrefillTileInfo& t, int n) {
-      lookup_rows(t, n);
-      gather(Int<kHeadDim>{}, pipe_k, sK, base, p.k_stride_page, p.k_stride_token);
-    };
-    auto load_v = [&](const Element* base, const PrefillTileInfo&, int) {
-      gather(Int<kHeadDimV>{}, pipe_v, sV, base, p.v_stride_page, p.v_stride_token);
     };
 
     bool first = true;
@@ -297,19 +295,19 @@ struct PrefillMainloop {
       const Element* k_base = static_cast<const Element*>(p.k) + t.kv_head * p.k_stride_head;
       const Element* v_base = static_cast<const Element*>(p.v) + t.kv_head * p.v_stride_head;
 
-      int n = n_max - 1;
-      if (n >= n_min) load_k(k_base, t, n);
-      if (warp == 0) load_q(p, tma, shared, t, first);
+      // Block n's K, then the next block's page ids (their latency hides behind V's copies and
+      // the wait for the next K stage), then block n's V.
+      int next_page = 0;
+      for (int n = n_max - 1; n >= n_min; --n) {
+        set_rows(t, n, n == n_max - 1 ? fetch_page(t, n) : next_page);
+        gather(Int<kHeadDim>{}, pipe_k, sK, k_base, row_k);
+        if (n == n_max - 1 && warp == 0) load_q(p, tma, shared, t, first);
+        if (n > n_min) next_page = fetch_page(t, n - 1);
+        gather(Int<kHeadDimV>{}, pipe_v, sV, v_base, row_v);
+        ++write;
+      }
+      if (n_max <= n_min && warp == 0) load_q(p, tma, shared, t, first);
       first = false;
-      if (n >= n_min) {
-        load_v(v_base, t, n);
-        ++write;
-      }
-      for (--n; n >= n_min; --n) {
-        load_k(k_base, t, n);
-        load_v(v_base, t, n);
-        ++write;
-      }
     }
     // Leave only once every copy has landed.
     asm volatile("cp.async.wait_all;\n" ::: "memory");

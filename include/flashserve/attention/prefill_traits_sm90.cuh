@@ -39,9 +39,13 @@ struct PrefillTraits {
   static constexpr int kNumMmaWG = kBlockM / 64;
   static constexpr int kNumMmaThreads = 128 * kNumMmaWG;
   static constexpr int kNumThreads = kNumMmaThreads + 128;
-  // Register split after setmaxnreg: the producer needs few, the consumers hold S, P and O.
-  static constexpr int kProducerRegs = kNumMmaWG == 2 ? 24 : 32;
-  static constexpr int kConsumerRegs = kNumMmaWG == 2 ? 240 : 160;
+  // Register split after setmaxnreg: the producer needs few, the consumers hold S, P and O. The
+  // paged gather's producer computes an address per 16-byte copy: 40 registers where two
+  // consumer warpgroups of v head dim <= 128 leave them (128 x 40 + 256 x 232 <= 64K; at 256
+  // the consumers would spill more).
+  static constexpr bool kWideProducer = kPaged && kNumMmaWG == 2 && kHeadDimV <= 128;
+  static constexpr int kProducerRegs = kNumMmaWG == 2 ? (kWideProducer ? 40 : 24) : 32;
+  static constexpr int kConsumerRegs = kNumMmaWG == 2 ? (kWideProducer ? 232 : 240) : 160;
 
   using TileQK = cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>, cute::Int<kHeadDim>>;
   using TilePV = cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDimV>, cute::Int<kBlockN>>;
@@ -151,10 +155,6 @@ struct PrefillTraits {
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutK>> k;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutV>> v;
     alignas(1024) cute::array_aligned<Element, cute::cosize_v<SmemLayoutO>> o;
-    // Paged kernels on the gather path: the page (-1 past the kv length) and slot of each row of
-    // the kv block being gathered, double-buffered.
-    int32_t paged_page[kPaged ? 2 : 1][kPaged ? kBlockN : 1];
-    int32_t paged_slot[kPaged ? 2 : 1][kPaged ? kBlockN : 1];
     typename Pipeline::SharedStorage pipeline_k;
     typename Pipeline::SharedStorage pipeline_v;
     alignas(8) uint64_t q_full;
