@@ -228,15 +228,15 @@ struct PrefillMainloop {
                  ? __ldg(p.page_indices + t.page_start + j / p.page_size)
                  : 0;
     };
-    // Of the block being gathered: this lane's row's element offsets in the K and V caches, and
-    // how many of the block's rows lie below the kv length.
+    // Of the block being gathered: this lane's row's byte offsets in the K and V caches, and how
+    // many of the block's rows lie below the kv length.
     int64_t row_k = 0, row_v = 0;
     int rows_valid = 0;
     auto set_rows = [&](const PrefillTileInfo& t, int n, int page) {
       const int j = n * kBlockN + warp + kWarps * lane;
       const int64_t slot = j < t.kv_len ? j % p.page_size : 0;
-      row_k = page * p.k_stride_page + slot * p.k_stride_token;
-      row_v = page * p.v_stride_page + slot * p.v_stride_token;
+      row_k = (page * p.k_stride_page + slot * p.k_stride_token) * int64_t{sizeof(Element)};
+      row_v = (page * p.v_stride_page + slot * p.v_stride_token) * int64_t{sizeof(Element)};
       rows_valid = t.kv_len - n * kBlockN;
     };
     // The block of the last set_rows into stage write.index() of `smem` (sK or sV) of `pipe`,
@@ -254,16 +254,15 @@ struct PrefillMainloop {
         return static_cast<uint32_t>(
             __cvta_generic_to_shared(raw_pointer_cast(&smem(warp + kWarps * r, col, stage))));
       };
-      // Row r of the warp, chunk at `col`, into `dst`; zeros past the kv length.
-      const auto copy = [&](int r, int col, uint32_t dst) {
-        const int64_t off = __shfl_sync(0xffffffffu, row_off, r);
-        const uint32_t skip = warp + kWarps * r >= rows_valid;
+      // The chunk at `src` into `dst`; zeros where `skip`.
+      const auto copy = [](const char* src, uint32_t dst, bool skip) {
         asm volatile(
             "{\n .reg .pred p;\n setp.ne.b32 p, %2, 0;\n"
             " cp.async.cg.shared.global [%0], [%1], 16, p;\n}\n" ::"r"(dst),
-            "l"(base + off + col), "r"(skip)
+            "l"(src), "r"(static_cast<uint32_t>(skip))
             : "memory");
       };
+      const char* cache = reinterpret_cast<const char*>(base);
       if constexpr (32 % kChunks == 0) {
         // A fixed column per lane (head dim 64, 128, 256): lane l copies rows r0, r0 + step, ...
         // Two copies apart the rows differ by a multiple of the 8-row swizzle atom, so the
@@ -273,14 +272,30 @@ struct PrefillMainloop {
         const int r0 = lane / kChunks, col = lane % kChunks * 8;
         const uint32_t d0 = dst_of(r0, col), d1 = dst_of(r0 + kStep, col);
         const uint32_t delta = dst_of(r0 + 2 * kStep, col) - d0;
-#pragma unroll 4
-        for (int i = 0; i < kCopies; ++i)
-          copy(r0 + i * kStep, col, ((i & 1) ? d1 : d0) + (i >> 1) * delta);
+        const char* src_col = cache + col * int{sizeof(Element)};
+        const int left = rows_valid - (warp + kWarps * r0);  // copy i: row warp + 4 (r0 + i step)
+        // Four rows' offsets by shuffles before their four copies: the shuffles' latencies
+        // overlap instead of each copy waiting for its own.
+        static_assert(kCopies % 4 == 0, "copies in groups of four");
+#pragma unroll
+        for (int i0 = 0; i0 < kCopies; i0 += 4) {
+          int64_t off[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j)
+            off[j] = __shfl_sync(0xffffffffu, row_off, r0 + (i0 + j) * kStep);
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            const int i = i0 + j;
+            copy(src_col + off[j], ((i & 1) ? d1 : d0) + (i >> 1) * delta,
+                 kWarps * kStep * i >= left);
+          }
+        }
       } else {
 #pragma unroll 2
         for (int i = 0; i < kCopies; ++i) {
           const int r = (lane + 32 * i) / kChunks, col = (lane + 32 * i) % kChunks * 8;
-          copy(r, col, dst_of(r, col));
+          copy(cache + col * int{sizeof(Element)} + __shfl_sync(0xffffffffu, row_off, r),
+               dst_of(r, col), warp + kWarps * r >= rows_valid);
         }
       }
       pipe.producer_commit(write, cutlass::arch::cpasync_barrier_arrive);
