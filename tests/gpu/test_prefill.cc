@@ -529,6 +529,33 @@ TEST_F(PrefillTest, PagedBadInputIsRejected) {
   EXPECT_NE(run_error(a).find("cache.v_cache"), std::string::npos) << run_error(a);
 }
 
+// One prefill_run of s's plan captured into a graph on its own stream; replay() launches it and
+// waits. Destroys the graph and the stream with it.
+struct CapturedPrefill {
+  cudaStream_t stream = nullptr;
+  cudaGraph_t graph = nullptr;
+  cudaGraphExec_t exec = nullptr;
+  Status status;
+  explicit CapturedPrefill(PrefillSetup& s) {
+    cuda_check(cudaStreamCreate(&stream), "stream");
+    cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
+    status = flashserve::prefill_run(s.plan, s.args(), s.ws.data(), stream);
+    cuda_check(cudaStreamEndCapture(stream, &graph), "end capture");
+    if (status.ok()) cuda_check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  }
+  CapturedPrefill(const CapturedPrefill&) = delete;
+  CapturedPrefill& operator=(const CapturedPrefill&) = delete;
+  ~CapturedPrefill() {
+    if (exec != nullptr) cudaGraphExecDestroy(exec);
+    if (graph != nullptr) cudaGraphDestroy(graph);
+    cudaStreamDestroy(stream);
+  }
+  void replay() {
+    cuda_check(cudaGraphLaunch(exec, stream), "replay");
+    cuda_check(cudaStreamSynchronize(stream), "replay sync");
+  }
+};
+
 TEST_F(PrefillTest, DeterministicAndGraphReplayAfterReplan) {
   PrefillCase c;
   c.lens = {{100, 300}, {300, 100}};
@@ -544,15 +571,9 @@ TEST_F(PrefillTest, DeterministicAndGraphReplayAfterReplan) {
   EXPECT_EQ(first, s.dout.download_raw()) << "two runs of one plan differ";
 
   // Capture, then re-plan another composition with the same totals and replay.
-  cudaStream_t stream;
-  cuda_check(cudaStreamCreate(&stream), "stream");
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
-  const Status st = flashserve::prefill_run(s.plan, s.args(), s.ws.data(), stream);
-  cuda_check(cudaStreamEndCapture(stream, &graph), "end capture");
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  cuda_check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  CapturedPrefill g(s);
+  ASSERT_TRUE(g.status.ok()) << g.status.to_string();
+  const cudaStream_t stream = g.stream;
   PrefillCase c2 = c;
   c2.lens = {{250, 50}, {150, 350}};
   s.c = c2;
@@ -562,14 +583,10 @@ TEST_F(PrefillTest, DeterministicAndGraphReplayAfterReplan) {
   const flashserve::PrefillPlanRequest r2 = s.request();
   ASSERT_TRUE(flashserve::prefill_plan(r2, s.ws.data(), s.ws_bytes, stream, &plan2).ok());
   s.dout.poison();
-  cuda_check(cudaGraphLaunch(exec, stream), "replay");
-  cuda_check(cudaStreamSynchronize(stream), "replay sync");
+  g.replay();
   const ref::PrefillRef r = ref::prefill(s.prob, s.q, s.k, s.v);
   const Accuracy a = accuracy_rule(s.dout.download(), r.out, r.base);
   EXPECT_TRUE(a.pass) << "replay after re-plan: " << a.str();
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 PrefillCase qk192_v128(std::vector<std::pair<int, int>> lens);
@@ -653,15 +670,9 @@ TEST_F(PrefillSplitTest, DeterministicAndGraphReplayAfterReplan) {
   ASSERT_TRUE(s.plan_it().ok());
   ASSERT_EQ(s.plan.num_work, tiles_of(s));  // 5-block tiles: nothing to split
 
-  cudaStream_t stream;
-  cuda_check(cudaStreamCreate(&stream), "stream");
-  cudaGraph_t graph;
-  cudaGraphExec_t exec;
-  cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
-  const Status st = flashserve::prefill_run(s.plan, s.args(), s.ws.data(), stream);
-  cuda_check(cudaStreamEndCapture(stream, &graph), "end capture");
-  ASSERT_TRUE(st.ok()) << st.to_string();
-  cuda_check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
+  CapturedPrefill g(s);
+  ASSERT_TRUE(g.status.ok()) << g.status.to_string();
+  const cudaStream_t stream = g.stream;
 
   auto replan = [&](std::vector<std::pair<int, int>> lens) {
     s.c.lens = lens;
@@ -676,8 +687,7 @@ TEST_F(PrefillSplitTest, DeterministicAndGraphReplayAfterReplan) {
   };
   auto replay = [&] {
     s.dout.poison();
-    cuda_check(cudaGraphLaunch(exec, stream), "replay");
-    cuda_check(cudaStreamSynchronize(stream), "replay sync");
+    g.replay();
     return s.dout.download_raw();
   };
   auto expect_reference = [&](const char* what) {
@@ -695,9 +705,6 @@ TEST_F(PrefillSplitTest, DeterministicAndGraphReplayAfterReplan) {
   replan({{600, 600}, {600, 600}});
   replay();
   expect_reference("replay after going back to no split");
-  cudaGraphExecDestroy(exec);
-  cudaGraphDestroy(graph);
-  cudaStreamDestroy(stream);
 }
 
 // --- qk head_dim 192 with v head_dim 128 (DeepSeek): q and k rows of 192, v and out rows of 128,
