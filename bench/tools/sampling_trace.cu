@@ -1,7 +1,8 @@
 // Phase timestamps of the top-p / top-k sampling kernel, for tuning (not part of the build):
 //   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_SAMPLING_TRACE \
-//     -Iinclude bench/tools/sampling_trace.cu -o sampling_trace && ./sampling_trace 64 128256
-// Prints, per phase, the median and max over CTAs of the time since the previous trace point.
+//     -Iinclude bench/tools/sampling_trace.cu -o sampling_trace && ./sampling_trace 64 128256 0 0.9
+// (rows, vocab, top_k, top_p). Prints, per trace point reached, the median and max over CTAs of
+// the time since the CTA started.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -18,6 +19,7 @@ int main(int argc, char** argv) {
   const int rows = argc > 1 ? std::atoi(argv[1]) : 64;
   const int vocab = argc > 2 ? std::atoi(argv[2]) : 128256;
   const int top_k = argc > 3 ? std::atoi(argv[3]) : 0;
+  const float top_p = argc > 4 ? static_cast<float>(std::atof(argv[4])) : 0.9f;
   std::vector<float> host(static_cast<size_t>(rows) * vocab);
   std::mt19937 rng(1);
   std::normal_distribution<float> nd;
@@ -41,7 +43,7 @@ int main(int argc, char** argv) {
   p.chunk = tile.chunk;
   p.vec_loads = true;
   p.top_k.value = top_k;
-  p.top_p.value = 0.9f;
+  p.top_p.value = top_p;
   p.min_p.value = 0.f;
   p.temperature.value = 1.f;
   p.seed.seed = 1;
@@ -51,6 +53,10 @@ int main(int argc, char** argv) {
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
+  {
+    const std::vector<unsigned long long> zero(4096 * 16, 0ull);
+    cudaMemcpyToSymbol(fs::g_sampling_trace, zero.data(), zero.size() * 8);
+  }
   cudaEventRecord(a);
   fs::launch_filter<float, true>(p, tile, dev, nullptr);
   cudaEventRecord(b);
@@ -68,23 +74,35 @@ int main(int argc, char** argv) {
     tend = std::max(tend, tr[c * 16 + 10]);
   }
   printf("first start to last end: %.2f us\n", (tend - t0) / 1000.0);
-  const char* names[] = {"start",        "load+blockmax", "clustermax", "level0+merge",
-                         "crossing",     "gather",        "refine",     "kept_mass",
-                         "cluster scan", "walk",          "final wait"};
-  int prev_of[11] = {0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
-  for (int i = 1; i <= 10; ++i) {
+  // Trace points in path order: the threshold path (2..8), the perturbed-maximum draw (11..13) or
+  // the top-k draw (11..15: histogram, bound, gather, union read, ranks).
+  const int order[] = {1, 11, 12, 13, 14, 15, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  const char* names[16] = {"start",
+                           "load",
+                           "level0 start",
+                           "level0+merge",
+                           "crossing",
+                           "gather",
+                           "refine",
+                           "kept_mass",
+                           "cluster scan",
+                           "walk",
+                           "final wait",
+                           "candidates|tk hist",
+                           "mass sweep|tk bound",
+                           "mass exchange|tk gather",
+                           "tk union",
+                           "tk ranks"};
+  for (int i : order) {
     std::vector<double> d;
     for (int c = 0; c < ctas; ++c) {
-      const unsigned long long x = tr[c * 16 + i], y = tr[c * 16 + prev_of[i]];
+      const unsigned long long x = tr[c * 16 + i], y = tr[c * 16];
       if (x != 0 && y != 0 && x >= y) d.push_back((x - y) / 1000.0);
     }
     std::sort(d.begin(), d.end());
-    if (d.empty()) {
-      printf("%-14s  (not reached)\n", names[i]);
-      continue;
-    }
-    printf("%-14s  median %7.2f us  max %7.2f us  (%zu CTAs)\n", names[i], d[d.size() / 2],
-           d.back(), d.size());
+    if (d.empty()) continue;
+    printf("%-14s  since start: median %7.2f us  max %7.2f us  (%zu CTAs)\n", names[i],
+           d[d.size() / 2], d.back(), d.size());
   }
   // When did CTAs start, relative to the first (waves)?
   std::vector<double> st;

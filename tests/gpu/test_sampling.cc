@@ -176,6 +176,37 @@ TEST_F(SamplingFilterTest, MinP) {
   run(c);
 }
 
+TEST_F(SamplingFilterTest, SmallNucleiMixPerturbedAndThresholdDraws) {
+  // Top-p and min-p without top-k draw by perturbed maxima: the largest perturbed value inside
+  // the kept set, found among the row's 4 best candidates when one of them is kept. On flat rows
+  // with small kept sets none is in a large share of the draws (~(1 - 0.1)^4 at top-p 0.1),
+  // which then find the same argmax after the exact threshold: the draws must still follow the
+  // distribution over the kept set (an independent draw in those cases would bias it).
+  FilterCase c;
+  c.sigma = 0.5f;
+  c.want_top_p = 0.1;
+  run(c);
+  c.want_top_p = 0.35;
+  c.dtype = DType::kBFloat16;
+  run(c);
+  c.want_top_p = 0;
+  c.sigma = 1.f;
+  c.want_min_p = 0.3;  // the keys are not converted yet when min-p alone falls back
+  run(c);
+  c.logits = false;
+  c.dtype = DType::kFloat32;
+  c.want_min_p = 0;
+  c.want_top_p = 0.2;
+  run(c);
+  // Top-p 0.9 keeps most of the row (a longer, flatter row would need more draws than the test
+  // makes to tell a wrong distribution apart).
+  FilterCase wide;
+  wide.vocab = 300;
+  wide.sigma = 1.5f;
+  wide.want_top_p = 0.9;
+  run(wide);
+}
+
 TEST_F(SamplingFilterTest, TopKThenTopPAndJoint) {
   for (bool first : {true, false}) {
     FilterCase c;

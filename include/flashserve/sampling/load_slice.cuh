@@ -61,3 +61,68 @@ __device__ __forceinline__ void load_slice(const T* row, int len, bool vec, uint
 }
 
 }  // namespace flashserve::sampling
+
+namespace flashserve::sampling {
+
+// load_slice by 4-element groups: on_group(f[4], first, k[4]) gets elements [first, first + 4) of
+// the slice (those at or past `len` read as `pad_value`) and fills their keys, stored at
+// keys[first, first + 4); keys[4 * ceil(len / 4), padded) get `pad`. The callback sees each group's
+// position, which per-element random numbers need.
+template <class T, class OnGroup>
+__device__ __forceinline__ void load_groups(const T* row, int len, bool vec, uint32_t* keys,
+                                            int padded, float pad_value, uint32_t pad,
+                                            OnGroup&& on_group) {
+  constexpr int kV = 16 / static_cast<int>(sizeof(T));
+  constexpr int kInFlight = 4;
+  using VecT = Vec<T, kV>;
+  int done = 0;
+  if (vec) {
+    const int nv = len / kV;
+    const int step = static_cast<int>(blockDim.x);
+    for (int base = threadIdx.x; base < nv; base += step * kInFlight) {
+      VecT r[kInFlight];
+#pragma unroll
+      for (int b = 0; b < kInFlight; ++b) {
+        const int i = base + b * step;
+        if (i < nv) r[b] = VecT::load(row + static_cast<int64_t>(i) * kV);
+      }
+#pragma unroll
+      for (int b = 0; b < kInFlight; ++b) {
+        const int i = base + b * step;
+        if (i >= nv) continue;
+        float f[kV];
+        r[b].to_floats(f);
+#pragma unroll
+        for (int g = 0; g < kV / 4; ++g) {
+          const float fg[4] = {f[4 * g], f[4 * g + 1], f[4 * g + 2], f[4 * g + 3]};
+          uint32_t k[4];
+          on_group(fg, i * kV + 4 * g, k);
+          if (keys != nullptr) {
+            *reinterpret_cast<uint4*>(keys + i * kV + 4 * g) = make_uint4(k[0], k[1], k[2], k[3]);
+          }
+        }
+      }
+    }
+    done = nv * kV;
+  }
+  const int groups = (len + 3) / 4;
+  for (int g = done / 4 + static_cast<int>(threadIdx.x); g < groups;
+       g += static_cast<int>(blockDim.x)) {
+    float fg[4];
+#pragma unroll
+    for (int j = 0; j < 4; ++j)
+      fg[j] = 4 * g + j < len ? to_float(row[4 * g + j]) : pad_value;
+    uint32_t k[4];
+    on_group(fg, 4 * g, k);
+    if (keys != nullptr) {
+      *reinterpret_cast<uint4*>(keys + 4 * g) = make_uint4(k[0], k[1], k[2], k[3]);
+    }
+  }
+  if (keys != nullptr) {
+    for (int i = 4 * groups + static_cast<int>(threadIdx.x); i < padded;
+         i += static_cast<int>(blockDim.x))
+      keys[i] = pad;
+  }
+}
+
+}  // namespace flashserve::sampling

@@ -20,9 +20,14 @@ struct PhiloxBlock {
 
 __host__ __device__ __forceinline__ void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi,
                                                         uint32_t& lo) {
+#ifdef __CUDA_ARCH__
+  hi = __umulhi(a, b);
+  lo = a * b;
+#else
   const uint64_t product = static_cast<uint64_t>(a) * b;
   hi = static_cast<uint32_t>(product >> 32);
   lo = static_cast<uint32_t>(product);
+#endif
 }
 
 // Ten rounds; the key is bumped by the Weyl constants before every round but the first.

@@ -34,6 +34,7 @@
 #include "flashserve/sampling/launch.cuh"
 #include "flashserve/sampling/load_slice.cuh"
 #include "flashserve/sampling/params.h"
+#include "flashserve/sampling/perturbed_max.cuh"
 #include "flashserve/sampling/radix_select.cuh"
 #include "flashserve/sampling/row_keys.cuh"
 
@@ -58,7 +59,53 @@ __device__ __forceinline__ void trace_point(int i) {
 // them, not its whole slice (a bin that holds more is refined over the slice).
 constexpr int kListCap = 2048;
 
+// The perturbed-maximum draw (perturbed_max.cuh): block and cluster merges of the candidates, and
+// the masses above each candidate's key. Slots are written once per kernel.
+struct FastShared {
+  unsigned long long warp_key[kSamplingThreads / 32];  // each warp's best and the rest
+  float warp_x[kSamplingThreads / 32];
+  unsigned long long warp_rest[kSamplingThreads / 32];
+  float warp_max[kSamplingThreads / 32];
+  CandList slot_list;  // exchange 1: this CTA's candidates and maximum
+  float slot_max;
+  unsigned long long all_key[16 * kCands];  // the cluster's candidates, gathered
+  float all_x[16 * kCands];
+  CandList list;  // the row's candidates and maximum
+  float max;
+  unsigned long long warp_sums[kSamplingThreads / 32][kCands + 1];
+  unsigned long long slot_sums[kCands + 1];  // exchange 2: this CTA's masses
+  unsigned long long sums[kCands + 1];  // the row's mass above each candidate's key, and in all
+  unsigned long long argmax_slot, argmax_result;  // exchange of the exact argmax (fallback)
+};
+
+// The top-k draw by thread maxima (topk_draw): each CTA's keys above the bound, published; rank
+// 0's union of them lives in FilterShared::tk_union (aliasing the threshold path's list).
+constexpr int kTkMaxK = 256;      // larger top_k take the threshold path
+constexpr int kTkListCap = 256;   // keys above the bound per CTA
+constexpr int kTkUnionCap = 512;  // and per row (at most one per thread of rank 0)
+
+struct TkDrawShared {
+  uint32_t hist[kBins];      // this CTA's thread maxima by level-0 bin (published)
+  uint32_t key[kTkListCap];  // this CTA's keys >= the bound and their row indices (published)
+  uint32_t index[kTkListCap];
+  int len;                  // published (may exceed kTkListCap: overflow)
+  unsigned long long mass;  // this CTA's total mass (joint top-p; published)
+  int begin[17];            // the union: CTA r's keys at [begin[r], begin[r + 1])
+  unsigned long long row_mass;
+  uint32_t bound_bin;
+};
+
+struct TkDrawUnion {  // rank 0 only
+  uint32_t key[kTkUnionCap];
+  uint32_t index[kTkUnionCap];
+  uint32_t mass[kTkUnionCap];
+  uint32_t sorted_weight[kTkUnionCap];  // in (key descending, index ascending) order
+  uint32_t sorted_index[kTkUnionCap];
+};
+
 struct FilterShared {
+  FastShared fast;
+  TkDrawShared tk;
   SelectShared select;
   InverseCdfShared cdf;
   uint32_t l0_count[kBins];  // level-0 histogram of the cluster, kept for the second selection
@@ -66,9 +113,12 @@ struct FilterShared {
   alignas(16)
       uint32_t own_count[kBins];  // this CTA's level-0 histogram (list sizes, the sampling step)
   unsigned long long own_mass[kBins];
-  alignas(16) uint32_t list[kListCap];  // this CTA's keys of level-0 bin list_bin
-  int list_len;                         // -1: the bin has more than kListCap keys here
-  int list_bin;                         // -1: none gathered yet
+  union {
+    alignas(16) uint32_t list[kListCap];  // this CTA's keys of level-0 bin list_bin
+    TkDrawUnion tk_union;  // the top-k draw (never alive together with a threshold-path list)
+  };
+  int list_len;            // -1: the bin has more than kListCap keys here
+  int list_bin;            // -1: none gathered yet
   int rank_vec_begin[17];  // the cluster's lists as one sequence of 4-key groups (-1: overflow)
   uint32_t lcount[kBins];  // histograms of the passes over the cluster's lists
   uint32_t lmass_lo[kBins];
@@ -230,6 +280,13 @@ __device__ SelectResult refine_in_bin(FilterShared& sh, int& pass, const ChunkLa
   return radix_refine(sh.select, pass, L, load, mass_of, by_mass, true, r);
 }
 
+// The number of mass units top-p keeps at least: ceil(top_p * base), within [1, base].
+__device__ __forceinline__ uint64_t top_p_target(float top_p, uint64_t base) {
+  const double want = ceil(static_cast<double>(top_p) * static_cast<double>(base));
+  uint64_t target = want >= static_cast<double>(base) ? base : static_cast<uint64_t>(want);
+  return target < 1 ? 1 : target;
+}
+
 // Steps 2-5: the threshold of the kept set, {key >= threshold}. `first` is the load of the first
 // sweep (it may convert the keys in place), `load` that of every later one. Level 0 always builds
 // masses and keeps this CTA's own histogram in sh.own_*: the sampling step starts from it.
@@ -285,9 +342,7 @@ __device__ uint32_t select_threshold(FilterShared& sh, const ChunkLayout& L, int
       __syncthreads();
       base = rk.mass_ge;
     }
-    const double want = ceil(static_cast<double>(f.top_p) * static_cast<double>(base));
-    uint64_t target = want >= static_cast<double>(base) ? base : static_cast<uint64_t>(want);
-    if (target < 1) target = 1;
+    const uint64_t target = top_p_target(f.top_p, base);
     const Crossing cp = find_crossing(sh.select, sh.l0_count, sh.l0_mass, true, target);
     FS_TRACE(4);
     RadixRange r = level0_range(max_key, cp.bin);
@@ -483,6 +538,360 @@ __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const Chunk
   });
 }
 
+// Exchange 1 of the perturbed-maximum draw: each warp's best element (and the largest key of its
+// others), the CTA's kCands best of those, published in its slot; after the cluster barrier
+// every CTA takes the kCands best of all slots. Every thread returns with sh.list and sh.max set.
+__device__ __forceinline__ void exchange_candidates(FastShared& sh, const ThreadCands& tc,
+                                                    float local_max) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = static_cast<int>(blockDim.x >> 5);
+  Cand best = tc.best();
+  unsigned long long rest = tc.rest_key();
+  warp_best(best, rest);
+  const float wmax = warp_reduce(local_max, MaxOp());
+  if (lane == 0) {
+    sh.warp_key[warp] = best.key;
+    sh.warp_x[warp] = best.x;
+    sh.warp_rest[warp] = rest;
+    sh.warp_max[warp] = wmax;
+  }
+  __syncthreads();
+  if (warp == 0) {
+    const float m = warp_reduce(lane < nwarps ? sh.warp_max[lane] : -INFINITY, MaxOp());
+    top_cands<kSamplingThreads / 32>(sh.warp_key, sh.warp_x, nwarps,
+                                     lane < nwarps ? sh.warp_rest[lane] : 0ull, &sh.slot_list);
+    if (lane == 0) sh.slot_max = m;
+  }
+  cluster.sync();  // also publishes this CTA's shared-memory keys to its own threads
+  if (warp == 0) {
+    const int n = static_cast<int>(cluster.num_blocks());
+    unsigned long long r_rest = 0ull;
+    float m = -INFINITY;
+    if (lane < n) {
+      const FastShared* r = cluster.map_shared_rank(&sh, lane);
+      Cand c[kCands];
+#pragma unroll
+      for (int i = 0; i < kCands; ++i)
+        c[i] = r->slot_list.c[i];
+      r_rest = r->slot_list.rest;
+      m = r->slot_max;
+#pragma unroll
+      for (int i = 0; i < kCands; ++i) {
+        sh.all_key[lane * kCands + i] = c[i].key;
+        sh.all_x[lane * kCands + i] = c[i].x;
+      }
+    }
+    m = warp_reduce(m, MaxOp());
+    __syncwarp();
+    top_cands<16 * kCands>(sh.all_key, sh.all_x, n * kCands, r_rest, &sh.list);
+    if (lane == 0) sh.max = m;
+  }
+  __syncthreads();
+}
+
+// Exchange 2: sums[j] = the row's mass above candidate j's key (j < kCands), sums[kCands] = the
+// row's total mass. `mine` holds this thread's.
+__device__ __forceinline__ void exchange_masses(FastShared& sh,
+                                                const unsigned long long (&mine)[kCands + 1]) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = static_cast<int>(blockDim.x >> 5);
+  unsigned long long v[kCands + 1];
+#pragma unroll
+  for (int j = 0; j <= kCands; ++j)
+    v[j] = mine[j];
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+    for (int j = 0; j <= kCands; ++j)
+      v[j] += __shfl_xor_sync(0xffffffffu, v[j], o);
+  }
+  if (lane == 0) {
+#pragma unroll
+    for (int j = 0; j <= kCands; ++j)
+      sh.warp_sums[warp][j] = v[j];
+  }
+  __syncthreads();
+  if (warp == 0) {
+#pragma unroll
+    for (int j = 0; j <= kCands; ++j)
+      v[j] = lane < nwarps ? sh.warp_sums[lane][j] : 0ull;
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+      for (int j = 0; j <= kCands; ++j)
+        v[j] += __shfl_xor_sync(0xffffffffu, v[j], o);
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int j = 0; j <= kCands; ++j)
+        sh.slot_sums[j] = v[j];
+    }
+  }
+  cluster.sync();
+  if (warp == 0) {  // lane r reads CTA r's sums (one round trip), then a warp sum
+    const int n = static_cast<int>(cluster.num_blocks());
+#pragma unroll
+    for (int j = 0; j <= kCands; ++j)
+      v[j] = 0ull;
+    if (lane < n) {
+      const FastShared* r = cluster.map_shared_rank(&sh, lane);
+#pragma unroll
+      for (int j = 0; j <= kCands; ++j)
+        v[j] = r->slot_sums[j];
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+      for (int j = 0; j <= kCands; ++j)
+        v[j] += __shfl_xor_sync(0xffffffffu, v[j], o);
+    }
+    if (lane == 0) {
+#pragma unroll
+      for (int j = 0; j <= kCands; ++j)
+        sh.sums[j] = v[j];
+    }
+  }
+  __syncthreads();
+}
+
+// Sampling with top-k (k <= kTkMaxK) without a threshold search. Every CTA has ~chunk / blockDim
+// elements per thread; the k-th largest key of the row is at least the lower edge of the level-0
+// bin where the cluster's count of *thread maxima* (each a distinct element) reaches k. So the
+// elements at or above that bound, typically a few times k, hold the whole top-k set and every
+// element above any of its members: each CTA gathers its own (one sweep of its shared memory),
+// and rank 0 ranks the union (count and mass of the keys above each), applies top-k, top-p
+// (after top-k, or joint with the row's mass) and min-p exactly as the threshold path defines
+// them, and draws one element by inverse CDF over the kept masses in (key, index) order. Returns
+// false, on every CTA alike, when a list or the union would overflow: the caller then takes the
+// threshold path (*converted says whether the keys in shared memory are keys by then). Returns
+// true once this CTA has arrived on the cluster barrier after its last remote read.
+template <class T, bool kLogits>
+__device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const ChunkLayout& L,
+                          int64_t row, const RowFilter& f, uint32_t max_key,
+                          const LogitKey& logit_key, float thread_max, uint32_t min_p_threshold,
+                          uint4* smem_keys, bool* converted) {
+  cg::cluster_group cluster = cg::this_cluster();
+  TkDrawShared& t = sh.tk;
+  const int n = static_cast<int>(cluster.num_blocks());
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const MassScale ms = mass_scale(mass_exponent(max_key));
+  const bool need_p = f.top_p < 1.f, joint_p = need_p && !p.top_k_first;
+  // 1. The CTA's thread maxima by level-0 bin.
+  for (int i = threadIdx.x; i < kBins; i += blockDim.x)
+    t.hist[i] = 0u;
+  if (threadIdx.x == 0) t.len = 0;
+  __syncthreads();
+  uint32_t tkey;
+  if constexpr (kLogits) {
+    tkey = thread_max > -INFINITY ? logit_key(thread_max) : 0u;
+  } else {
+    tkey = thread_max > 0.f ? __float_as_uint(thread_max) : 0u;
+  }
+  if (tkey != 0u) atomicAdd(&t.hist[level0_bin(max_key, tkey)], 1u);
+  cluster.sync();
+  FS_TRACE(11);
+  // 2. The cluster's counts per bin, and the bin where they reach k (block scan over bins).
+  // Thread t sums bins [per * t, per * t + per) (per = 2 for 128-thread CTAs), in bin order.
+  const int per = blockDim.x >= kBins ? 1 : 2;
+  uint32_t cb[2] = {0u, 0u};
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int b = per * static_cast<int>(threadIdx.x) + h;
+    if (h >= per || b >= kBins) continue;
+    // Every load issued before the first use (a load under `r < n` would be a branch each,
+    // serializing the round trips): ranks past n read rank 0 and are not counted.
+    uint32_t v[16];
+#pragma unroll
+    for (int r = 0; r < 16; ++r)
+      v[r] = cluster.map_shared_rank(&t, r < n ? r : 0)->hist[b];
+#pragma unroll
+    for (int r = 0; r < 16; ++r)
+      cb[h] += r < n ? v[r] : 0u;
+  }
+  uint64_t total = 0;
+  const uint64_t before = block_exclusive_scan(uint64_t{cb[0]} + cb[1], sh.cdf.scan, total);
+  if (threadIdx.x == 0) t.bound_bin = kNoBin;
+  __syncthreads();
+  const uint64_t k = static_cast<uint64_t>(f.top_k);
+  if (before < k && before + cb[0] >= k) {
+    t.bound_bin = per * threadIdx.x;
+  } else if (before + cb[0] < k && before + cb[0] + cb[1] >= k) {
+    t.bound_bin = per * threadIdx.x + 1;
+  }
+  __syncthreads();
+  const uint32_t bound_bin = t.bound_bin;
+  FS_TRACE(12);
+  if (bound_bin == kNoBin) return false;  // fewer thread maxima than k (every CTA alike)
+  const uint32_t lo = level0_range(max_key, static_cast<int>(bound_bin)).lo;
+  // 3. Gather the keys >= lo (converting logits to keys in place), and the row's mass for joint
+  // top-p.
+  uint64_t mine = 0;
+  const auto gather = [&](int first, const uint32_t(&kk)[4], bool active) {
+    if (!active) return;
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if (joint_p) mine += key_mass(kk[e], ms);
+      if (kk[e] >= lo && kk[e] != 0u) {
+        const int pos = atomicAdd(&t.len, 1);
+        if (pos < kTkListCap) {
+          t.key[pos] = kk[e];
+          t.index[pos] = static_cast<uint32_t>(L.begin + first + e);
+        }
+      }
+    }
+  };
+  if constexpr (kLogits) {
+    for_each_group(L, ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, gather);
+  } else {
+    for_each_group(L, SmemKeys{smem_keys}, gather);
+  }
+  *converted = true;
+  if (joint_p) mine = block_reduce(mine, sh.reduce64, SumOp(), uint64_t{0});
+  if (threadIdx.x == 0) t.mass = mine;
+  cluster.sync();
+  FS_TRACE(13);
+  // 4. Every CTA reads the lengths: the same overflow decision everywhere.
+  if (warp == 0) {
+    int len = 0;
+    unsigned long long m = 0;
+    if (lane < n) {
+      const TkDrawShared* r = cluster.map_shared_rank(&t, lane);
+      len = r->len;
+      m = r->mass;
+    }
+    const bool bad = __any_sync(0xffffffffu, len > kTkListCap);
+    int incl = len;
+#pragma unroll
+    for (int d = 1; d < 32; d <<= 1) {
+      const int y = __shfl_up_sync(0xffffffffu, incl, d);
+      if (lane >= d) incl += y;
+    }
+    if (lane < n) t.begin[lane] = incl - len;
+    const int u = __shfl_sync(0xffffffffu, incl, 31);
+    if (lane == 0) t.begin[n] = bad ? -1 : u;
+    m = warp_reduce(m, SumOp());
+    if (lane == 0) t.row_mass = m;
+  }
+  __syncthreads();
+  const int u = t.begin[n];
+  if (u < 0 || u > static_cast<int>(blockDim.x) || u > kTkUnionCap) return false;
+  if (cluster.block_rank() != 0) {
+    cluster_arrive();
+    return true;
+  }
+  // 5. Rank 0: the union, ranked.
+  TkDrawUnion& un = sh.tk_union;
+  for (int i = threadIdx.x; i < u; i += blockDim.x) {
+    int r = 0;
+    while (t.begin[r + 1] <= i)
+      ++r;
+    const TkDrawShared* src = cluster.map_shared_rank(&t, r);
+    const uint32_t key = src->key[i - t.begin[r]];
+    un.key[i] = key;
+    un.index[i] = src->index[i - t.begin[r]];
+    un.mass[i] = key_mass(key, ms);
+  }
+  __syncthreads();
+  FS_TRACE(14);
+  cluster_arrive();  // no remote reads after this
+  const int i = threadIdx.x;
+  uint32_t key = 0, index = 0, mass = 0, count_gt = 0, pos = 0;
+  uint64_t mass_gt = 0;
+  if (i < u) {
+    key = un.key[i];
+    index = un.index[i];
+    mass = un.mass[i];
+#pragma unroll 8
+    for (int j = 0; j < u; ++j) {
+      const uint32_t kj = un.key[j];
+      const bool gt = kj > key;
+      count_gt += gt;
+      mass_gt += gt ? un.mass[j] : 0u;
+      pos += gt || (kj == key && un.index[j] < index);
+    }
+  }
+  FS_TRACE(15);
+  const bool kept_k = i < u && count_gt < k;
+  uint64_t target = 0;
+  if (need_p) {
+    const uint64_t base = joint_p ? t.row_mass
+                                  : block_reduce(kept_k ? uint64_t{mass} : uint64_t{0}, sh.reduce64,
+                                                 SumOp(), uint64_t{0});
+    target = top_p_target(f.top_p, base);
+  }
+  const bool kept = kept_k && key >= min_p_threshold && (!need_p || mass_gt < target);
+  if (i < u) {
+    un.sorted_weight[pos] = kept ? mass : 0u;
+    un.sorted_index[pos] = index;
+  }
+  __syncthreads();
+  const uint64_t w = i < u ? un.sorted_weight[i] : 0u;
+  uint64_t kept_total = 0;
+  const uint64_t w_before = block_exclusive_scan(w, sh.cdf.scan, kept_total);
+  const uint64_t draw = scale_uniform(
+      philox_u64(seed_value(p.seed), offset_value(p.seed), static_cast<uint32_t>(row), 0u),
+      kept_total);
+  const bool here =
+      kept_total > 0 ? (w > 0 && w_before <= draw && draw < w_before + w) : threadIdx.x == 0;
+  if (here) {
+    const int64_t id = kept_total > 0 ? static_cast<int64_t>(un.sorted_index[i]) : 0;
+    if (p.ids_int64) {
+      static_cast<int64_t*>(p.out_ids)[row] = id;
+    } else {
+      static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
+    }
+  }
+  return true;
+}
+
+// The perturbed-maximum draw when the candidate lists cannot decide it: the kept set's threshold
+// by the threshold path, then the exact argmax of the same perturbed values over {key >=
+// threshold} (recomputed from the row in global memory, bit for bit as the load computed them).
+// So the token is the same function of the random numbers whichever way it was found: the draw
+// stays exact (an independent fallback draw would not be: whether the lists decide depends on
+// where the winner sits). Ends with this CTA's arrival on the cluster barrier.
+template <class T, bool kLogits>
+__device__ void perturbed_argmax(const FilterParams<T>& p, FilterShared& sh, const ChunkLayout& L,
+                                 int64_t row, const T* in, float scale, uint32_t threshold) {
+  const uint64_t seed = seed_value(p.seed), offset = offset_value(p.seed);
+  const uint32_t group0 = static_cast<uint32_t>(L.begin / 4);
+  const uint4* keys = nullptr;
+  extern __shared__ uint4 smem_keys[];
+  keys = smem_keys;
+  uint64_t best = 0;
+  for_each_group(L, SmemKeys{keys}, [&](int first, const uint32_t(&k)[4], bool active) {
+    if (!active) return;
+    const bool any = (k[0] >= threshold && k[0] != 0u) || (k[1] >= threshold && k[1] != 0u) ||
+                     (k[2] >= threshold && k[2] != 0u) || (k[3] >= threshold && k[3] != 0u);
+    if (!any) return;
+    const PhiloxBlock rb = gumbel_block(seed, offset, static_cast<uint32_t>(row),
+                                        group0 + static_cast<uint32_t>(first / 4));
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      if (!(k[e] >= threshold && k[e] != 0u) || first + e >= L.len) continue;
+      const float y = perturbed_value<kLogits>(to_float(in[first + e]), scale, rb.v[e]);
+      const uint64_t key =
+          (static_cast<uint64_t>(order_key(y)) << 32) | static_cast<uint32_t>(L.begin + first + e);
+      best = key > best ? key : best;
+    }
+  });
+  best = block_reduce(best, sh.reduce64, MaxOp(), uint64_t{0});
+  const unsigned long long top =
+      cluster_reduce(static_cast<unsigned long long>(best), &sh.fast.argmax_slot,
+                     &sh.fast.argmax_result, MaxOp(), 0ull);
+  cluster_arrive();
+  if (cg::this_cluster().block_rank() == 0 && threadIdx.x == 0) {
+    const int64_t id = top != 0ull ? static_cast<int64_t>(top & 0xffffffffull) : 0;
+    if (p.ids_int64) {
+      static_cast<int64_t*>(p.out_ids)[row] = id;
+    } else {
+      static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
+    }
+  }
+}
+
 template <class T, bool kLogits, bool kResident>
 __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const FilterParams<T> p) {
   extern __shared__ uint4 smem_keys[];
@@ -493,40 +902,86 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
   const T* in = p.input + row * p.input_stride + L.begin;
   clear_histograms(sh.select);
 
-  FS_TRACE(0);
-  float local_max = -INFINITY;
-  load_slice(
-      in, L.len, p.vec_loads, kResident ? reinterpret_cast<uint32_t*>(smem_keys) : nullptr,
-      4 * L.nvec,
-      [&](float x) -> uint32_t {
-        if constexpr (kLogits) {
-          local_max = fmaxf(local_max, x);
-          return __float_as_uint(x);
-        } else {
-          const uint32_t k = prob_key(x);
-          local_max = fmaxf(local_max, __uint_as_float(k));
-          return k;
-        }
-      },
-      kLogits ? 0xff800000u : 0u);  // padding: -inf logits, zero probabilities
-  const float block_max = block_reduce(local_max, sh.reduce, MaxOp(), -INFINITY);
-  FS_TRACE(1);
-  const float row_max = cluster_reduce(block_max, &sh.max_slot, &sh.max_result, MaxOp(), -INFINITY);
-
   RowFilter f;
   f.top_k = p.top_k.get(row);
   const float top_p = p.top_p.get(row), min_p = p.min_p.get(row);
   f.top_p = top_p < 1.f ? (top_p > 0.f ? top_p : 0.f) : 1.f;  // NaN: 1
   f.min_p = min_p > 0.f ? (min_p < 1.f ? min_p : 1.f) : 0.f;  // NaN: 0
-  const bool selected = (f.top_k > 0 && f.top_k < p.vocab) || f.top_p < 1.f;
+  const bool need_k = f.top_k > 0 && f.top_k < p.vocab;
+  const bool selected = need_k || f.top_p < 1.f;
+  float temp = 1.f;
+  if constexpr (kLogits) {
+    const float t = p.temperature.get(row);
+    temp = t == t ? t : 1.f;
+  }
+  const float scale = 1.4426950408889634f / temp;
+  // The perturbed-maximum draw (perturbed_max.cuh): resident rows, sampling without top-k, at a
+  // positive temperature. Everything else takes the threshold path directly.
+  const bool positive_t = !kLogits || (temp > 0.f && scale <= FLT_MAX);
+  const bool fast = kResident && p.out_ids != nullptr && !need_k && positive_t;
+  // Sampling with a small top-k: topk_draw (needs each thread's maximum from the load).
+  const bool tk_fast = kResident && p.out_ids != nullptr && need_k && f.top_k <= kTkMaxK &&
+                       positive_t && 2 * static_cast<int>(blockDim.x) >= kBins;
+  float thread_max = -INFINITY;
+
+  FS_TRACE(0);
+  float row_max;
+  if (fast) {
+    const uint64_t seed = seed_value(p.seed), offset = offset_value(p.seed);
+    const uint32_t group0 = static_cast<uint32_t>(L.begin / 4);
+    ThreadCands tc;
+    float local_max = -INFINITY;
+    load_groups(in, L.len, p.vec_loads, reinterpret_cast<uint32_t*>(smem_keys), 4 * L.nvec,
+                kLogits ? -INFINITY : 0.f, kLogits ? 0xff800000u : 0u,
+                [&](const float(&x)[4], int first, uint32_t(&k)[4]) {
+                  const PhiloxBlock rb = gumbel_block(seed, offset, static_cast<uint32_t>(row),
+                                                      group0 + static_cast<uint32_t>(first / 4));
+#pragma unroll
+                  for (int j = 0; j < 4; ++j) {
+                    if constexpr (kLogits) {
+                      local_max = fmaxf(local_max, x[j]);
+                      k[j] = __float_as_uint(x[j]);
+                    } else {
+                      k[j] = prob_key(x[j]);
+                      local_max = fmaxf(local_max, __uint_as_float(k[j]));
+                    }
+                    const float y = perturbed_value<kLogits>(x[j], scale, rb.v[j]);
+                    if (first + j < L.len) {
+                      tc.add(y, static_cast<uint32_t>(L.begin + first + j), x[j]);
+                    }
+                  }
+                });
+    FS_TRACE(1);
+    exchange_candidates(sh.fast, tc, local_max);
+    FS_TRACE(11);
+    row_max = sh.fast.max;
+  } else {
+    float local_max = -INFINITY;
+    load_slice(
+        in, L.len, p.vec_loads, kResident ? reinterpret_cast<uint32_t*>(smem_keys) : nullptr,
+        4 * L.nvec,
+        [&](float x) -> uint32_t {
+          if constexpr (kLogits) {
+            local_max = fmaxf(local_max, x);
+            return __float_as_uint(x);
+          } else {
+            const uint32_t k = prob_key(x);
+            local_max = fmaxf(local_max, __uint_as_float(k));
+            return k;
+          }
+        },
+        kLogits ? 0xff800000u : 0u);  // padding: -inf logits, zero probabilities
+    thread_max = local_max;
+    const float block_max = block_reduce(local_max, sh.reduce, MaxOp(), -INFINITY);
+    FS_TRACE(1);
+    row_max = cluster_reduce(block_max, &sh.max_slot, &sh.max_result, MaxOp(), -INFINITY);
+  }
 
   uint32_t max_key;
   LogitKey logit_key;
   if constexpr (kLogits) {
-    const float t = p.temperature.get(row);
-    const float temp = t == t ? t : 1.f;
     logit_key.max = row_max;
-    logit_key.scale = 1.4426950408889634f / temp;
+    logit_key.scale = scale;
     logit_key.greedy = row_max > -INFINITY &&
                        (!(temp > 0.f) || !(logit_key.scale <= FLT_MAX) || row_max == INFINITY);
     max_key = row_max > -INFINITY ? kOneBits : 0u;
@@ -550,9 +1005,99 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
       }
       emit_row(p, sh, L, row, max_key, threshold, selected, load);
     };
+    bool drawn = false, arrived = false, converted = !kLogits;
     if constexpr (kResident) {
+      if (tk_fast && !logit_key.greedy) {
+        arrived = topk_draw<T, kLogits>(p, sh, L, row, f, max_key, logit_key, thread_max,
+                                        min_p_threshold, smem_keys, &converted);
+      }
+      if (fast && !logit_key.greedy) {
+        const CandList& cl = sh.fast.list;
+        const auto cand_key = [&](float x) -> uint32_t {
+          if constexpr (kLogits) {
+            return logit_key(x);
+          } else {
+            return prob_key(x);
+          }
+        };
+        uint64_t target = 0;
+        if (f.top_p < 1.f) {  // the mass above each candidate's key: one sweep, one exchange
+          uint32_t kc[kCands];
+#pragma unroll
+          for (int j = 0; j < kCands; ++j)
+            kc[j] = cl.c[j].key != 0ull ? cand_key(cl.c[j].x) : 0xffffffffu;
+          const MassScale ms = mass_scale(mass_exponent(max_key));
+          unsigned long long mine[kCands + 1] = {};
+          const auto sweep = [&](int, const uint32_t(&k)[4], bool active) {
+            if (!active) return;
+#pragma unroll
+            for (int e = 0; e < 4; ++e) {
+              const uint32_t m = key_mass(k[e], ms);
+              mine[kCands] += m;
+#pragma unroll
+              for (int j = 0; j < kCands; ++j)
+                mine[j] += k[e] > kc[j] ? m : 0u;
+            }
+          };
+          if constexpr (kLogits) {
+            for_each_group(L, ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, sweep);
+          } else {
+            for_each_group(L, SmemKeys{smem_keys}, sweep);
+          }
+          converted = true;
+          FS_TRACE(12);
+          exchange_masses(sh.fast, mine);  // its barriers also publish the converted keys
+          FS_TRACE(13);
+          target = top_p_target(f.top_p, sh.fast.sums[kCands]);
+        }
+        int pick = -1;
+#pragma unroll
+        for (int j = 0; j < kCands; ++j) {
+          if (pick >= 0 || cl.c[j].key == 0ull) continue;
+          const uint32_t kc = cand_key(cl.c[j].x);
+          const bool kept =
+              kc != 0u && kc >= min_p_threshold && (f.top_p >= 1.f || sh.fast.sums[j] < target);
+          if (kept) pick = j;
+        }
+        // Exact only if no element outside the lists has a larger perturbed value.
+        drawn = pick >= 0 && cl.c[pick].key > cl.rest;
+        if (drawn && cluster.block_rank() == 0 && threadIdx.x == 0) {
+          const int64_t id = static_cast<int64_t>(cl.c[pick].key & 0xffffffffull);
+          if (p.ids_int64) {
+            static_cast<int64_t*>(p.out_ids)[row] = id;
+          } else {
+            static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
+          }
+        }
+      }
+    }
+    if (drawn) {
+      cluster_arrive();
+    } else if (arrived) {
+      // topk_draw drew the token and arrived
+    } else if (kResident && fast && !logit_key.greedy) {
+      if constexpr (kResident) {
+        if (!converted) {
+          if constexpr (kLogits) {
+            for_each_group(L, ConvertSmemKeys<LogitKey>{smem_keys, logit_key},
+                           [](int, const uint32_t(&)[4], bool) {});
+          }
+          __syncthreads();
+        }
+        const uint32_t threshold = selected
+                                       ? select_threshold(sh, L, p.vocab, p.top_k_first, max_key, f,
+                                                          SmemKeys{smem_keys}, SmemKeys{smem_keys})
+                                       : min_p_threshold;
+        __syncthreads();
+        perturbed_argmax<T, kLogits>(p, sh, L, row, in, scale, threshold);
+      }
+    } else if constexpr (kResident) {
       if constexpr (kLogits) {
-        run(ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, SmemKeys{smem_keys});
+        if (converted) {
+          run(SmemKeys{smem_keys}, SmemKeys{smem_keys});
+        } else {
+          run(ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, SmemKeys{smem_keys});
+        }
       } else {
         run(SmemKeys{smem_keys}, SmemKeys{smem_keys});
       }

@@ -1,0 +1,167 @@
+// Sampling by perturbed maxima (the Gumbel-max trick): with E_i ~ Exp(1) independent,
+// argmax_i (log w_i - log E_i) is element i with probability w_i / sum(w), and restricted to any
+// set S the argmax over S is distributed as w restricted to S. So a draw from the kept set of a
+// filter is the element of largest perturbed value y_i = log2 w_i - log2(E_i) inside that set.
+//
+// One sweep over a row gives every CTA's few largest y (no maximum, no sum needed: y of a logit is
+// x * log2(e) / T - log2(E)); after one cluster exchange, the row's largest candidates are known,
+// and the draw is the first of them (by y) that the filter keeps. Whether a candidate is kept
+// needs at most one more sweep (top-p: the mass above each candidate's key). The result is exact
+// as long as every element outside the candidate list has a smaller y than the chosen candidate
+// (`rest` tracks the largest y left out of the lists); otherwise, and when no candidate is kept,
+// the kernel falls back to the exact threshold path, whose draw uses independent random numbers.
+//
+// Candidates carry a 64-bit key, order_key(y) << 32 | row index (unique; larger y first, ties to
+// the larger index), and the raw input value (to compute the candidate's probability key once the
+// row maximum is known). Key 0 marks an empty slot.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "flashserve/sampling/key_math.h"
+#include "flashserve/sampling/philox.cuh"
+
+namespace flashserve::sampling {
+
+constexpr int kCands = 4;  // candidates per list: the draw falls back when none is kept
+
+struct Cand {
+  unsigned long long key;
+  float x;
+};
+
+struct CandList {
+  Cand c[kCands];           // descending keys; empty slots (key 0) last
+  unsigned long long rest;  // largest key of the elements not in the list (0: none)
+};
+
+// A warp's best element and the largest key among its others: every lane gets the warp's.
+__device__ __forceinline__ void warp_best(Cand& best, unsigned long long& rest) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned long long ok = __shfl_xor_sync(0xffffffffu, best.key, o);
+    const float ox = __shfl_xor_sync(0xffffffffu, best.x, o);
+    const unsigned long long orest = __shfl_xor_sync(0xffffffffu, rest, o);
+    const unsigned long long lo = ok < best.key ? ok : best.key;
+    if (ok > best.key) best = Cand{ok, ox};
+    rest = orest > rest ? orest : rest;
+    rest = lo > rest ? lo : rest;
+  }
+}
+
+// The kCands largest of `n` entries (keys[i], xs[i]; n <= kMax <= 64, in shared memory) into
+// *out, with out->rest = max(rest_in over the lanes, the entries left out). Called by one whole
+// warp; each lane ranks up to two entries against all of them (a fully unrolled sweep of
+// broadcast reads). Keys are unique but for empty entries (key 0), which are never listed.
+// out must not alias the inputs.
+template <int kMax>
+__device__ __forceinline__ void top_cands(const unsigned long long* keys, const float* xs, int n,
+                                          unsigned long long rest_in, CandList* out) {
+  static_assert(kMax <= 64, "two entries per lane");
+  const int lane = threadIdx.x & 31;
+  if (lane < kCands) out->c[lane] = Cand{0ull, 0.f};
+  __syncwarp();
+  const unsigned long long k0 = lane < n ? keys[lane] : 0ull;
+  const unsigned long long k1 = kMax > 32 && lane + 32 < n ? keys[lane + 32] : 0ull;
+  int r0 = 0, r1 = 0;
+#pragma unroll
+  for (int j = 0; j < kMax; ++j) {
+    const unsigned long long kj = j < n ? keys[j] : 0ull;
+    r0 += kj > k0;
+    if (kMax > 32) r1 += kj > k1;
+  }
+  unsigned long long rest = rest_in;
+  if (k0 != 0ull) {
+    if (r0 < kCands) {
+      out->c[r0] = Cand{k0, xs[lane]};
+    } else {
+      rest = k0 > rest ? k0 : rest;
+    }
+  }
+  if constexpr (kMax > 32) {
+    if (k1 != 0ull) {
+      if (r1 < kCands) {
+        out->c[r1] = Cand{k1, xs[lane + 32]};
+      } else {
+        rest = k1 > rest ? k1 : rest;
+      }
+    }
+  }
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const unsigned long long v = __shfl_xor_sync(0xffffffffu, rest, o);
+    rest = v > rest ? v : rest;
+  }
+  if (lane == 0) out->rest = rest;
+  __syncwarp();
+}
+
+// A thread's running best element (largest y; the first of equal ones) and the largest y of its
+// others. Its keys (as_key, rest_key) take the element's row index and, for the rest, the largest
+// index: rest_key is at least the key of every other element, which keeps the check exact.
+struct ThreadCands {
+  float best_y = -INFINITY, best_x = 0.f, rest_y = -INFINITY;
+  uint32_t best_index = 0xffffffffu;  // none yet
+  __device__ __forceinline__ void add(float y, uint32_t index, float x) {
+    if (y > best_y) {
+      rest_y = fmaxf(rest_y, best_y);
+      best_y = y;
+      best_x = x;
+      best_index = index;
+    } else {
+      rest_y = fmaxf(rest_y, y);
+    }
+  }
+  __device__ __forceinline__ Cand best() const {
+    if (best_index == 0xffffffffu) return Cand{0ull, 0.f};
+    return Cand{(static_cast<unsigned long long>(order_key(best_y)) << 32) | best_index, best_x};
+  }
+  __device__ __forceinline__ unsigned long long rest_key() const {
+    return rest_y > -INFINITY
+               ? (static_cast<unsigned long long>(order_key(rest_y)) << 32) | 0xffffffffull
+               : 0ull;
+  }
+};
+
+__device__ __forceinline__ float lg2_approx(float x) {  // subnormal inputs kept (no .ftz)
+  float y;
+  asm("lg2.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float lg2_approx_ftz(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+// -log2(E) for E ~ Exp(1) up to a constant (E = -ln u = -log2(u) ln 2; the constant log2(ln 2)
+// shifts every y alike): u = (23 random bits + 1/2) / 2^23 lies in [2^-24, 1 - 2^-24], so the
+// perturbation is finite (within [-4.6, 22.5]).
+__device__ __forceinline__ float gumbel2(uint32_t bits) {
+  const float u = (static_cast<float>(bits >> 9) + 0.5f) * 0x1p-23f;
+  return -lg2_approx_ftz(-lg2_approx_ftz(u));  // no subnormal argument on either
+}
+
+// The perturbed value of an element: logits x * log2(e) / T, probabilities log2(p) (0 for an
+// invalid p: -inf), plus gumbel2. Explicitly rounded operations, so that every pass that
+// recomputes it gets the same bits.
+template <bool kLogits>
+__device__ __forceinline__ float perturbed_value(float x, float scale, uint32_t bits) {
+  if constexpr (kLogits) {
+    return __fmaf_rn(x, scale, gumbel2(bits));
+  } else {
+    return __fadd_rn(lg2_approx(__uint_as_float(prob_key(x))), gumbel2(bits));
+  }
+}
+
+// The four perturbations of group `group` (elements 4 * group .. + 3 of the row): one Philox
+// block, on a counter apart from the one-draw-per-row streams (index 0) of the other paths.
+__device__ __forceinline__ PhiloxBlock gumbel_block(uint64_t seed, uint64_t offset, uint32_t row,
+                                                    uint32_t group) {
+  return philox_draw(seed, offset, row, 0x80000000u | group);
+}
+
+}  // namespace flashserve::sampling
