@@ -11,63 +11,11 @@
 
 namespace flashserve::sampling {
 
-// Calls on_element(float) for elements [0, len) of `row`; stores the returned keys at keys[0, len)
-// when `keys` is set, and `pad` at [len, padded). `vec`: row is 16-byte aligned.
-template <class T, class OnElement>
-__device__ __forceinline__ void load_slice(const T* row, int len, bool vec, uint32_t* keys,
-                                           int padded, OnElement&& on_element, uint32_t pad = 0u) {
-  constexpr int kV = 16 / static_cast<int>(sizeof(T));
-  constexpr int kInFlight = 4;
-  using VecT = Vec<T, kV>;
-  int done = 0;
-  if (vec) {
-    const int nv = len / kV;
-    const int step = static_cast<int>(blockDim.x);
-    for (int base = threadIdx.x; base < nv; base += step * kInFlight) {
-      VecT r[kInFlight];
-#pragma unroll
-      for (int b = 0; b < kInFlight; ++b) {
-        const int i = base + b * step;
-        if (i < nv) r[b] = VecT::load(row + static_cast<int64_t>(i) * kV);
-      }
-#pragma unroll
-      for (int b = 0; b < kInFlight; ++b) {
-        const int i = base + b * step;
-        if (i >= nv) continue;
-        float f[kV];
-        r[b].to_floats(f);
-        uint32_t k[kV];
-#pragma unroll
-        for (int j = 0; j < kV; ++j)
-          k[j] = on_element(f[j]);
-        if (keys != nullptr) {
-          uint4* dst = reinterpret_cast<uint4*>(keys + i * kV);
-#pragma unroll
-          for (int j = 0; j < kV / 4; ++j)
-            dst[j] = make_uint4(k[4 * j], k[4 * j + 1], k[4 * j + 2], k[4 * j + 3]);
-        }
-      }
-    }
-    done = nv * kV;
-  }
-  for (int i = done + threadIdx.x; i < len; i += blockDim.x) {
-    const uint32_t k = on_element(to_float(row[i]));
-    if (keys != nullptr) keys[i] = k;
-  }
-  if (keys != nullptr) {
-    for (int i = len + threadIdx.x; i < padded; i += blockDim.x)
-      keys[i] = pad;
-  }
-}
-
-}  // namespace flashserve::sampling
-
-namespace flashserve::sampling {
-
-// load_slice by 4-element groups: on_group(f[4], first, k[4]) gets elements [first, first + 4) of
-// the slice (those at or past `len` read as `pad_value`) and fills their keys, stored at
-// keys[first, first + 4); keys[4 * ceil(len / 4), padded) get `pad`. The callback sees each group's
-// position, which per-element random numbers need.
+// Reads elements [0, len) of `row` by 4-element groups: on_group(f[4], first, k[4]) gets elements
+// [first, first + 4) (those at or past `len` read as `pad_value`) and fills their keys, stored at
+// keys[first, first + 4) when `keys` is set (16-byte aligned); keys[4 * ceil(len / 4), padded) get
+// `pad`. `vec`: row is 16-byte aligned. The callback sees each group's position, which
+// per-element random numbers need.
 template <class T, class OnGroup>
 __device__ __forceinline__ void load_groups(const T* row, int len, bool vec, uint32_t* keys,
                                             int padded, float pad_value, uint32_t pad,
@@ -123,6 +71,19 @@ __device__ __forceinline__ void load_groups(const T* row, int len, bool vec, uin
          i += static_cast<int>(blockDim.x))
       keys[i] = pad;
   }
+}
+
+// Calls on_element(float) for elements [0, len) of `row`; stores the returned keys at keys[0, len)
+// when `keys` is set, and `pad` at [len, padded).
+template <class T, class OnElement>
+__device__ __forceinline__ void load_slice(const T* row, int len, bool vec, uint32_t* keys,
+                                           int padded, OnElement&& on_element, uint32_t pad = 0u) {
+  load_groups(row, len, vec, keys, padded, 0.f, pad,
+              [&](const float(&f)[4], int first, uint32_t(&k)[4]) {
+#pragma unroll
+                for (int j = 0; j < 4; ++j)
+                  k[j] = first + j < len ? on_element(f[j]) : pad;
+              });
 }
 
 }  // namespace flashserve::sampling

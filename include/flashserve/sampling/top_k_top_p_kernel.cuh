@@ -40,6 +40,16 @@
 
 namespace flashserve::sampling {
 
+// Writes row `row`'s sampled token id (int32 or int64 ids).
+template <class T>
+__device__ __forceinline__ void store_id(const FilterParams<T>& p, int64_t row, int64_t id) {
+  if (p.ids_int64) {
+    static_cast<int64_t*>(p.out_ids)[row] = id;
+  } else {
+    static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
+  }
+}
+
 #ifdef FLASHSERVE_SAMPLING_TRACE  // phase timestamps for tuning (bench/tools/sampling_trace.cu)
 __device__ unsigned long long g_sampling_trace[4096 * 16];
 __device__ __forceinline__ void trace_point(int i) {
@@ -413,13 +423,7 @@ __device__ void sample_kept(const FilterParams<T>& p, FilterShared& sh, const Ch
   const ClusterPrefix cta = cluster_exclusive_scan(kept, &sh.sample_slot, sh.cdf.prefix);
   FS_TRACE(8);
   cluster_arrive();
-  const auto write_id = [&](int64_t id) {
-    if (p.ids_int64) {
-      static_cast<int64_t*>(p.out_ids)[row] = id;
-    } else {
-      static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
-    }
-  };
+  const auto write_id = [&](int64_t id) { store_id(p, row, id); };
   if (cta.total == 0) {
     if (cg::this_cluster().block_rank() == 0 && threadIdx.x == 0) write_id(0);
     return;
@@ -488,13 +492,7 @@ __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const Chunk
       sample_kept(p, sh, L, row, max_key, threshold, load);
       return;
     }
-    const auto write_id = [&](int64_t id) {
-      if (p.ids_int64) {
-        static_cast<int64_t*>(p.out_ids)[row] = id;
-      } else {
-        static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
-      }
-    };
+    const auto write_id = [&](int64_t id) { store_id(p, row, id); };
     const uint64_t u =
         philox_u64(seed_value(p.seed), offset_value(p.seed), static_cast<uint32_t>(row), 0u);
     const uint64_t total =
@@ -590,6 +588,16 @@ __device__ __forceinline__ void exchange_candidates(FastShared& sh, const Thread
   __syncthreads();
 }
 
+// Every lane gets the warp's sums of its kCands + 1 values (the butterflies interleaved).
+__device__ __forceinline__ void warp_sum_masses(unsigned long long (&v)[kCands + 1]) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+#pragma unroll
+    for (int j = 0; j <= kCands; ++j)
+      v[j] += __shfl_xor_sync(0xffffffffu, v[j], o);
+  }
+}
+
 // Exchange 2: sums[j] = the row's mass above candidate j's key (j < kCands), sums[kCands] = the
 // row's total mass. `mine` holds this thread's.
 __device__ __forceinline__ void exchange_masses(FastShared& sh,
@@ -601,12 +609,7 @@ __device__ __forceinline__ void exchange_masses(FastShared& sh,
 #pragma unroll
   for (int j = 0; j <= kCands; ++j)
     v[j] = mine[j];
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-#pragma unroll
-    for (int j = 0; j <= kCands; ++j)
-      v[j] += __shfl_xor_sync(0xffffffffu, v[j], o);
-  }
+  warp_sum_masses(v);
   if (lane == 0) {
 #pragma unroll
     for (int j = 0; j <= kCands; ++j)
@@ -617,12 +620,7 @@ __device__ __forceinline__ void exchange_masses(FastShared& sh,
 #pragma unroll
     for (int j = 0; j <= kCands; ++j)
       v[j] = lane < nwarps ? sh.warp_sums[lane][j] : 0ull;
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-#pragma unroll
-      for (int j = 0; j <= kCands; ++j)
-        v[j] += __shfl_xor_sync(0xffffffffu, v[j], o);
-    }
+    warp_sum_masses(v);
     if (lane == 0) {
 #pragma unroll
       for (int j = 0; j <= kCands; ++j)
@@ -641,12 +639,7 @@ __device__ __forceinline__ void exchange_masses(FastShared& sh,
       for (int j = 0; j <= kCands; ++j)
         v[j] = r->slot_sums[j];
     }
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-#pragma unroll
-      for (int j = 0; j <= kCands; ++j)
-        v[j] += __shfl_xor_sync(0xffffffffu, v[j], o);
-    }
+    warp_sum_masses(v);
     if (lane == 0) {
 #pragma unroll
       for (int j = 0; j <= kCands; ++j)
@@ -837,11 +830,7 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
       kept_total > 0 ? (w > 0 && w_before <= draw && draw < w_before + w) : threadIdx.x == 0;
   if (here) {
     const int64_t id = kept_total > 0 ? static_cast<int64_t>(un.sorted_index[i]) : 0;
-    if (p.ids_int64) {
-      static_cast<int64_t*>(p.out_ids)[row] = id;
-    } else {
-      static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
-    }
+    store_id(p, row, id);
   }
   return true;
 }
@@ -854,12 +843,10 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
 // where the winner sits). Ends with this CTA's arrival on the cluster barrier.
 template <class T, bool kLogits>
 __device__ void perturbed_argmax(const FilterParams<T>& p, FilterShared& sh, const ChunkLayout& L,
-                                 int64_t row, const T* in, float scale, uint32_t threshold) {
+                                 int64_t row, const T* in, const uint4* keys, float scale,
+                                 uint32_t threshold) {
   const uint64_t seed = seed_value(p.seed), offset = offset_value(p.seed);
   const uint32_t group0 = static_cast<uint32_t>(L.begin / 4);
-  const uint4* keys = nullptr;
-  extern __shared__ uint4 smem_keys[];
-  keys = smem_keys;
   uint64_t best = 0;
   for_each_group(L, SmemKeys{keys}, [&](int first, const uint32_t(&k)[4], bool active) {
     if (!active) return;
@@ -884,11 +871,7 @@ __device__ void perturbed_argmax(const FilterParams<T>& p, FilterShared& sh, con
   cluster_arrive();
   if (cg::this_cluster().block_rank() == 0 && threadIdx.x == 0) {
     const int64_t id = top != 0ull ? static_cast<int64_t>(top & 0xffffffffull) : 0;
-    if (p.ids_int64) {
-      static_cast<int64_t*>(p.out_ids)[row] = id;
-    } else {
-      static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
-    }
+    store_id(p, row, id);
   }
 }
 
@@ -1063,11 +1046,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
         drawn = pick >= 0 && cl.c[pick].key > cl.rest;
         if (drawn && cluster.block_rank() == 0 && threadIdx.x == 0) {
           const int64_t id = static_cast<int64_t>(cl.c[pick].key & 0xffffffffull);
-          if (p.ids_int64) {
-            static_cast<int64_t*>(p.out_ids)[row] = id;
-          } else {
-            static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
-          }
+          store_id(p, row, id);
         }
       }
     }
@@ -1089,7 +1068,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
                                                           SmemKeys{smem_keys}, SmemKeys{smem_keys})
                                        : min_p_threshold;
         __syncthreads();
-        perturbed_argmax<T, kLogits>(p, sh, L, row, in, scale, threshold);
+        perturbed_argmax<T, kLogits>(p, sh, L, row, in, smem_keys, scale, threshold);
       }
     } else if constexpr (kResident) {
       if constexpr (kLogits) {
@@ -1112,11 +1091,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     cluster_arrive();
     if (p.out_ids != nullptr) {
       if (cluster.block_rank() == 0 && threadIdx.x == 0) {
-        if (p.ids_int64) {
-          static_cast<int64_t*>(p.out_ids)[row] = 0;
-        } else {
-          static_cast<int32_t*>(p.out_ids)[row] = 0;
-        }
+        store_id(p, row, 0);
       }
     } else {
       float* out = p.renorm_out + row * p.renorm_stride + L.begin;
