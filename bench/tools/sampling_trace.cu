@@ -53,9 +53,23 @@ int main(int argc, char** argv) {
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
+#ifndef FLASHSERVE_SAMPLING_TRACE  // a plain timing (and a binary for ncu): the mean of 20 launches
+  cudaEventRecord(a);
+  for (int it = 0; it < 20; ++it)
+    fs::launch_filter<float, true>(p, tile, dev, nullptr);
+  cudaEventRecord(b);
+  cudaEventSynchronize(b);
+  float total_ms = 0;
+  cudaEventElapsedTime(&total_ms, a, b);
+  printf("rows %d vocab %d top_k %d top_p %.2f cluster %d chunk %d: %.2f us per launch (%s)\n",
+         rows, vocab, top_k, top_p, tile.cluster, tile.chunk, total_ms * 50,
+         cudaGetErrorString(cudaGetLastError()));
+  return 0;
+#else
   {
     const std::vector<unsigned long long> zero(4096 * 16, 0ull);
     cudaMemcpyToSymbol(fs::g_sampling_trace, zero.data(), zero.size() * 8);
+    cudaMemcpyToSymbol(fs::g_sampling_trace_value, zero.data(), 4096 * 8);
   }
   cudaEventRecord(a);
   fs::launch_filter<float, true>(p, tile, dev, nullptr);
@@ -104,6 +118,15 @@ int main(int argc, char** argv) {
     printf("%-14s  since start: median %7.2f us  max %7.2f us  (%zu CTAs)\n", names[i],
            d[d.size() / 2], d.back(), d.size());
   }
+  std::vector<unsigned long long> vals(4096);
+  cudaMemcpyFromSymbol(vals.data(), fs::g_sampling_trace_value, vals.size() * 8);
+  std::vector<long long> vs;
+  for (int c = 0; c < ctas; ++c)
+    if (vals[c] != 0) vs.push_back(static_cast<long long>(vals[c]) - 1);
+  std::sort(vs.begin(), vs.end());
+  if (!vs.empty())
+    printf("traced value (top-k union size): min %lld median %lld max %lld (%zu CTAs)\n", vs[0],
+           vs[vs.size() / 2], vs.back(), vs.size());
   // When did CTAs start, relative to the first (waves)?
   std::vector<double> st;
   for (int c = 0; c < ctas; ++c)
@@ -112,4 +135,5 @@ int main(int argc, char** argv) {
   printf("start offsets: p0 %.1f p25 %.1f p50 %.1f p75 %.1f p100 %.1f us\n", st[0],
          st[st.size() / 4], st[st.size() / 2], st[3 * st.size() / 4], st.back());
   return 0;
+#endif
 }

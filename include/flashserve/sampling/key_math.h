@@ -98,6 +98,16 @@ __host__ __device__ __forceinline__ uint32_t key_mass(uint32_t k, MassScale s) {
 #endif
 }
 
+// key_mass for rows whose maximum's key is 1.0 (logit rows): the scale is 2^30 and s2 = 1, so
+// one multiplication gives the same bits.
+__host__ __device__ __forceinline__ uint32_t key_mass_of_one(uint32_t k) {
+#ifdef __CUDA_ARCH__
+  return __float2uint_rn(__fmul_rn(__uint_as_float(k), 0x1p30f));
+#else
+  return static_cast<uint32_t>(std::nearbyint(bits_float(k) * 0x1p30f));
+#endif
+}
+
 __host__ __device__ __forceinline__ uint32_t key_mass(uint32_t k, int max_exponent) {
   return key_mass(k, mass_scale(max_exponent));
 }

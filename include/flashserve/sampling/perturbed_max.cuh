@@ -98,25 +98,27 @@ __device__ __forceinline__ void top_cands(const unsigned long long* keys, const 
   __syncwarp();
 }
 
-// A thread's running best element (largest y; the first of equal ones) and the largest y of its
-// others. Its keys (as_key, rest_key) take the element's row index and, for the rest, the largest
-// index: rest_key is at least the key of every other element, which keeps the check exact.
+// A thread's running best element (largest y; the first of equal ones), as its position in the
+// CTA's slice, and the largest y of its others. Branch-free: two selects and two min/max a
+// element. The best element's input value is read back from shared memory once the sweep is done
+// (best()), and its keys take the row index: rest_key() takes the largest index, so it is at least
+// the key of every other element, which keeps the check exact. A NaN y is never the best and
+// leaves rest_y alone.
 struct ThreadCands {
-  float best_y = -INFINITY, best_x = 0.f, rest_y = -INFINITY;
-  uint32_t best_index = 0xffffffffu;  // none yet
-  __device__ __forceinline__ void add(float y, uint32_t index, float x) {
-    if (y > best_y) {
-      rest_y = fmaxf(rest_y, best_y);
-      best_y = y;
-      best_x = x;
-      best_index = index;
-    } else {
-      rest_y = fmaxf(rest_y, y);
-    }
+  float best_y = -INFINITY, rest_y = -INFINITY;
+  int best_pos = -1;  // none yet
+  __device__ __forceinline__ void add(float y, int pos) {
+    const bool better = y > best_y;
+    rest_y = fmaxf(rest_y, better ? best_y : y);
+    best_y = better ? y : best_y;
+    best_pos = better ? pos : best_pos;
   }
-  __device__ __forceinline__ Cand best() const {
-    if (best_index == 0xffffffffu) return Cand{0ull, 0.f};
-    return Cand{(static_cast<unsigned long long>(order_key(best_y)) << 32) | best_index, best_x};
+  // x: the best element's input value; begin: the slice's first row index.
+  __device__ __forceinline__ Cand best(int64_t begin, float x) const {
+    if (best_pos < 0) return Cand{0ull, 0.f};
+    return Cand{(static_cast<unsigned long long>(order_key(best_y)) << 32) |
+                    static_cast<uint32_t>(begin + best_pos),
+                x};
   }
   __device__ __forceinline__ unsigned long long rest_key() const {
     return rest_y > -INFINITY
@@ -140,8 +142,9 @@ __device__ __forceinline__ float lg2_approx_ftz(float x) {
 // -log2(E) for E ~ Exp(1) up to a constant (E = -ln u = -log2(u) ln 2; the constant log2(ln 2)
 // shifts every y alike): u = (23 random bits + 1/2) / 2^23 lies in [2^-24, 1 - 2^-24], so the
 // perturbation is finite (within [-4.6, 22.5]).
+// u is built from the bits directly: (1 + k 2^-23) - (1 - 2^-24) = (2k + 1) 2^-24, exact.
 __device__ __forceinline__ float gumbel2(uint32_t bits) {
-  const float u = (static_cast<float>(bits >> 9) + 0.5f) * 0x1p-23f;
+  const float u = __fsub_rn(__uint_as_float((bits >> 9) | 0x3f800000u), 1.f - 0x1p-24f);
   return -lg2_approx_ftz(-lg2_approx_ftz(u));  // no subnormal argument on either
 }
 
@@ -162,6 +165,17 @@ __device__ __forceinline__ float perturbed_value(float x, float scale, uint32_t 
 __device__ __forceinline__ PhiloxBlock gumbel_block(uint64_t seed, uint64_t offset, uint32_t row,
                                                     uint32_t group) {
   return philox_draw(seed, offset, row, 0x80000000u | group);
+}
+
+// gumbel_block for N groups at once: groups first / 4 + ..., one key schedule.
+template <int N>
+__device__ __forceinline__ void gumbel_blocks(uint64_t seed, uint64_t offset, uint32_t row,
+                                              const uint32_t (&group)[N], PhiloxBlock (&out)[N]) {
+#pragma unroll
+  for (int b = 0; b < N; ++b)
+    out[b] = PhiloxBlock{{static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32), row,
+                          0x80000000u | group[b]}};
+  philox4x32_10_n<N>(out, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
 }  // namespace flashserve::sampling

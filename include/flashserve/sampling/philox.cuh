@@ -51,6 +51,31 @@ __host__ __device__ __forceinline__ PhiloxBlock philox4x32_10(PhiloxBlock ctr, u
   return ctr;
 }
 
+#ifdef __CUDACC__
+// N blocks under one key, round by round: the key schedule is computed once for all of them.
+// Bit for bit philox4x32_10 of each counter (device code only).
+template <int N>
+__device__ __forceinline__ void philox4x32_10_n(PhiloxBlock (&ctr)[N], uint32_t key0,
+                                                uint32_t key1) {
+  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
+  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
+#pragma unroll
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {
+      key0 += kWeyl0;
+      key1 += kWeyl1;
+    }
+#pragma unroll
+    for (int b = 0; b < N; ++b) {
+      uint32_t hi0, lo0, hi1, lo1;
+      philox_mulhilo(kMul0, ctr[b].v[0], hi0, lo0);
+      philox_mulhilo(kMul1, ctr[b].v[2], hi1, lo1);
+      ctr[b] = PhiloxBlock{{hi1 ^ ctr[b].v[1] ^ key0, lo1, hi0 ^ ctr[b].v[3] ^ key1, lo0}};
+    }
+  }
+}
+#endif
+
 // The block of random bits for draw `index` of `row`.
 __host__ __device__ __forceinline__ PhiloxBlock philox_draw(uint64_t seed, uint64_t offset,
                                                             uint32_t row, uint32_t index) {

@@ -61,8 +61,12 @@ __device__ __forceinline__ void trace_point(int i) {
   }
 }
 #define FS_TRACE(i) trace_point(i)
+__device__ unsigned long long g_sampling_trace_value[4096];  // one value per CTA (e.g. a size)
+#define FS_TRACE_VALUE(v) \
+  if (threadIdx.x == 0 && blockIdx.x < 4096) g_sampling_trace_value[blockIdx.x] = (v)
 #else
 #define FS_TRACE(i)
+#define FS_TRACE_VALUE(v)
 #endif
 
 // Keys of one level-0 bin a CTA gathers so that the refinement passes of a selection visit only
@@ -76,14 +80,16 @@ struct FastShared {
   float warp_x[kSamplingThreads / 32];
   unsigned long long warp_rest[kSamplingThreads / 32];
   float warp_max[kSamplingThreads / 32];
-  CandList slot_list;  // exchange 1: this CTA's candidates and maximum
-  float slot_max;
-  unsigned long long all_key[16 * kCands];  // the cluster's candidates, gathered
+  CandList slot_list;  // this CTA's candidates
+  // Exchange 1, pushed by every CTA into every CTA (rank r's at [r]): candidates, rest, maximum.
+  unsigned long long all_key[16 * kCands];
   float all_x[16 * kCands];
+  unsigned long long all_rest[16];
+  float all_max[16];
   CandList list;  // the row's candidates and maximum
   float max;
   unsigned long long warp_sums[kSamplingThreads / 32][kCands + 1];
-  unsigned long long slot_sums[kCands + 1];  // exchange 2: this CTA's masses
+  unsigned long long all_sums[16][kCands + 1];  // exchange 2, pushed alike: each CTA's masses
   unsigned long long sums[kCands + 1];  // the row's mass above each candidate's key, and in all
   unsigned long long argmax_slot, argmax_result;  // exchange of the exact argmax (fallback)
 };
@@ -95,7 +101,7 @@ constexpr int kTkListCap = 256;   // keys above the bound per CTA
 constexpr int kTkUnionCap = 512;  // and per row (at most one per thread of rank 0)
 
 struct TkDrawShared {
-  uint32_t hist[kBins];      // this CTA's thread maxima by level-0 bin (published)
+  alignas(16) uint32_t hist[kBins];  // this CTA's thread maxima by level-0 bin (published)
   uint32_t key[kTkListCap];  // this CTA's keys >= the bound and their row indices (published)
   uint32_t index[kTkListCap];
   int len;                  // published (may exceed kTkListCap: overflow)
@@ -141,7 +147,7 @@ struct FilterShared {
 
 // Shared-memory keys that still hold raw logits: the first visit converts them in place. Padding
 // holds -inf, which converts to key 0.
-template <class KeyOf>
+template <class KeyOf, bool kStore = true>
 struct ConvertSmemKeys {
   uint4* keys;
   KeyOf key_of;
@@ -151,9 +157,11 @@ struct ConvertSmemKeys {
     k[1] = key_of(__uint_as_float(raw.y));
     k[2] = key_of(__uint_as_float(raw.z));
     k[3] = key_of(__uint_as_float(raw.w));
-    keys[v] = make_uint4(k[0], k[1], k[2], k[3]);
+    if constexpr (kStore) keys[v] = make_uint4(k[0], k[1], k[2], k[3]);
   }
 };
+// The same keys without storing them back (a sweep that leaves the raw logits in place).
+using SmemLogitKeys = ConvertSmemKeys<LogitKey, false>;
 
 struct RowFilter {
   int top_k;
@@ -537,15 +545,18 @@ __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const Chunk
 }
 
 // Exchange 1 of the perturbed-maximum draw: each warp's best element (and the largest key of its
-// others), the CTA's kCands best of those, published in its slot; after the cluster barrier
-// every CTA takes the kCands best of all slots. Every thread returns with sh.list and sh.max set.
-__device__ __forceinline__ void exchange_candidates(FastShared& sh, const ThreadCands& tc,
-                                                    float local_max) {
+// others), the CTA's kCands best of those; lane r of warp 0 then writes them into CTA r's slots
+// (a push: after the cluster barrier every CTA reads only its own shared memory, so the exchange
+// costs no remote round trip) and every CTA takes the kCands best of all slots. The caller arrived
+// on the cluster barrier (relaxed) when it started: the wait here, before the first remote write,
+// guarantees that every CTA of the cluster is running. Every thread returns with sh.list and
+// sh.max set.
+__device__ __forceinline__ void exchange_candidates(FastShared& sh, Cand best,
+                                                    unsigned long long rest, float local_max) {
   cg::cluster_group cluster = cg::this_cluster();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nwarps = static_cast<int>(blockDim.x >> 5);
-  Cand best = tc.best();
-  unsigned long long rest = tc.rest_key();
+  const int n = static_cast<int>(cluster.num_blocks()), self = cluster.block_rank();
   warp_best(best, rest);
   const float wmax = warp_reduce(local_max, MaxOp());
   if (lane == 0) {
@@ -559,30 +570,25 @@ __device__ __forceinline__ void exchange_candidates(FastShared& sh, const Thread
     const float m = warp_reduce(lane < nwarps ? sh.warp_max[lane] : -INFINITY, MaxOp());
     top_cands<kSamplingThreads / 32>(sh.warp_key, sh.warp_x, nwarps,
                                      lane < nwarps ? sh.warp_rest[lane] : 0ull, &sh.slot_list);
-    if (lane == 0) sh.slot_max = m;
-  }
-  cluster.sync();  // also publishes this CTA's shared-memory keys to its own threads
-  if (warp == 0) {
-    const int n = static_cast<int>(cluster.num_blocks());
-    unsigned long long r_rest = 0ull;
-    float m = -INFINITY;
+    cluster_wait();  // every CTA has started (the kernel's first arrival)
     if (lane < n) {
-      const FastShared* r = cluster.map_shared_rank(&sh, lane);
-      Cand c[kCands];
-#pragma unroll
-      for (int i = 0; i < kCands; ++i)
-        c[i] = r->slot_list.c[i];
-      r_rest = r->slot_list.rest;
-      m = r->slot_max;
+      FastShared* dst = cluster.map_shared_rank(&sh, lane);
 #pragma unroll
       for (int i = 0; i < kCands; ++i) {
-        sh.all_key[lane * kCands + i] = c[i].key;
-        sh.all_x[lane * kCands + i] = c[i].x;
+        dst->all_key[self * kCands + i] = sh.slot_list.c[i].key;
+        dst->all_x[self * kCands + i] = sh.slot_list.c[i].x;
       }
+      dst->all_rest[self] = sh.slot_list.rest;
+      dst->all_max[self] = m;
     }
-    m = warp_reduce(m, MaxOp());
-    __syncwarp();
-    top_cands<16 * kCands>(sh.all_key, sh.all_x, n * kCands, r_rest, &sh.list);
+  } else {
+    cluster_wait();
+  }
+  cluster.sync();  // the pushes are visible; also publishes this CTA's shared-memory keys
+  if (warp == 0) {
+    const float m = warp_reduce(lane < n ? sh.all_max[lane] : -INFINITY, MaxOp());
+    top_cands<16 * kCands>(sh.all_key, sh.all_x, n * kCands, lane < n ? sh.all_rest[lane] : 0ull,
+                           &sh.list);
     if (lane == 0) sh.max = m;
   }
   __syncthreads();
@@ -599,12 +605,14 @@ __device__ __forceinline__ void warp_sum_masses(unsigned long long (&v)[kCands +
 }
 
 // Exchange 2: sums[j] = the row's mass above candidate j's key (j < kCands), sums[kCands] = the
-// row's total mass. `mine` holds this thread's.
+// row's total mass. `mine` holds this thread's. Each CTA's sums are pushed into every CTA, as in
+// exchange 1.
 __device__ __forceinline__ void exchange_masses(FastShared& sh,
                                                 const unsigned long long (&mine)[kCands + 1]) {
   cg::cluster_group cluster = cg::this_cluster();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nwarps = static_cast<int>(blockDim.x >> 5);
+  const int n = static_cast<int>(cluster.num_blocks()), self = cluster.block_rank();
   unsigned long long v[kCands + 1];
 #pragma unroll
   for (int j = 0; j <= kCands; ++j)
@@ -621,24 +629,18 @@ __device__ __forceinline__ void exchange_masses(FastShared& sh,
     for (int j = 0; j <= kCands; ++j)
       v[j] = lane < nwarps ? sh.warp_sums[lane][j] : 0ull;
     warp_sum_masses(v);
-    if (lane == 0) {
+    if (lane < n) {
+      FastShared* dst = cluster.map_shared_rank(&sh, lane);
 #pragma unroll
       for (int j = 0; j <= kCands; ++j)
-        sh.slot_sums[j] = v[j];
+        dst->all_sums[self][j] = v[j];
     }
   }
   cluster.sync();
-  if (warp == 0) {  // lane r reads CTA r's sums (one round trip), then a warp sum
-    const int n = static_cast<int>(cluster.num_blocks());
+  if (warp == 0) {  // lane r adds CTA r's sums, then a warp sum
 #pragma unroll
     for (int j = 0; j <= kCands; ++j)
-      v[j] = 0ull;
-    if (lane < n) {
-      const FastShared* r = cluster.map_shared_rank(&sh, lane);
-#pragma unroll
-      for (int j = 0; j <= kCands; ++j)
-        v[j] = r->slot_sums[j];
-    }
+      v[j] = lane < n ? sh.all_sums[lane][j] : 0ull;
     warp_sum_masses(v);
     if (lane == 0) {
 #pragma unroll
@@ -686,22 +688,50 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   cluster.sync();
   FS_TRACE(11);
   // 2. The cluster's counts per bin, and the bin where they reach k (block scan over bins).
-  // Thread t sums bins [per * t, per * t + per) (per = 2 for 128-thread CTAs), in bin order.
+  // Thread t adds bins 4 (t % 64) .. + 3 of ranks g, g + G, ... (g = t / 64, G = blockDim / 64)
+  // with 16-byte remote loads, all issued before the first use; the G partial sums meet in the
+  // union's shared memory (unused until step 5). Then thread t owns bins [per t, per t + per)
+  // (per = 2 for 128-thread CTAs), in bin order.
+  uint32_t* partial = reinterpret_cast<uint32_t*>(&sh.tk_union);  // [G][kBins]
+  {
+    const int groups = static_cast<int>(blockDim.x) / 64, g = threadIdx.x / 64;
+    const int q = threadIdx.x % 64;
+    const auto add_ranks = [&](auto per_rank) {
+      constexpr int kPer = decltype(per_rank)::value;
+      uint4 v[kPer];
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        const int r = g + i * groups;  // ranks past n read rank 0 and are not counted
+        v[i] = load_remote_v4(&t.hist[4 * q], static_cast<unsigned>(r < n ? r : 0));
+      }
+      uint4 sum = make_uint4(0u, 0u, 0u, 0u);
+#pragma unroll
+      for (int i = 0; i < kPer; ++i) {
+        if (g + i * groups >= n) continue;
+        sum.x += v[i].x;
+        sum.y += v[i].y;
+        sum.z += v[i].z;
+        sum.w += v[i].w;
+      }
+      *reinterpret_cast<uint4*>(&partial[g * kBins + 4 * q]) = sum;
+    };
+    if (groups >= 8) {
+      add_ranks(std::integral_constant<int, 2>{});
+    } else if (groups >= 4) {
+      add_ranks(std::integral_constant<int, 4>{});
+    } else {
+      add_ranks(std::integral_constant<int, 8>{});
+    }
+  }
+  __syncthreads();
   const int per = blockDim.x >= kBins ? 1 : 2;
   uint32_t cb[2] = {0u, 0u};
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int b = per * static_cast<int>(threadIdx.x) + h;
     if (h >= per || b >= kBins) continue;
-    // Every load issued before the first use (a load under `r < n` would be a branch each,
-    // serializing the round trips): ranks past n read rank 0 and are not counted.
-    uint32_t v[16];
-#pragma unroll
-    for (int r = 0; r < 16; ++r)
-      v[r] = cluster.map_shared_rank(&t, r < n ? r : 0)->hist[b];
-#pragma unroll
-    for (int r = 0; r < 16; ++r)
-      cb[h] += r < n ? v[r] : 0u;
+    for (int g = 0; g < static_cast<int>(blockDim.x) / 64; ++g)
+      cb[h] += partial[g * kBins + b];
   }
   uint64_t total = 0;
   const uint64_t before = block_exclusive_scan(uint64_t{cb[0]} + cb[1], sh.cdf.scan, total);
@@ -769,6 +799,7 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   }
   __syncthreads();
   const int u = t.begin[n];
+  FS_TRACE_VALUE(static_cast<unsigned long long>(u + 1));
   if (u < 0 || u > static_cast<int>(blockDim.x) || u > kTkUnionCap) return false;
   if (cluster.block_rank() != 0) {
     cluster_arrive();
@@ -789,15 +820,21 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   __syncthreads();
   FS_TRACE(14);
   cluster_arrive();  // no remote reads after this
-  const int i = threadIdx.x;
+  // Each key is ranked by a group of `gs` consecutive threads (a power of two <= 32, as many as
+  // the block holds), each comparing it with every gs-th key of the union; the group's counts
+  // meet by shuffles.
+  int gs = 1;
+  while (gs < 32 && 2 * gs * u <= static_cast<int>(blockDim.x))
+    gs *= 2;
+  const int i = threadIdx.x / gs, sub = threadIdx.x % gs;
   uint32_t key = 0, index = 0, mass = 0, count_gt = 0, pos = 0;
   uint64_t mass_gt = 0;
   if (i < u) {
     key = un.key[i];
     index = un.index[i];
     mass = un.mass[i];
-#pragma unroll 8
-    for (int j = 0; j < u; ++j) {
+#pragma unroll 4
+    for (int j = sub; j < u; j += gs) {
       const uint32_t kj = un.key[j];
       const bool gt = kj > key;
       count_gt += gt;
@@ -805,8 +842,14 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
       pos += gt || (kj == key && un.index[j] < index);
     }
   }
+  for (int o = 1; o < gs; o <<= 1) {
+    count_gt += __shfl_xor_sync(0xffffffffu, count_gt, o);
+    mass_gt += __shfl_xor_sync(0xffffffffu, mass_gt, o);
+    pos += __shfl_xor_sync(0xffffffffu, pos, o);
+  }
+  const bool lead = i < u && sub == 0;  // one thread per key from here
   FS_TRACE(15);
-  const bool kept_k = i < u && count_gt < k;
+  const bool kept_k = lead && count_gt < k;
   uint64_t target = 0;
   if (need_p) {
     const uint64_t base = joint_p ? t.row_mass
@@ -815,12 +858,13 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
     target = top_p_target(f.top_p, base);
   }
   const bool kept = kept_k && key >= min_p_threshold && (!need_p || mass_gt < target);
-  if (i < u) {
+  if (lead) {
     un.sorted_weight[pos] = kept ? mass : 0u;
     un.sorted_index[pos] = index;
   }
   __syncthreads();
-  const uint64_t w = i < u ? un.sorted_weight[i] : 0u;
+  const int sorted = threadIdx.x;
+  const uint64_t w = sorted < u ? un.sorted_weight[sorted] : 0u;
   uint64_t kept_total = 0;
   const uint64_t w_before = block_exclusive_scan(w, sh.cdf.scan, kept_total);
   const uint64_t draw = scale_uniform(
@@ -829,7 +873,7 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   const bool here =
       kept_total > 0 ? (w > 0 && w_before <= draw && draw < w_before + w) : threadIdx.x == 0;
   if (here) {
-    const int64_t id = kept_total > 0 ? static_cast<int64_t>(un.sorted_index[i]) : 0;
+    const int64_t id = kept_total > 0 ? static_cast<int64_t>(un.sorted_index[sorted]) : 0;
     store_id(p, row, id);
   }
   return true;
@@ -910,32 +954,56 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
   FS_TRACE(0);
   float row_max;
   if (fast) {
+    // The first cluster-barrier phase: arrived now, waited for before exchange 1's remote writes.
+    asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
     const uint64_t seed = seed_value(p.seed), offset = offset_value(p.seed);
     const uint32_t group0 = static_cast<uint32_t>(L.begin / 4);
     ThreadCands tc;
     float local_max = -INFINITY;
-    load_groups(in, L.len, p.vec_loads, reinterpret_cast<uint32_t*>(smem_keys), 4 * L.nvec,
-                kLogits ? -INFINITY : 0.f, kLogits ? 0xff800000u : 0u,
-                [&](const float(&x)[4], int first, uint32_t(&k)[4]) {
-                  const PhiloxBlock rb = gumbel_block(seed, offset, static_cast<uint32_t>(row),
-                                                      group0 + static_cast<uint32_t>(first / 4));
+    // The perturbations of a batch of vector loads are computed together (one key schedule:
+    // ~5% fewer instructions than a block per group; keeping a fifth load in flight spilled or,
+    // without the batch, was slower: bench/NOTES.md).
+    constexpr int kBatch = kLoadsInFlight * 16 / static_cast<int>(sizeof(T)) / 4;
+    PhiloxBlock batch[kBatch] = {};
+    load_groups(
+        in, L.len, p.vec_loads, reinterpret_cast<uint32_t*>(smem_keys), 4 * L.nvec,
+        kLogits ? -INFINITY : 0.f, kLogits ? 0xff800000u : 0u,
+        [&](const float(&x)[4], int first, uint32_t(&k)[4], int slot) {
+          const PhiloxBlock rb = slot >= 0
+                                     ? batch[slot]
+                                     : gumbel_block(seed, offset, static_cast<uint32_t>(row),
+                                                    group0 + static_cast<uint32_t>(first / 4));
 #pragma unroll
-                  for (int j = 0; j < 4; ++j) {
-                    if constexpr (kLogits) {
-                      local_max = fmaxf(local_max, x[j]);
-                      k[j] = __float_as_uint(x[j]);
-                    } else {
-                      k[j] = prob_key(x[j]);
-                      local_max = fmaxf(local_max, __uint_as_float(k[j]));
-                    }
-                    const float y = perturbed_value<kLogits>(x[j], scale, rb.v[j]);
-                    if (first + j < L.len) {
-                      tc.add(y, static_cast<uint32_t>(L.begin + first + j), x[j]);
-                    }
-                  }
-                });
+          for (int j = 0; j < 4; ++j) {
+            if constexpr (kLogits) {
+              local_max = fmaxf(local_max, x[j]);
+              k[j] = __float_as_uint(x[j]);
+            } else {
+              k[j] = prob_key(x[j]);
+              local_max = fmaxf(local_max, __uint_as_float(k[j]));
+            }
+            // Padding past L.len (-inf logits, zero probabilities) has y = -inf: never
+            // the best, never above rest.
+            tc.add(perturbed_value<kLogits>(x[j], scale, rb.v[j]), first + j);
+          }
+        },
+        [&](int first, int stride) {
+          constexpr int kPerVec = 16 / static_cast<int>(sizeof(T)) / 4;
+          uint32_t group[kBatch];
+#pragma unroll
+          for (int b = 0; b < kBatch; ++b)
+            group[b] = group0 + static_cast<uint32_t>(
+                                    (first + (b / kPerVec) * stride + 4 * (b % kPerVec)) / 4);
+          gumbel_blocks(seed, offset, static_cast<uint32_t>(row), group, batch);
+        });
     FS_TRACE(1);
-    exchange_candidates(sh.fast, tc, local_max);
+    // The best element's input value, from the thread's own shared-memory store: raw logit bits,
+    // or the probability key (the same candidate key as the probability itself).
+    const float best_x =
+        tc.best_pos >= 0
+            ? __uint_as_float(reinterpret_cast<const uint32_t*>(smem_keys)[tc.best_pos])
+            : 0.f;
+    exchange_candidates(sh.fast, tc.best(L.begin, best_x), tc.rest_key(), local_max);
     FS_TRACE(11);
     row_max = sh.fast.max;
   } else {
@@ -1009,27 +1077,44 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
 #pragma unroll
           for (int j = 0; j < kCands; ++j)
             kc[j] = cl.c[j].key != 0ull ? cand_key(cl.c[j].x) : 0xffffffffu;
+          uint32_t kmin = kc[0];
+#pragma unroll
+          for (int j = 1; j < kCands; ++j)
+            kmin = kc[j] < kmin ? kc[j] : kmin;
           const MassScale ms = mass_scale(mass_exponent(max_key));
           unsigned long long mine[kCands + 1] = {};
+          // Most elements lie below every candidate: they only add to the total (two masses
+          // summed in 32 bits first: each is < 2^31).
           const auto sweep = [&](int, const uint32_t(&k)[4], bool active) {
             if (!active) return;
+            uint32_t m[4];
 #pragma unroll
             for (int e = 0; e < 4; ++e) {
-              const uint32_t m = key_mass(k[e], ms);
-              mine[kCands] += m;
+              if constexpr (kLogits) {
+                m[e] = key_mass_of_one(k[e]);  // the row maximum's key is 1: scale 2^30
+              } else {
+                m[e] = key_mass(k[e], ms);
+              }
+            }
+            mine[kCands] += static_cast<unsigned long long>(m[0] + m[1]) + (m[2] + m[3]);
+            const uint32_t top = max(max(k[0], k[1]), max(k[2], k[3]));
+            if (top > kmin) {
 #pragma unroll
-              for (int j = 0; j < kCands; ++j)
-                mine[j] += k[e] > kc[j] ? m : 0u;
+              for (int e = 0; e < 4; ++e) {
+#pragma unroll
+                for (int j = 0; j < kCands; ++j)
+                  mine[j] += k[e] > kc[j] ? m[e] : 0u;
+              }
             }
           };
+          // Logit keys are computed on the fly and not stored: the fallback converts them.
           if constexpr (kLogits) {
-            for_each_group(L, ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, sweep);
+            for_each_group(L, SmemLogitKeys{smem_keys, logit_key}, sweep);
           } else {
             for_each_group(L, SmemKeys{smem_keys}, sweep);
           }
-          converted = true;
           FS_TRACE(12);
-          exchange_masses(sh.fast, mine);  // its barriers also publish the converted keys
+          exchange_masses(sh.fast, mine);
           FS_TRACE(13);
           target = top_p_target(f.top_p, sh.fast.sums[kCands]);
         }
