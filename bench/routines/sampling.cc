@@ -218,7 +218,7 @@ Result run_sampling(const Spec& s, const Args& a, Context& ctx) {
   }
   double bytes = in_bytes + 4.0 * batch;
   if (s.op == Op::kTopK) bytes += static_cast<double>(batch) * k * (esize + 4);
-  if (out.numel() > 0) bytes += in_bytes;
+  if (out.data() != nullptr) bytes += in_bytes;  // (a default tensor has numel 1: no shape)
   next = 0;
   finish(r, ctx.timer->time(launch, ctx.time), bytes, ctx);
   r.params["sets"] = std::to_string(sets);
