@@ -173,8 +173,7 @@ __device__ __forceinline__ void gumbel_blocks(uint64_t seed, uint64_t offset, ui
                                               const uint32_t (&group)[N], PhiloxBlock (&out)[N]) {
 #pragma unroll
   for (int b = 0; b < N; ++b)
-    out[b] = PhiloxBlock{{static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32), row,
-                          0x80000000u | group[b]}};
+    out[b] = philox_counter(offset, row, 0x80000000u | group[b]);
   philox4x32_10_n<N>(out, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 

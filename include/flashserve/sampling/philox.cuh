@@ -30,23 +30,27 @@ __host__ __device__ __forceinline__ void philox_mulhilo(uint32_t a, uint32_t b, 
 #endif
 }
 
+constexpr uint32_t kPhiloxWeyl0 = 0x9E3779B9u, kPhiloxWeyl1 = 0xBB67AE85u;
+
+// One round under the round's key.
+__host__ __device__ __forceinline__ void philox_round(PhiloxBlock& ctr, uint32_t key0,
+                                                      uint32_t key1) {
+  uint32_t hi0, lo0, hi1, lo1;
+  philox_mulhilo(0xD2511F53u, ctr.v[0], hi0, lo0);
+  philox_mulhilo(0xCD9E8D57u, ctr.v[2], hi1, lo1);
+  ctr = PhiloxBlock{{hi1 ^ ctr.v[1] ^ key0, lo1, hi0 ^ ctr.v[3] ^ key1, lo0}};
+}
+
 // Ten rounds; the key is bumped by the Weyl constants before every round but the first.
 __host__ __device__ __forceinline__ PhiloxBlock philox4x32_10(PhiloxBlock ctr, uint32_t key0,
                                                               uint32_t key1) {
-  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
-  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
 #ifdef __CUDA_ARCH__
 #pragma unroll
 #endif
   for (int round = 0; round < 10; ++round) {
-    if (round > 0) {
-      key0 += kWeyl0;
-      key1 += kWeyl1;
-    }
-    uint32_t hi0, lo0, hi1, lo1;
-    philox_mulhilo(kMul0, ctr.v[0], hi0, lo0);
-    philox_mulhilo(kMul1, ctr.v[2], hi1, lo1);
-    ctr = PhiloxBlock{{hi1 ^ ctr.v[1] ^ key0, lo1, hi0 ^ ctr.v[3] ^ key1, lo0}};
+    philox_round(ctr, key0, key1);
+    key0 += kPhiloxWeyl0;
+    key1 += kPhiloxWeyl1;
   }
   return ctr;
 }
@@ -57,31 +61,29 @@ __host__ __device__ __forceinline__ PhiloxBlock philox4x32_10(PhiloxBlock ctr, u
 template <int N>
 __device__ __forceinline__ void philox4x32_10_n(PhiloxBlock (&ctr)[N], uint32_t key0,
                                                 uint32_t key1) {
-  constexpr uint32_t kMul0 = 0xD2511F53u, kMul1 = 0xCD9E8D57u;
-  constexpr uint32_t kWeyl0 = 0x9E3779B9u, kWeyl1 = 0xBB67AE85u;
 #pragma unroll
   for (int round = 0; round < 10; ++round) {
-    if (round > 0) {
-      key0 += kWeyl0;
-      key1 += kWeyl1;
-    }
 #pragma unroll
-    for (int b = 0; b < N; ++b) {
-      uint32_t hi0, lo0, hi1, lo1;
-      philox_mulhilo(kMul0, ctr[b].v[0], hi0, lo0);
-      philox_mulhilo(kMul1, ctr[b].v[2], hi1, lo1);
-      ctr[b] = PhiloxBlock{{hi1 ^ ctr[b].v[1] ^ key0, lo1, hi0 ^ ctr[b].v[3] ^ key1, lo0}};
-    }
+    for (int b = 0; b < N; ++b)
+      philox_round(ctr[b], key0, key1);
+    key0 += kPhiloxWeyl0;
+    key1 += kPhiloxWeyl1;
   }
 }
 #endif
 
+// The counter of draw `index` of `row`: (offset low, offset high, row, index).
+__host__ __device__ __forceinline__ PhiloxBlock philox_counter(uint64_t offset, uint32_t row,
+                                                               uint32_t index) {
+  return PhiloxBlock{
+      {static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32), row, index}};
+}
+
 // The block of random bits for draw `index` of `row`.
 __host__ __device__ __forceinline__ PhiloxBlock philox_draw(uint64_t seed, uint64_t offset,
                                                             uint32_t row, uint32_t index) {
-  const PhiloxBlock ctr{
-      {static_cast<uint32_t>(offset), static_cast<uint32_t>(offset >> 32), row, index}};
-  return philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+  return philox4x32_10(philox_counter(offset, row, index), static_cast<uint32_t>(seed),
+                       static_cast<uint32_t>(seed >> 32));
 }
 
 // 64 uniform bits (the first two words of the block).
