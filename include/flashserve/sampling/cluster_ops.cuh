@@ -122,6 +122,117 @@ __device__ __forceinline__ uint4 load_remote_v4(const void* p, unsigned rank) {
   return v;
 }
 
+// Pushes through distributed shared memory signalled on the receiver's mbarrier: the sender
+// writes with st.async, whose completion counts the bytes on the receiving CTA's barrier (no
+// cluster barrier, no fence: the receiver waits for the expected byte count on its own barrier).
+// A barrier is used for one phase per kernel. Its initialization (with the bytes it expects) must
+// reach the other CTAs before their first push: init, then fence_mbarrier_init(), then a cluster
+// barrier arrival that the senders wait for before pushing.
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
+}
+
+// The shared::cluster address of `p` (this CTA's shared memory) in CTA `rank`.
+__device__ __forceinline__ uint32_t cluster_addr(const void* p, unsigned rank) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_u32(p)), "r"(rank));
+  return remote;
+}
+
+// An mbarrier for one arrival (made here) and `bytes` of pushes: its phase 0 completes once that
+// many bytes have been pushed into this CTA.
+__device__ __forceinline__ void mbar_init_bytes(unsigned long long* bar, uint32_t bytes) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar)) : "memory");
+  asm volatile(
+      "mbarrier.arrive.expect_tx.relaxed.cta.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+      "r"(bytes)
+      : "memory");
+}
+
+__device__ __forceinline__ void fence_mbarrier_init() {
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+// 16 bytes into CTA `rank`'s copy of `dst`, counted on its copy of `bar` (16- and 8-byte aligned,
+// in this CTA's shared memory layout). A cluster of one CTA (n == 1) stores locally instead: the
+// pushes need a cluster of at least 2 CTAs; the caller then skips the barrier (push_wait).
+__device__ __forceinline__ void push_v4(void* dst, uint4 v, unsigned long long* bar, unsigned rank,
+                                        unsigned n) {
+  if (n == 1) {
+    *static_cast<uint4*>(dst) = v;
+    return;
+  }
+  asm volatile(
+      "st.async.shared::cluster.mbarrier::complete_tx::bytes.v4.b32 [%0], {%1, %2, %3, %4}, "
+      "[%5];" ::"r"(cluster_addr(dst, rank)),
+      "r"(v.x), "r"(v.y), "r"(v.z), "r"(v.w), "r"(cluster_addr(bar, rank))
+      : "memory");
+}
+
+// 4 bytes, as push_v4.
+__device__ __forceinline__ void push_b32(void* dst, uint32_t v, unsigned long long* bar,
+                                         unsigned rank, unsigned n) {
+  if (n == 1) {
+    *static_cast<uint32_t*>(dst) = v;
+    return;
+  }
+  asm volatile("st.async.shared::cluster.mbarrier::complete_tx::bytes.b32 [%0], %1, [%2];" ::"r"(
+                   cluster_addr(dst, rank)),
+               "r"(v), "r"(cluster_addr(bar, rank))
+               : "memory");
+}
+
+// An mbarrier expecting `arrivals` arrivals, each of which announces the bytes it pushes
+// (arrive_expect_remote): for pushes whose sizes the receiver does not know.
+__device__ __forceinline__ void mbar_init_arrivals(unsigned long long* bar, uint32_t arrivals) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(arrivals)
+               : "memory");
+}
+
+// One arrival on CTA `rank`'s copy of `bar`, announcing `bytes` of pushes (relaxed: the pushes
+// themselves are counted by their completion).
+__device__ __forceinline__ void arrive_expect_remote(unsigned long long* bar, uint32_t bytes,
+                                                     unsigned rank) {
+  asm volatile("mbarrier.arrive.expect_tx.relaxed.cluster.shared::cluster.b64 _, [%0], %1;" ::"r"(
+                   cluster_addr(bar, rank)),
+               "r"(bytes)
+               : "memory");
+}
+
+// Waits for phase `parity` of this CTA's `bar` (acquire at cluster scope: the pushes came from
+// other CTAs).
+__device__ __forceinline__ void mbar_wait(unsigned long long* bar, uint32_t parity) {
+  uint32_t done;
+  do {
+    asm volatile(
+        "{\n\t.reg .pred p;\n\t"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
+        "selp.u32 %0, 1, 0, p;\n\t}"
+        : "=r"(done)
+        : "r"(smem_u32(bar)), "r"(parity)
+        : "memory");
+  } while (done == 0u);
+}
+
+// Waits for the pushes of a cluster of n CTAs into this one, by a warp that reads them next (a
+// lone CTA's own stores: a warp barrier).
+__device__ __forceinline__ void push_wait(unsigned long long* bar, unsigned n) {
+  if (n > 1) {
+    mbar_wait(bar, 0u);
+  } else {
+    __syncwarp();
+  }
+}
+
+// The largest of the lanes' 64-bit values (two 32-bit warp reductions); all lanes take part.
+__device__ __forceinline__ unsigned long long warp_max_u64(unsigned long long v) {
+  const uint32_t hi = static_cast<uint32_t>(v >> 32);
+  const uint32_t top = __reduce_max_sync(0xffffffffu, hi);
+  const uint32_t lo = __reduce_max_sync(0xffffffffu, hi == top ? static_cast<uint32_t>(v) : 0u);
+  return (static_cast<unsigned long long>(top) << 32) | lo;
+}
+
 struct ClusterPrefix {
   uint64_t before;  // sum over the CTAs of lower rank
   uint64_t total;   // sum over the cluster

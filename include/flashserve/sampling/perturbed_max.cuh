@@ -20,6 +20,7 @@
 
 #include <cstdint>
 
+#include "flashserve/sampling/cluster_ops.cuh"
 #include "flashserve/sampling/key_math.h"
 #include "flashserve/sampling/philox.cuh"
 
@@ -37,65 +38,50 @@ struct CandList {
   unsigned long long rest;  // largest key of the elements not in the list (0: none)
 };
 
-// A warp's best element and the largest key among its others: every lane gets the warp's.
+// A warp's best element and the largest key among its others: every lane gets the warp's
+// (64-bit maxima by two 32-bit warp reductions each; keys are unique but for 0).
 __device__ __forceinline__ void warp_best(Cand& best, unsigned long long& rest) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const unsigned long long ok = __shfl_xor_sync(0xffffffffu, best.key, o);
-    const float ox = __shfl_xor_sync(0xffffffffu, best.x, o);
-    const unsigned long long orest = __shfl_xor_sync(0xffffffffu, rest, o);
-    const unsigned long long lo = ok < best.key ? ok : best.key;
-    if (ok > best.key) best = Cand{ok, ox};
-    rest = orest > rest ? orest : rest;
-    rest = lo > rest ? lo : rest;
-  }
+  const unsigned long long top = warp_max_u64(best.key);
+  const bool mine = best.key == top;
+  const unsigned win = __ballot_sync(0xffffffffu, mine);
+  const float x = __shfl_sync(0xffffffffu, best.x, win != 0u ? __ffs(win) - 1 : 0);
+  const unsigned long long other = mine ? 0ull : best.key;
+  rest = warp_max_u64(other > rest ? other : rest);
+  best = Cand{top, x};
 }
 
-// The kCands largest of `n` entries (keys[i], xs[i]; n <= kMax <= 64, in shared memory) into
-// *out, with out->rest = max(rest_in over the lanes, the entries left out). Called by one whole
-// warp; each lane ranks up to two entries against all of them (a fully unrolled sweep of
-// broadcast reads). Keys are unique but for empty entries (key 0), which are never listed.
-// out must not alias the inputs.
-template <int kMax>
-__device__ __forceinline__ void top_cands(const unsigned long long* keys, const float* xs, int n,
-                                          unsigned long long rest_in, CandList* out) {
-  static_assert(kMax <= 64, "two entries per lane");
-  const int lane = threadIdx.x & 31;
-  if (lane < kCands) out->c[lane] = Cand{0ull, 0.f};
-  __syncwarp();
-  const unsigned long long k0 = lane < n ? keys[lane] : 0ull;
-  const unsigned long long k1 = kMax > 32 && lane + 32 < n ? keys[lane + 32] : 0ull;
-  int r0 = 0, r1 = 0;
+// The kCands largest keys of up to 32 lists, lane r holding list r (descending keys, empty slots
+// 0 last; lanes without a list hold only zeros), and the largest key left out: the lanes' `rest`
+// and what the lists still hold after the merge. Keys are unique but for 0. Called by a whole
+// warp; every lane returns the result. kCands rounds of a warp maximum over the lists' heads.
+__device__ __forceinline__ CandList merge_lists(const Cand (&list)[kCands],
+                                                unsigned long long rest) {
+  CandList out;
+  int pos = 0;  // this lane's next entry
 #pragma unroll
-  for (int j = 0; j < kMax; ++j) {
-    const unsigned long long kj = j < n ? keys[j] : 0ull;
-    r0 += kj > k0;
-    if (kMax > 32) r1 += kj > k1;
-  }
-  unsigned long long rest = rest_in;
-  if (k0 != 0ull) {
-    if (r0 < kCands) {
-      out->c[r0] = Cand{k0, xs[lane]};
-    } else {
-      rest = k0 > rest ? k0 : rest;
-    }
-  }
-  if constexpr (kMax > 32) {
-    if (k1 != 0ull) {
-      if (r1 < kCands) {
-        out->c[r1] = Cand{k1, xs[lane + 32]};
-      } else {
-        rest = k1 > rest ? k1 : rest;
+  for (int i = 0; i < kCands; ++i) {
+    unsigned long long head = 0ull;
+    float hx = 0.f;
+#pragma unroll
+    for (int j = 0; j < kCands; ++j) {
+      if (pos == j) {
+        head = list[j].key;
+        hx = list[j].x;
       }
     }
+    const unsigned long long top = warp_max_u64(head);
+    const bool mine = top != 0ull && head == top;
+    const unsigned win = __ballot_sync(0xffffffffu, mine);
+    const float x = __shfl_sync(0xffffffffu, hx, win != 0u ? __ffs(win) - 1 : 0);
+    out.c[i] = Cand{top, top != 0ull ? x : 0.f};
+    pos += mine ? 1 : 0;
   }
+  unsigned long long head = 0ull;
 #pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-    const unsigned long long v = __shfl_xor_sync(0xffffffffu, rest, o);
-    rest = v > rest ? v : rest;
-  }
-  if (lane == 0) out->rest = rest;
-  __syncwarp();
+  for (int j = 0; j < kCands; ++j)
+    head = pos == j ? list[j].key : head;
+  out.rest = warp_max_u64(head > rest ? head : rest);
+  return out;
 }
 
 // A thread's running best element (largest y; the first of equal ones), as its position in the

@@ -74,40 +74,54 @@ __device__ unsigned long long g_sampling_trace_value[4096];  // one value per CT
 constexpr int kListCap = 2048;
 
 // The perturbed-maximum draw (perturbed_max.cuh): block and cluster merges of the candidates, and
-// the masses above each candidate's key. Slots are written once per kernel.
+// the masses above each candidate's key. Both cluster exchanges are pushes: every CTA writes its
+// part into every CTA's slot r (r = its rank) by st.async, counted on the receiver's barrier (no
+// cluster barrier). Slots and barriers are written once per kernel.
+struct alignas(16) CandPush {  // a CTA's candidates (64 bytes)
+  unsigned long long key[kCands];
+  unsigned long long rest;
+  float x[kCands];
+  float max;
+  uint32_t pad;
+};
+struct alignas(16) MassPush {  // a CTA's masses above each candidate's key, and in all (48 bytes)
+  unsigned long long sum[kCands + 1];
+  unsigned long long pad;
+};
+
 struct FastShared {
+  unsigned long long bar[2];  // exchanges 1 and 2: phase 0 completes when all n pushes arrived
   unsigned long long warp_key[kSamplingThreads / 32];  // each warp's best and the rest
   float warp_x[kSamplingThreads / 32];
   unsigned long long warp_rest[kSamplingThreads / 32];
   float warp_max[kSamplingThreads / 32];
-  CandList slot_list;  // this CTA's candidates
-  // Exchange 1, pushed by every CTA into every CTA (rank r's at [r]): candidates, rest, maximum.
-  unsigned long long all_key[16 * kCands];
-  float all_x[16 * kCands];
-  unsigned long long all_rest[16];
-  float all_max[16];
-  CandList list;  // the row's candidates and maximum
+  CandPush cands[16];  // exchange 1: CTA r's candidates at [r]
+  CandList list;       // the row's candidates and maximum
   float max;
   unsigned long long warp_sums[kSamplingThreads / 32][kCands + 1];
-  unsigned long long all_sums[16][kCands + 1];  // exchange 2, pushed alike: each CTA's masses
+  MassPush masses[16];                  // exchange 2: CTA r's masses at [r]
   unsigned long long sums[kCands + 1];  // the row's mass above each candidate's key, and in all
   unsigned long long argmax_slot, argmax_result;  // exchange of the exact argmax (fallback)
 };
 
-// The top-k draw by thread maxima (topk_draw): each CTA's keys above the bound, published; rank
-// 0's union of them lives in FilterShared::tk_union (aliasing the threshold path's list).
+// The top-k draw by thread maxima (topk_draw): each CTA's keys above the bound, pushed into rank
+// 0 (FilterShared::tk_region); rank 0's union of them lives in FilterShared::tk_union (aliasing
+// the threshold path's list).
 constexpr int kTkMaxK = 256;      // larger top_k take the threshold path
-constexpr int kTkListCap = 256;   // keys above the bound per CTA
-constexpr int kTkUnionCap = 512;  // and per row (at most one per thread of rank 0)
+constexpr int kTkUnionCap = 512;  // keys in the union (at most one per thread of rank 0), split
+                                  // evenly into the CTAs' regions
 
 struct TkDrawShared {
   alignas(16) uint32_t hist[kBins];  // this CTA's thread maxima by level-0 bin (published)
-  uint32_t key[kTkListCap];  // this CTA's keys >= the bound and their row indices (published)
-  uint32_t index[kTkListCap];
-  int len;                  // published (may exceed kTkListCap: overflow)
-  unsigned long long mass;  // this CTA's total mass (joint top-p; published)
-  int begin[17];            // the union: CTA r's keys at [begin[r], begin[r + 1])
+  // Pushed into every CTA (rank r's at [r]): block maxima, then {keys >= the bound, mass lo, hi}.
+  unsigned long long bar_max, bar_lens;  // phase 0: every CTA's push arrived
+  unsigned long long bar_entries;  // rank 0: every CTA's keys arrived (n arrivals announce bytes)
+  float max_in[16];
+  alignas(16) uint4 lens_in[16];
+  int len;        // this CTA's keys >= the bound (may exceed its region: overflow)
+  int begin[17];  // the union: CTA r's keys at [begin[r], begin[r + 1])
   unsigned long long row_mass;
+  float row_max;
   uint32_t bound_bin;
 };
 
@@ -122,7 +136,13 @@ struct TkDrawUnion {  // rank 0 only
 struct FilterShared {
   FastShared fast;
   TkDrawShared tk;
-  SelectShared select;
+  union {
+    SelectShared select;
+    // The top-k draw, rank 0: CTA r pushes its keys >= the bound, {key, row index, mass, 0}, into
+    // [r * cap, r * cap + cap) (cap = kTkUnionCap / cluster size). The threshold path, which
+    // would take over after an overflow, clears the histograms again first.
+    uint4 tk_region[kTkUnionCap];
+  };
   InverseCdfShared cdf;
   uint32_t l0_count[kBins];  // level-0 histogram of the cluster, kept for the second selection
   unsigned long long l0_mass[kBins];
@@ -544,12 +564,20 @@ __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const Chunk
   });
 }
 
+// Called by thread 0 at the start of the perturbed-maximum draw, before the CTA's first cluster
+// barrier arrival (which the other CTAs wait for before their first push): both exchanges'
+// barriers, each expecting one push from every CTA of the cluster.
+__device__ __forceinline__ void init_exchanges(FastShared& sh, unsigned n) {
+  mbar_init_bytes(&sh.bar[0], n * static_cast<uint32_t>(sizeof(CandPush)));
+  mbar_init_bytes(&sh.bar[1], n * static_cast<uint32_t>(sizeof(MassPush)));
+  fence_mbarrier_init();
+}
+
 // Exchange 1 of the perturbed-maximum draw: each warp's best element (and the largest key of its
-// others), the CTA's kCands best of those; lane r of warp 0 then writes them into CTA r's slots
-// (a push: after the cluster barrier every CTA reads only its own shared memory, so the exchange
-// costs no remote round trip) and every CTA takes the kCands best of all slots. The caller arrived
-// on the cluster barrier (relaxed) when it started: the wait here, before the first remote write,
-// guarantees that every CTA of the cluster is running. Every thread returns with sh.list and
+// others), the CTA's kCands best of those; lane r of warp 0 then pushes them into CTA r's slot
+// and every CTA merges the n sorted lists it received. The caller arrived on the cluster barrier
+// (relaxed) when it started: the wait here, before the first push, guarantees that every CTA of
+// the cluster is running and has initialized its barriers. Every thread returns with sh.list and
 // sh.max set.
 __device__ __forceinline__ void exchange_candidates(FastShared& sh, Cand best,
                                                     unsigned long long rest, float local_max) {
@@ -567,29 +595,47 @@ __device__ __forceinline__ void exchange_candidates(FastShared& sh, Cand best,
   }
   __syncthreads();
   if (warp == 0) {
-    const float m = warp_reduce(lane < nwarps ? sh.warp_max[lane] : -INFINITY, MaxOp());
-    top_cands<kSamplingThreads / 32>(sh.warp_key, sh.warp_x, nwarps,
-                                     lane < nwarps ? sh.warp_rest[lane] : 0ull, &sh.slot_list);
-    cluster_wait();  // every CTA has started (the kernel's first arrival)
-    if (lane < n) {
-      FastShared* dst = cluster.map_shared_rank(&sh, lane);
+    CandPush c;
+    {
+      Cand one[kCands] = {};
+      if (lane < nwarps) one[0] = Cand{sh.warp_key[lane], sh.warp_x[lane]};
+      const CandList cta = merge_lists(one, lane < nwarps ? sh.warp_rest[lane] : 0ull);
 #pragma unroll
       for (int i = 0; i < kCands; ++i) {
-        dst->all_key[self * kCands + i] = sh.slot_list.c[i].key;
-        dst->all_x[self * kCands + i] = sh.slot_list.c[i].x;
+        c.key[i] = cta.c[i].key;
+        c.x[i] = cta.c[i].x;
       }
-      dst->all_rest[self] = sh.slot_list.rest;
-      dst->all_max[self] = m;
+      c.rest = cta.rest;
+      c.max = warp_reduce(lane < nwarps ? sh.warp_max[lane] : -INFINITY, MaxOp());
+      c.pad = 0u;
+    }
+    cluster_wait();  // every CTA has started (the kernel's first arrival)
+    if (lane < n) {
+      const uint4* w = reinterpret_cast<const uint4*>(&c);
+#pragma unroll
+      for (int i = 0; i < static_cast<int>(sizeof(CandPush) / 16); ++i)
+        push_v4(reinterpret_cast<uint4*>(&sh.cands[self]) + i, w[i], &sh.bar[0], lane, n);
+    }
+    push_wait(&sh.bar[0], n);
+    Cand list[kCands] = {};
+    unsigned long long rest_r = 0ull;
+    float max_r = -INFINITY;
+    if (lane < n) {
+      const CandPush& r = sh.cands[lane];
+#pragma unroll
+      for (int i = 0; i < kCands; ++i)
+        list[i] = Cand{r.key[i], r.x[i]};
+      rest_r = r.rest;
+      max_r = r.max;
+    }
+    const CandList row = merge_lists(list, rest_r);
+    const float m = warp_reduce(max_r, MaxOp());
+    if (lane == 0) {
+      sh.list = row;
+      sh.max = m;
     }
   } else {
     cluster_wait();
-  }
-  cluster.sync();  // the pushes are visible; also publishes this CTA's shared-memory keys
-  if (warp == 0) {
-    const float m = warp_reduce(lane < n ? sh.all_max[lane] : -INFINITY, MaxOp());
-    top_cands<16 * kCands>(sh.all_key, sh.all_x, n * kCands, lane < n ? sh.all_rest[lane] : 0ull,
-                           &sh.list);
-    if (lane == 0) sh.max = m;
   }
   __syncthreads();
 }
@@ -630,17 +676,21 @@ __device__ __forceinline__ void exchange_masses(FastShared& sh,
       v[j] = lane < nwarps ? sh.warp_sums[lane][j] : 0ull;
     warp_sum_masses(v);
     if (lane < n) {
-      FastShared* dst = cluster.map_shared_rank(&sh, lane);
+      MassPush c;
 #pragma unroll
       for (int j = 0; j <= kCands; ++j)
-        dst->all_sums[self][j] = v[j];
+        c.sum[j] = v[j];
+      c.pad = 0ull;
+      const uint4* w = reinterpret_cast<const uint4*>(&c);
+#pragma unroll
+      for (int i = 0; i < static_cast<int>(sizeof(MassPush) / 16); ++i)
+        push_v4(reinterpret_cast<uint4*>(&sh.masses[self]) + i, w[i], &sh.bar[1], lane, n);
     }
-  }
-  cluster.sync();
-  if (warp == 0) {  // lane r adds CTA r's sums, then a warp sum
+    push_wait(&sh.bar[1], n);
+    // lane r adds CTA r's sums, then a warp sum
 #pragma unroll
     for (int j = 0; j <= kCands; ++j)
-      v[j] = lane < n ? sh.all_sums[lane][j] : 0ull;
+      v[j] = lane < n ? sh.masses[lane].sum[j] : 0ull;
     warp_sum_masses(v);
     if (lane == 0) {
 #pragma unroll
@@ -649,6 +699,32 @@ __device__ __forceinline__ void exchange_masses(FastShared& sh,
     }
   }
   __syncthreads();
+}
+
+// Called by thread 0 at the start of the top-k draw, before the CTA's first cluster barrier
+// arrival: the barriers of its pushes.
+__device__ __forceinline__ void init_topk_exchanges(TkDrawShared& t, unsigned n) {
+  mbar_init_bytes(&t.bar_max, n * static_cast<uint32_t>(sizeof(float)));
+  mbar_init_bytes(&t.bar_lens, n * static_cast<uint32_t>(sizeof(uint4)));
+  mbar_init_arrivals(&t.bar_entries, n);
+  fence_mbarrier_init();
+}
+
+// The row maximum for the top-k draw: warp 0 pushes the block's maximum into every CTA once
+// they all started (the kernel's first arrival), and reduces what it received.
+__device__ __forceinline__ float exchange_row_max(TkDrawShared& t, float block_max) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int lane = threadIdx.x & 31;
+  const int n = static_cast<int>(cluster.num_blocks()), self = cluster.block_rank();
+  cluster_wait();
+  if (threadIdx.x < 32) {
+    if (lane < n) push_b32(&t.max_in[self], __float_as_uint(block_max), &t.bar_max, lane, n);
+    push_wait(&t.bar_max, n);
+    const float m = warp_reduce(lane < n ? t.max_in[lane] : -INFINITY, MaxOp());
+    if (lane == 0) t.row_max = m;
+  }
+  __syncthreads();
+  return t.row_max;
 }
 
 // Sampling with top-k (k <= kTkMaxK) without a threshold search. Every CTA has ~chunk / blockDim
@@ -661,7 +737,9 @@ __device__ __forceinline__ void exchange_masses(FastShared& sh,
 // them, and draws one element by inverse CDF over the kept masses in (key, index) order. Returns
 // false, on every CTA alike, when a list or the union would overflow: the caller then takes the
 // threshold path (*converted says whether the keys in shared memory are keys by then). Returns
-// true once this CTA has arrived on the cluster barrier after its last remote read.
+// true once this CTA has arrived on the cluster barrier after its last remote read (the kernel's
+// last wait completes it). Exchanges after the bound step are pushes: each CTA pushes its keys
+// into rank 0 and its count and mass into every CTA.
 template <class T, bool kLogits>
 __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const ChunkLayout& L,
                           int64_t row, const RowFilter& f, uint32_t max_key,
@@ -748,8 +826,14 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   FS_TRACE(12);
   if (bound_bin == kNoBin) return false;  // fewer thread maxima than k (every CTA alike)
   const uint32_t lo = level0_range(max_key, static_cast<int>(bound_bin)).lo;
-  // 3. Gather the keys >= lo (converting logits to keys in place), and the row's mass for joint
-  // top-p.
+  // No remote reads after this: arrived (relaxed: the loads' values were used), the kernel's
+  // last wait completes the phase.
+  asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+  // 3. Gather the keys >= lo (converting logits to keys in place): each pushed at once into this
+  // CTA's region of rank 0's tk_region, and the row's mass for joint top-p.
+  const int self = static_cast<int>(cluster.block_rank());
+  const int cap = kTkUnionCap / n;
+  uint4* region = sh.tk_region + self * cap;
   uint64_t mine = 0;
   const auto gather = [&](int first, const uint32_t(&kk)[4], bool active) {
     if (!active) return;
@@ -758,9 +842,11 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
       if (joint_p) mine += key_mass(kk[e], ms);
       if (kk[e] >= lo && kk[e] != 0u) {
         const int pos = atomicAdd(&t.len, 1);
-        if (pos < kTkListCap) {
-          t.key[pos] = kk[e];
-          t.index[pos] = static_cast<uint32_t>(L.begin + first + e);
+        if (pos < cap) {
+          push_v4(region + pos,
+                  make_uint4(kk[e], static_cast<uint32_t>(L.begin + first + e), key_mass(kk[e], ms),
+                             0u),
+                  &t.bar_entries, 0u, n);
         }
       }
     }
@@ -772,19 +858,31 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   }
   *converted = true;
   if (joint_p) mine = block_reduce(mine, sh.reduce64, SumOp(), uint64_t{0});
-  if (threadIdx.x == 0) t.mass = mine;
-  cluster.sync();
+  __syncthreads();
+  {
+    const int len = t.len;
+    if (threadIdx.x == 0 && n > 1) {
+      arrive_expect_remote(&t.bar_entries, static_cast<uint32_t>(min(len, cap)) * 16u, 0u);
+    }
+    if (warp == 0 && lane < n) {
+      push_v4(&t.lens_in[self],
+              make_uint4(static_cast<uint32_t>(len), static_cast<uint32_t>(mine),
+                         static_cast<uint32_t>(mine >> 32), 0u),
+              &t.bar_lens, lane, n);
+    }
+  }
   FS_TRACE(13);
-  // 4. Every CTA reads the lengths: the same overflow decision everywhere.
+  // 4. Every CTA: the lengths (the same overflow decision everywhere) and the union's layout.
   if (warp == 0) {
+    push_wait(&t.bar_lens, n);
     int len = 0;
     unsigned long long m = 0;
     if (lane < n) {
-      const TkDrawShared* r = cluster.map_shared_rank(&t, lane);
-      len = r->len;
-      m = r->mass;
+      const uint4 v = t.lens_in[lane];
+      len = static_cast<int>(v.x);
+      m = (static_cast<unsigned long long>(v.z) << 32) | v.y;
     }
-    const bool bad = __any_sync(0xffffffffu, len > kTkListCap);
+    const bool bad = __any_sync(0xffffffffu, len > cap);
     int incl = len;
 #pragma unroll
     for (int d = 1; d < 32; d <<= 1) {
@@ -796,30 +894,31 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
     if (lane == 0) t.begin[n] = bad ? -1 : u;
     m = warp_reduce(m, SumOp());
     if (lane == 0) t.row_mass = m;
+    if (self == 0 && n > 1) mbar_wait(&t.bar_entries, 0u);  // every push into tk_region landed
   }
   __syncthreads();
   const int u = t.begin[n];
   FS_TRACE_VALUE(static_cast<unsigned long long>(u + 1));
-  if (u < 0 || u > static_cast<int>(blockDim.x) || u > kTkUnionCap) return false;
-  if (cluster.block_rank() != 0) {
-    cluster_arrive();
-    return true;
+  if (u < 0 || u > static_cast<int>(blockDim.x) || u > kTkUnionCap) {
+    cluster_wait();               // complete the phase arrived on above
+    clear_histograms(sh.select);  // rank 0's were overwritten by the pushes
+    __syncthreads();
+    return false;
   }
-  // 5. Rank 0: the union, ranked.
+  if (self != 0) return true;
+  // 5. Rank 0: the union, compacted from the regions.
   TkDrawUnion& un = sh.tk_union;
   for (int i = threadIdx.x; i < u; i += blockDim.x) {
     int r = 0;
     while (t.begin[r + 1] <= i)
       ++r;
-    const TkDrawShared* src = cluster.map_shared_rank(&t, r);
-    const uint32_t key = src->key[i - t.begin[r]];
-    un.key[i] = key;
-    un.index[i] = src->index[i - t.begin[r]];
-    un.mass[i] = key_mass(key, ms);
+    const uint4 v = sh.tk_region[r * cap + i - t.begin[r]];
+    un.key[i] = v.x;
+    un.index[i] = v.y;
+    un.mass[i] = v.z;
   }
   __syncthreads();
   FS_TRACE(14);
-  cluster_arrive();  // no remote reads after this
   // Each key is ranked by a group of `gs` consecutive threads (a power of two <= 32, as many as
   // the block holds), each comparing it with every gs-th key of the union; the group's counts
   // meet by shuffles.
@@ -954,7 +1053,9 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
   FS_TRACE(0);
   float row_max;
   if (fast) {
-    // The first cluster-barrier phase: arrived now, waited for before exchange 1's remote writes.
+    // The first cluster-barrier phase: arrived now (after the exchanges' barriers are set up),
+    // waited for before exchange 1's pushes.
+    if (threadIdx.x == 0) init_exchanges(sh.fast, cluster.num_blocks());
     asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
     const uint64_t seed = seed_value(p.seed), offset = offset_value(p.seed);
     const uint32_t group0 = static_cast<uint32_t>(L.begin / 4);
@@ -1007,6 +1108,10 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     FS_TRACE(11);
     row_max = sh.fast.max;
   } else {
+    if (tk_fast) {  // as in the fast path: arrived now, waited for before the first push
+      if (threadIdx.x == 0) init_topk_exchanges(sh.tk, cluster.num_blocks());
+      asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
+    }
     float local_max = -INFINITY;
     load_slice(
         in, L.len, p.vec_loads, kResident ? reinterpret_cast<uint32_t*>(smem_keys) : nullptr,
@@ -1025,7 +1130,8 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     thread_max = local_max;
     const float block_max = block_reduce(local_max, sh.reduce, MaxOp(), -INFINITY);
     FS_TRACE(1);
-    row_max = cluster_reduce(block_max, &sh.max_slot, &sh.max_result, MaxOp(), -INFINITY);
+    row_max = tk_fast ? exchange_row_max(sh.tk, block_max)
+                      : cluster_reduce(block_max, &sh.max_slot, &sh.max_result, MaxOp(), -INFINITY);
   }
 
   uint32_t max_key;
@@ -1044,6 +1150,9 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
 
   // Each path ends with this CTA's arrival on the cluster barrier once it no longer reads another
   // CTA's shared memory; the wait below keeps every CTA's shared memory alive until all arrived.
+  // The perturbed-maximum draw, when it decides, ends without: its exchanges are pushes that every
+  // receiver waited for (the same decision on every CTA of the cluster).
+  bool end_barrier = true;
   if (max_key != 0u) {
     const auto run = [&](const auto& first, const auto& load) {
       uint32_t threshold = min_p_threshold;
@@ -1136,7 +1245,8 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
       }
     }
     if (drawn) {
-      cluster_arrive();
+      // Only pushes since the first barrier, all received: no CTA reads another's shared memory.
+      end_barrier = false;
     } else if (arrived) {
       // topk_draw drew the token and arrived
     } else if (kResident && fast && !logit_key.greedy) {
@@ -1185,7 +1295,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     }
   }
   FS_TRACE(9);
-  cluster_wait();
+  if (end_barrier) cluster_wait();
   FS_TRACE(10);
 }
 
