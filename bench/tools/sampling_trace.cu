@@ -1,8 +1,8 @@
 // Phase timestamps of the top-p / top-k sampling kernel, for tuning (not part of the build):
 //   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_SAMPLING_TRACE \
 //     -Iinclude bench/tools/sampling_trace.cu -o sampling_trace && ./sampling_trace 64 128256 0 0.9
-// (rows, vocab, top_k, top_p). Prints, per trace point reached, the median and max over CTAs of
-// the time since the CTA started.
+// (rows, vocab, top_k, top_p[, cluster size instead of the tile policy's]). Prints, per trace point
+// reached, the median and max over CTAs of the time since the CTA started.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -35,6 +35,11 @@ int main(int argc, char** argv) {
   cudaDeviceGetAttribute(&dev.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
   fs::SamplingTile tile;
   if (fs::plan_filter<float, true>(rows, vocab, dev, &tile) != cudaSuccess) return 1;
+  if (argc > 5) {  // an experiment: another cluster size than the policy's
+    tile.cluster = std::atoi(argv[5]);
+    tile.chunk = static_cast<int>(fs::sampling_chunk(vocab, tile.cluster));
+    tile.smem_bytes = static_cast<int64_t>(tile.chunk) * 4;
+  }
   fs::FilterParams<float> p;
   p.input = d_in;
   p.input_stride = vocab;

@@ -1180,61 +1180,106 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
             return prob_key(x);
           }
         };
+        // Candidate keys (0xffffffff: empty). Only a candidate whose key exceeds every earlier
+        // one's can be the first kept (the kept set is {key >= a threshold}: after an earlier
+        // candidate with a key at least as large, it is either never reached or rejected as
+        // well), so only those "live" keys need the mass above them: at most kCands, strictly
+        // ascending in candidate order, the first one the smallest.
+        uint32_t kc[kCands];
+        bool live[kCands];
+        uint32_t th[kCands];  // the live keys in candidate order
+        int nlive = 0;
+        {
+          uint32_t high = 0u;
+          bool any = false;
+#pragma unroll
+          for (int j = 0; j < kCands; ++j) {
+            const bool valid = cl.c[j].key != 0ull;
+            kc[j] = valid ? cand_key(cl.c[j].x) : 0xffffffffu;
+            live[j] = valid && (!any || kc[j] > high);
+            high = live[j] ? kc[j] : high;
+            any = any || live[j];
+          }
+#pragma unroll
+          for (int s = 0; s < kCands; ++s)
+            th[s] = 0xffffffffu;
+#pragma unroll
+          for (int j = 0; j < kCands; ++j) {
+#pragma unroll
+            for (int s = 0; s < kCands; ++s)
+              th[s] = live[j] && nlive == s ? kc[j] : th[s];
+            nlive += live[j] ? 1 : 0;
+          }
+        }
         uint64_t target = 0;
-        if (f.top_p < 1.f) {  // the mass above each candidate's key: one sweep, one exchange
-          uint32_t kc[kCands];
-#pragma unroll
-          for (int j = 0; j < kCands; ++j)
-            kc[j] = cl.c[j].key != 0ull ? cand_key(cl.c[j].x) : 0xffffffffu;
-          uint32_t kmin = kc[0];
-#pragma unroll
-          for (int j = 1; j < kCands; ++j)
-            kmin = kc[j] < kmin ? kc[j] : kmin;
+        if (f.top_p < 1.f && nlive > 0) {  // the mass above each live key: one sweep, one exchange
           const MassScale ms = mass_scale(mass_exponent(max_key));
           unsigned long long mine[kCands + 1] = {};
-          // Most elements lie below every candidate: they only add to the total (two masses
-          // summed in 32 bits first: each is < 2^31).
-          const auto sweep = [&](int, const uint32_t(&k)[4], bool active) {
-            if (!active) return;
-            uint32_t m[4];
-#pragma unroll
-            for (int e = 0; e < 4; ++e) {
-              if constexpr (kLogits) {
-                m[e] = key_mass_of_one(k[e]);  // the row maximum's key is 1: scale 2^30
-              } else {
-                m[e] = key_mass(k[e], ms);
-              }
-            }
-            mine[kCands] += static_cast<unsigned long long>(m[0] + m[1]) + (m[2] + m[3]);
-            const uint32_t top = max(max(k[0], k[1]), max(k[2], k[3]));
-            if (top > kmin) {
+          // Most elements lie below every live key (the smallest is th[0]): they only add to the
+          // total. Masses are < 2^31, so a group's four sum in 32 bits before the 64-bit add.
+          const auto sweep = [&](auto live_count) {
+            constexpr int kLive = decltype(live_count)::value;
+            return [&](int, const uint32_t(&k)[4], bool active) {
+              if (!active) return;
+              uint32_t m[4];
 #pragma unroll
               for (int e = 0; e < 4; ++e) {
-#pragma unroll
-                for (int j = 0; j < kCands; ++j)
-                  mine[j] += k[e] > kc[j] ? m[e] : 0u;
+                if constexpr (kLogits) {
+                  m[e] = key_mass_of_one(k[e]);  // the row maximum's key is 1: scale 2^30
+                } else {
+                  m[e] = key_mass(k[e], ms);
+                }
               }
+              mine[kCands] += static_cast<unsigned long long>(m[0] + m[1]) + (m[2] + m[3]);
+              const uint32_t top = max(max(k[0], k[1]), max(k[2], k[3]));
+              if (top > th[0]) {
+#pragma unroll
+                for (int s = 0; s < kLive; ++s) {
+                  uint32_t lo = 0u, hi = 0u;  // two 32-bit pair sums, each < 2^32
+                  lo += k[0] > th[s] ? m[0] : 0u;
+                  lo += k[1] > th[s] ? m[1] : 0u;
+                  hi += k[2] > th[s] ? m[2] : 0u;
+                  hi += k[3] > th[s] ? m[3] : 0u;
+                  mine[s] += static_cast<unsigned long long>(lo) + hi;
+                }
+              }
+            };
+          };
+          const auto run_sweep = [&](auto live_count) {
+            // Logit keys are computed on the fly and not stored: the fallback converts them.
+            if constexpr (kLogits) {
+              for_each_group(L, SmemLogitKeys{smem_keys, logit_key}, sweep(live_count));
+            } else {
+              for_each_group(L, SmemKeys{smem_keys}, sweep(live_count));
             }
           };
-          // Logit keys are computed on the fly and not stored: the fallback converts them.
-          if constexpr (kLogits) {
-            for_each_group(L, SmemLogitKeys{smem_keys, logit_key}, sweep);
-          } else {
-            for_each_group(L, SmemKeys{smem_keys}, sweep);
+          switch (nlive) {
+            case 1:
+              run_sweep(std::integral_constant<int, 1>{});
+              break;
+            case 2:
+              run_sweep(std::integral_constant<int, 2>{});
+              break;
+            case 3:
+              run_sweep(std::integral_constant<int, 3>{});
+              break;
+            default:
+              run_sweep(std::integral_constant<int, kCands>{});
+              break;
           }
           FS_TRACE(12);
           exchange_masses(sh.fast, mine);
           FS_TRACE(13);
           target = top_p_target(f.top_p, sh.fast.sums[kCands]);
         }
-        int pick = -1;
+        int pick = -1, slot = 0;
 #pragma unroll
         for (int j = 0; j < kCands; ++j) {
-          if (pick >= 0 || cl.c[j].key == 0ull) continue;
-          const uint32_t kc = cand_key(cl.c[j].x);
-          const bool kept =
-              kc != 0u && kc >= min_p_threshold && (f.top_p >= 1.f || sh.fast.sums[j] < target);
+          if (!live[j]) continue;
+          const bool kept = pick < 0 && kc[j] != 0u && kc[j] >= min_p_threshold &&
+                            (f.top_p >= 1.f || sh.fast.sums[slot] < target);
           if (kept) pick = j;
+          ++slot;
         }
         // Exact only if no element outside the lists has a larger perturbed value.
         drawn = pick >= 0 && cl.c[pick].key > cl.rest;
