@@ -736,7 +736,7 @@ __device__ __forceinline__ float exchange_row_max(TkDrawShared& t, float block_m
 // (after top-k, or joint with the row's mass) and min-p exactly as the threshold path defines
 // them, and draws one element by inverse CDF over the kept masses in (key, index) order. Returns
 // false, on every CTA alike, when a list or the union would overflow: the caller then takes the
-// threshold path (*converted says whether the keys in shared memory are keys by then). Returns
+// threshold path (the keys in shared memory are still raw logits for logit rows). Returns
 // true once this CTA has arrived on the cluster barrier after its last remote read (the kernel's
 // last wait completes it). Exchanges after the bound step are pushes: each CTA pushes its keys
 // into rank 0 and its count and mass into every CTA.
@@ -744,7 +744,7 @@ template <class T, bool kLogits>
 __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const ChunkLayout& L,
                           int64_t row, const RowFilter& f, uint32_t max_key,
                           const LogitKey& logit_key, float thread_max, uint32_t min_p_threshold,
-                          uint4* smem_keys, bool* converted) {
+                          uint4* smem_keys) {
   cg::cluster_group cluster = cg::this_cluster();
   TkDrawShared& t = sh.tk;
   const int n = static_cast<int>(cluster.num_blocks());
@@ -829,34 +829,55 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   // No remote reads after this: arrived (relaxed: the loads' values were used), the kernel's
   // last wait completes the phase.
   asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
-  // 3. Gather the keys >= lo (converting logits to keys in place): each pushed at once into this
-  // CTA's region of rank 0's tk_region, and the row's mass for joint top-p.
+  // 3. Gather the keys >= lo: each pushed at once into this CTA's region of rank 0's tk_region,
+  // and the row's mass for joint top-p.
   const int self = static_cast<int>(cluster.block_rank());
   const int cap = kTkUnionCap / n;
   uint4* region = sh.tk_region + self * cap;
   uint64_t mine = 0;
-  const auto gather = [&](int first, const uint32_t(&kk)[4], bool active) {
-    if (!active) return;
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if (joint_p) mine += key_mass(kk[e], ms);
-      if (kk[e] >= lo && kk[e] != 0u) {
-        const int pos = atomicAdd(&t.len, 1);
-        if (pos < cap) {
-          push_v4(region + pos,
-                  make_uint4(kk[e], static_cast<uint32_t>(L.begin + first + e), key_mass(kk[e], ms),
-                             0u),
-                  &t.bar_entries, 0u, n);
-        }
+  const auto take = [&](uint32_t key, int e) {  // element e of the slice
+    if (key >= lo && key != 0u) {
+      const int pos = atomicAdd(&t.len, 1);
+      if (pos < cap) {
+        push_v4(region + pos,
+                make_uint4(key, static_cast<uint32_t>(L.begin + e), key_mass(key, ms), 0u),
+                &t.bar_entries, 0u, n);
       }
     }
   };
   if constexpr (kLogits) {
-    for_each_group(L, ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, gather);
+    // Without joint top-p, only groups with a raw logit at or above x_pre can hold a key >= lo:
+    // x_pre is below the smallest such logit by a margin (1/16 in log2 units of the key, and the
+    // rounding of the subtraction below) far above the error of the key's ex2.approx and of
+    // lg2.approx here. The keys stay raw logits in shared memory (the threshold path converts
+    // them).
+    float x_pre = -INFINITY;
+    if (lo != 0u && !joint_p) {
+      const float d_pre = (lg2_approx(__uint_as_float(lo)) - 0.0625f) / logit_key.scale;
+      x_pre = logit_key.max + d_pre * 1.001f - fabsf(logit_key.max) * 0x1p-20f;
+    }
+    for_each_group(L, SmemKeys{smem_keys}, [&](int first, const uint32_t(&raw)[4], bool active) {
+      if (!active) return;
+      const float top = fmaxf(fmaxf(__uint_as_float(raw[0]), __uint_as_float(raw[1])),
+                              fmaxf(__uint_as_float(raw[2]), __uint_as_float(raw[3])));
+      if (!(top >= x_pre) && !joint_p) return;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const uint32_t key = logit_key(__uint_as_float(raw[e]));
+        if (joint_p) mine += key_mass(key, ms);
+        take(key, first + e);
+      }
+    });
   } else {
-    for_each_group(L, SmemKeys{smem_keys}, gather);
+    for_each_group(L, SmemKeys{smem_keys}, [&](int first, const uint32_t(&kk)[4], bool active) {
+      if (!active) return;
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        if (joint_p) mine += key_mass(kk[e], ms);
+        take(kk[e], first + e);
+      }
+    });
   }
-  *converted = true;
   if (joint_p) mine = block_reduce(mine, sh.reduce64, SumOp(), uint64_t{0});
   __syncthreads();
   {
@@ -1165,11 +1186,11 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
       }
       emit_row(p, sh, L, row, max_key, threshold, selected, load);
     };
-    bool drawn = false, arrived = false, converted = !kLogits;
+    bool drawn = false, arrived = false;  // (logit rows still hold raw logits in shared memory)
     if constexpr (kResident) {
       if (tk_fast && !logit_key.greedy) {
         arrived = topk_draw<T, kLogits>(p, sh, L, row, f, max_key, logit_key, thread_max,
-                                        min_p_threshold, smem_keys, &converted);
+                                        min_p_threshold, smem_keys);
       }
       if (fast && !logit_key.greedy) {
         const CandList& cl = sh.fast.list;
@@ -1296,11 +1317,9 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
       // topk_draw drew the token and arrived
     } else if (kResident && fast && !logit_key.greedy) {
       if constexpr (kResident) {
-        if (!converted) {
-          if constexpr (kLogits) {
-            for_each_group(L, ConvertSmemKeys<LogitKey>{smem_keys, logit_key},
-                           [](int, const uint32_t(&)[4], bool) {});
-          }
+        if constexpr (kLogits) {
+          for_each_group(L, ConvertSmemKeys<LogitKey>{smem_keys, logit_key},
+                         [](int, const uint32_t(&)[4], bool) {});
           __syncthreads();
         }
         const uint32_t threshold = selected
@@ -1312,11 +1331,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
       }
     } else if constexpr (kResident) {
       if constexpr (kLogits) {
-        if (converted) {
-          run(SmemKeys{smem_keys}, SmemKeys{smem_keys});
-        } else {
-          run(ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, SmemKeys{smem_keys});
-        }
+        run(ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, SmemKeys{smem_keys});
       } else {
         run(SmemKeys{smem_keys}, SmemKeys{smem_keys});
       }
