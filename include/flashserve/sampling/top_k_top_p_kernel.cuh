@@ -112,9 +112,10 @@ constexpr int kTkUnionCap = 512;  // keys in the union (at most one per thread o
                                   // evenly into the CTAs' regions
 
 struct TkDrawShared {
-  alignas(16) uint32_t hist[kBins];  // this CTA's thread maxima by level-0 bin (published)
-  // Pushed into every CTA (rank r's at [r]): block maxima, then {keys >= the bound, mass lo, hi}.
-  unsigned long long bar_max, bar_lens;  // phase 0: every CTA's push arrived
+  alignas(16) uint32_t hist[kBins];  // this CTA's thread maxima by level-0 bin
+  // Pushed into every CTA (rank r's at [r]): block maxima, histograms (FilterShared::tk_union),
+  // then {keys >= the bound, mass lo, hi}.
+  unsigned long long bar_max, bar_hist, bar_lens;  // phase 0: every CTA's push arrived
   unsigned long long bar_entries;  // rank 0: every CTA's keys arrived (n arrivals announce bytes)
   float max_in[16];
   alignas(16) uint4 lens_in[16];
@@ -705,6 +706,7 @@ __device__ __forceinline__ void exchange_masses(FastShared& sh,
 // arrival: the barriers of its pushes.
 __device__ __forceinline__ void init_topk_exchanges(TkDrawShared& t, unsigned n) {
   mbar_init_bytes(&t.bar_max, n * static_cast<uint32_t>(sizeof(float)));
+  mbar_init_bytes(&t.bar_hist, n * static_cast<uint32_t>(kBins * sizeof(uint16_t)));
   mbar_init_bytes(&t.bar_lens, n * static_cast<uint32_t>(sizeof(uint4)));
   mbar_init_arrivals(&t.bar_entries, n);
   fence_mbarrier_init();
@@ -736,10 +738,10 @@ __device__ __forceinline__ float exchange_row_max(TkDrawShared& t, float block_m
 // (after top-k, or joint with the row's mass) and min-p exactly as the threshold path defines
 // them, and draws one element by inverse CDF over the kept masses in (key, index) order. Returns
 // false, on every CTA alike, when a list or the union would overflow: the caller then takes the
-// threshold path (the keys in shared memory are still raw logits for logit rows). Returns
-// true once this CTA has arrived on the cluster barrier after its last remote read (the kernel's
-// last wait completes it). Exchanges after the bound step are pushes: each CTA pushes its keys
-// into rank 0 and its count and mass into every CTA.
+// threshold path (the keys in shared memory are still raw logits for logit rows). Returns true
+// when the token is drawn. Every exchange is a push (the row maximum, the histograms and each
+// CTA's count and mass into every CTA, the keys into rank 0), each waited for by its receiver
+// and no CTA reads another's shared memory: the kernel then ends without a cluster barrier.
 template <class T, bool kLogits>
 __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const ChunkLayout& L,
                           int64_t row, const RowFilter& f, uint32_t max_key,
@@ -763,53 +765,32 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
     tkey = thread_max > 0.f ? __float_as_uint(thread_max) : 0u;
   }
   if (tkey != 0u) atomicAdd(&t.hist[level0_bin(max_key, tkey)], 1u);
-  cluster.sync();
-  FS_TRACE(11);
-  // 2. The cluster's counts per bin, and the bin where they reach k (block scan over bins).
-  // Thread t adds bins 4 (t % 64) .. + 3 of ranks g, g + G, ... (g = t / 64, G = blockDim / 64)
-  // with 16-byte remote loads, all issued before the first use; the G partial sums meet in the
-  // union's shared memory (unused until step 5). Then thread t owns bins [per t, per t + per)
-  // (per = 2 for 128-thread CTAs), in bin order.
-  uint32_t* partial = reinterpret_cast<uint32_t*>(&sh.tk_union);  // [G][kBins]
-  {
-    const int groups = static_cast<int>(blockDim.x) / 64, g = threadIdx.x / 64;
-    const int q = threadIdx.x % 64;
-    const auto add_ranks = [&](auto per_rank) {
-      constexpr int kPer = decltype(per_rank)::value;
-      uint4 v[kPer];
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) {
-        const int r = g + i * groups;  // ranks past n read rank 0 and are not counted
-        v[i] = load_remote_v4(&t.hist[4 * q], static_cast<unsigned>(r < n ? r : 0));
-      }
-      uint4 sum = make_uint4(0u, 0u, 0u, 0u);
-#pragma unroll
-      for (int i = 0; i < kPer; ++i) {
-        if (g + i * groups >= n) continue;
-        sum.x += v[i].x;
-        sum.y += v[i].y;
-        sum.z += v[i].z;
-        sum.w += v[i].w;
-      }
-      *reinterpret_cast<uint4*>(&partial[g * kBins + 4 * q]) = sum;
-    };
-    if (groups >= 8) {
-      add_ranks(std::integral_constant<int, 2>{});
-    } else if (groups >= 4) {
-      add_ranks(std::integral_constant<int, 4>{});
-    } else {
-      add_ranks(std::integral_constant<int, 8>{});
-    }
-  }
   __syncthreads();
+  // 2. The cluster's counts per bin, and the bin where they reach k (block scan over bins). Each
+  // CTA pushes its histogram as 16-bit counts (at most blockDim a bin) into every CTA's
+  // hist_in[rank] (the union's shared memory, unused until step 5): 32 parts of 8 bins, one
+  // 16-byte push each. Then thread t owns bins [per t, per t + per) (per = 2 for 128-thread
+  // CTAs), in bin order.
+  uint16_t(*hist_in)[kBins] = reinterpret_cast<uint16_t(*)[kBins]>(&sh.tk_union);
+  for (int i = threadIdx.x; i < n * (kBins / 8); i += blockDim.x) {
+    const int r = i / (kBins / 8), part = i % (kBins / 8);
+    const uint32_t* h = &t.hist[8 * part];
+    const uint4 v = make_uint4(h[0] | (h[1] << 16), h[2] | (h[3] << 16), h[4] | (h[5] << 16),
+                               h[6] | (h[7] << 16));
+    push_v4(&hist_in[cluster.block_rank()][8 * part], v, &t.bar_hist, static_cast<unsigned>(r),
+            static_cast<unsigned>(n));
+  }
+  if (threadIdx.x < 32) push_wait(&t.bar_hist, static_cast<unsigned>(n));
+  __syncthreads();
+  FS_TRACE(11);
   const int per = blockDim.x >= kBins ? 1 : 2;
   uint32_t cb[2] = {0u, 0u};
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int b = per * static_cast<int>(threadIdx.x) + h;
     if (h >= per || b >= kBins) continue;
-    for (int g = 0; g < static_cast<int>(blockDim.x) / 64; ++g)
-      cb[h] += partial[g * kBins + b];
+    for (int r = 0; r < n; ++r)
+      cb[h] += hist_in[r][b];
   }
   uint64_t total = 0;
   const uint64_t before = block_exclusive_scan(uint64_t{cb[0]} + cb[1], sh.cdf.scan, total);
@@ -826,9 +807,6 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   FS_TRACE(12);
   if (bound_bin == kNoBin) return false;  // fewer thread maxima than k (every CTA alike)
   const uint32_t lo = level0_range(max_key, static_cast<int>(bound_bin)).lo;
-  // No remote reads after this: arrived (relaxed: the loads' values were used), the kernel's
-  // last wait completes the phase.
-  asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
   // 3. Gather the keys >= lo: each pushed at once into this CTA's region of rank 0's tk_region,
   // and the row's mass for joint top-p.
   const int self = static_cast<int>(cluster.block_rank());
@@ -921,7 +899,6 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   const int u = t.begin[n];
   FS_TRACE_VALUE(static_cast<unsigned long long>(u + 1));
   if (u < 0 || u > static_cast<int>(blockDim.x) || u > kTkUnionCap) {
-    cluster_wait();               // complete the phase arrived on above
     clear_histograms(sh.select);  // rank 0's were overwritten by the pushes
     __syncthreads();
     return false;
@@ -1186,11 +1163,11 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
       }
       emit_row(p, sh, L, row, max_key, threshold, selected, load);
     };
-    bool drawn = false, arrived = false;  // (logit rows still hold raw logits in shared memory)
+    bool drawn = false, tk_drawn = false;  // (logit rows still hold raw logits in shared memory)
     if constexpr (kResident) {
       if (tk_fast && !logit_key.greedy) {
-        arrived = topk_draw<T, kLogits>(p, sh, L, row, f, max_key, logit_key, thread_max,
-                                        min_p_threshold, smem_keys);
+        tk_drawn = topk_draw<T, kLogits>(p, sh, L, row, f, max_key, logit_key, thread_max,
+                                         min_p_threshold, smem_keys);
       }
       if (fast && !logit_key.greedy) {
         const CandList& cl = sh.fast.list;
@@ -1313,8 +1290,8 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     if (drawn) {
       // Only pushes since the first barrier, all received: no CTA reads another's shared memory.
       end_barrier = false;
-    } else if (arrived) {
-      // topk_draw drew the token and arrived
+    } else if (tk_drawn) {
+      end_barrier = false;  // pushes only, all received
     } else if (kResident && fast && !logit_key.greedy) {
       if constexpr (kResident) {
         if constexpr (kLogits) {
