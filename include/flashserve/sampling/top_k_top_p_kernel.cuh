@@ -1016,7 +1016,13 @@ __device__ void perturbed_argmax(const FilterParams<T>& p, FilterShared& sh, con
   }
 }
 
-template <class T, bool kLogits, bool kResident>
+// Which draws a kernel instance holds: every one (per-row top_k), or only those a scalar top_k
+// can reach (no top-k filter on any row: the perturbed-maximum draw; a top-k filter on every row:
+// the top-k draw). The threshold path is in all. Fewer paths, fewer registers held across the
+// hot loops.
+enum FilterPath : int { kAnyPath = 0, kNoTopKPath = 1, kTopKPath = 2 };
+
+template <class T, bool kLogits, bool kResident, int kPath = kAnyPath>
 __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const FilterParams<T> p) {
   extern __shared__ uint4 smem_keys[];
   __shared__ FilterShared sh;
@@ -1042,10 +1048,12 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
   // The perturbed-maximum draw (perturbed_max.cuh): resident rows, sampling without top-k, at a
   // positive temperature. Everything else takes the threshold path directly.
   const bool positive_t = !kLogits || (temp > 0.f && scale <= FLT_MAX);
-  const bool fast = kResident && p.out_ids != nullptr && !need_k && positive_t;
+  const bool fast =
+      kPath != kTopKPath && kResident && p.out_ids != nullptr && !need_k && positive_t;
   // Sampling with a small top-k: topk_draw (needs each thread's maximum from the load).
-  const bool tk_fast = kResident && p.out_ids != nullptr && need_k && f.top_k <= kTkMaxK &&
-                       positive_t && 2 * static_cast<int>(blockDim.x) >= kBins;
+  const bool tk_fast = kPath != kNoTopKPath && kResident && p.out_ids != nullptr && need_k &&
+                       f.top_k <= kTkMaxK && positive_t &&
+                       2 * static_cast<int>(blockDim.x) >= kBins;
   float thread_max = -INFINITY;
 
   FS_TRACE(0);
@@ -1344,10 +1352,17 @@ cudaError_t plan_filter(int64_t rows, int64_t vocab, const DeviceLimits& dev, Sa
 template <class T, bool kLogits>
 cudaError_t launch_filter(const FilterParams<T>& p, const SamplingTile& tile,
                           const DeviceLimits& dev, cudaStream_t stream) {
-  if (tile.resident) {
-    return launch_clusters(filter_kernel<T, kLogits, true>, p, p.rows, tile, dev, stream);
+  if (!tile.resident) {
+    return launch_clusters(filter_kernel<T, kLogits, false>, p, p.rows, tile, dev, stream);
   }
-  return launch_clusters(filter_kernel<T, kLogits, false>, p, p.rows, tile, dev, stream);
+  if (p.top_k.per_row == nullptr) {  // one top_k for every row: the instance of its draws
+    const bool need_k = p.top_k.value > 0 && p.top_k.value < p.vocab;
+    return need_k ? launch_clusters(filter_kernel<T, kLogits, true, kTopKPath>, p, p.rows, tile,
+                                    dev, stream)
+                  : launch_clusters(filter_kernel<T, kLogits, true, kNoTopKPath>, p, p.rows, tile,
+                                    dev, stream);
+  }
+  return launch_clusters(filter_kernel<T, kLogits, true>, p, p.rows, tile, dev, stream);
 }
 
 }  // namespace flashserve::sampling
