@@ -106,22 +106,6 @@ __device__ __forceinline__ T cluster_reduce(T x, T* slot, T* result, Op op, T id
   return *result;
 }
 
-// The 16 bytes at `p` (16-byte aligned, this CTA's shared memory) in CTA `rank` of the cluster:
-// one shared::cluster load (a generic load through map_shared_rank costs an address conversion and
-// a generic access each). volatile keeps it after the cluster barrier that publishes the data;
-// the load itself does not block until its result is used, so several can be in flight.
-__device__ __forceinline__ uint4 load_remote_v4(const void* p, unsigned rank) {
-  const uint32_t local = static_cast<uint32_t>(__cvta_generic_to_shared(p));
-  uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
-  uint4 v;
-  asm volatile("ld.shared::cluster.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "r"(remote)
-               : "memory");
-  return v;
-}
-
 // Pushes through distributed shared memory signalled on the receiver's mbarrier: the sender
 // writes with st.async, whose completion counts the bytes on the receiving CTA's barrier (no
 // cluster barrier, no fence: the receiver waits for the expected byte count on its own barrier).
