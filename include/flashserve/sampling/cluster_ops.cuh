@@ -12,6 +12,8 @@
 
 #include <cstdint>
 
+#include "flashserve/core/cp_async.cuh"
+
 namespace flashserve::sampling {
 
 namespace cg = cooperative_groups;
@@ -113,23 +115,21 @@ __device__ __forceinline__ T cluster_reduce(T x, T* slot, T* result, Op op, T id
 // reach the other CTAs before their first push: init, then fence_mbarrier_init(), then a cluster
 // barrier arrival that the senders wait for before pushing.
 
-__device__ __forceinline__ uint32_t smem_u32(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
-
 // The shared::cluster address of `p` (this CTA's shared memory) in CTA `rank`.
 __device__ __forceinline__ uint32_t cluster_addr(const void* p, unsigned rank) {
   uint32_t remote;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(smem_u32(p)), "r"(rank));
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;"
+               : "=r"(remote)
+               : "r"(smem_addr(p)), "r"(rank));
   return remote;
 }
 
 // An mbarrier for one arrival (made here) and `bytes` of pushes: its phase 0 completes once that
 // many bytes have been pushed into this CTA.
 __device__ __forceinline__ void mbar_init_bytes(unsigned long long* bar, uint32_t bytes) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_u32(bar)) : "memory");
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
   asm volatile(
-      "mbarrier.arrive.expect_tx.relaxed.cta.shared::cta.b64 _, [%0], %1;" ::"r"(smem_u32(bar)),
+      "mbarrier.arrive.expect_tx.relaxed.cta.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
       "r"(bytes)
       : "memory");
 }
@@ -170,7 +170,7 @@ __device__ __forceinline__ void push_b32(void* dst, uint32_t v, unsigned long lo
 // An mbarrier expecting `arrivals` arrivals, each of which announces the bytes it pushes
 // (arrive_expect_remote): for pushes whose sizes the receiver does not know.
 __device__ __forceinline__ void mbar_init_arrivals(unsigned long long* bar, uint32_t arrivals) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_u32(bar)), "r"(arrivals)
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(smem_addr(bar)), "r"(arrivals)
                : "memory");
 }
 
@@ -194,7 +194,7 @@ __device__ __forceinline__ void mbar_wait(unsigned long long* bar, uint32_t pari
         "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n\t"
         "selp.u32 %0, 1, 0, p;\n\t}"
         : "=r"(done)
-        : "r"(smem_u32(bar)), "r"(parity)
+        : "r"(smem_addr(bar)), "r"(parity)
         : "memory");
   } while (done == 0u);
 }

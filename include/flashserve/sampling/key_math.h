@@ -20,6 +20,11 @@ namespace flashserve::sampling {
 
 constexpr int kBins = 256;  // bins of one radix pass
 
+// Whether top_k filters a row of `vocab` elements (<= 0 or >= vocab: no top-k filter).
+__host__ __device__ __forceinline__ bool filters_top_k(int top_k, int vocab) {
+  return top_k > 0 && top_k < vocab;
+}
+
 constexpr uint32_t kOneBits = 0x3f800000u;  // 1.0f: the row maximum of exp2((x - max) * c)
 
 __host__ __device__ __forceinline__ uint32_t float_bits(float x) {

@@ -335,7 +335,7 @@ __device__ uint32_t select_threshold(FilterShared& sh, const ChunkLayout& L, int
                                      const First& first, const Load& load) {
   const MassScale ms = mass_scale(mass_exponent(max_key));
   const auto mass_of = [=](uint32_t k) { return key_mass(k, ms); };
-  const bool need_k = f.top_k > 0 && f.top_k < vocab;
+  const bool need_k = filters_top_k(f.top_k, vocab);
   const bool need_p = f.top_p < 1.f;
   const bool k_floor = need_k && need_p && top_k_first;
   uint32_t threshold = 0;
@@ -1037,7 +1037,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
   const float top_p = p.top_p.get(row), min_p = p.min_p.get(row);
   f.top_p = top_p < 1.f ? (top_p > 0.f ? top_p : 0.f) : 1.f;  // NaN: 1
   f.min_p = min_p > 0.f ? (min_p < 1.f ? min_p : 1.f) : 0.f;  // NaN: 0
-  const bool need_k = f.top_k > 0 && f.top_k < p.vocab;
+  const bool need_k = filters_top_k(f.top_k, p.vocab);
   const bool selected = need_k || f.top_p < 1.f;
   float temp = 1.f;
   if constexpr (kLogits) {
@@ -1356,7 +1356,7 @@ cudaError_t launch_filter(const FilterParams<T>& p, const SamplingTile& tile,
     return launch_clusters(filter_kernel<T, kLogits, false>, p, p.rows, tile, dev, stream);
   }
   if (p.top_k.per_row == nullptr) {  // one top_k for every row: the instance of its draws
-    const bool need_k = p.top_k.value > 0 && p.top_k.value < p.vocab;
+    const bool need_k = filters_top_k(p.top_k.value, p.vocab);
     return need_k ? launch_clusters(filter_kernel<T, kLogits, true, kTopKPath>, p, p.rows, tile,
                                     dev, stream)
                   : launch_clusters(filter_kernel<T, kLogits, true, kNoTopKPath>, p, p.rows, tile,
