@@ -53,6 +53,7 @@ int main(int argc, char** argv) {
   p.temperature.value = 1.f;
   p.seed.seed = 1;
   p.out_ids = d_ids;
+  if (const char* d = std::getenv("FS_PREFETCH_ROWS")) p.prefetch_rows = std::atoi(d);  // -1: none
   for (int it = 0; it < 5; ++it)
     fs::launch_filter<float, true>(p, tile, dev, nullptr);
   cudaEvent_t a, b;
@@ -93,9 +94,10 @@ int main(int argc, char** argv) {
     tend = std::max(tend, tr[c * 16 + 10]);
   }
   printf("first start to last end: %.2f us\n", (tend - t0) / 1000.0);
-  // Trace points in path order: the threshold path (2..8), the perturbed-maximum draw (11..13) or
-  // the top-k draw (11..15: histogram, bound, gather, union read, ranks).
-  const int order[] = {1, 11, 12, 13, 14, 15, 2, 3, 4, 5, 6, 7, 8, 9, 10};
+  // Trace points in path order: the threshold path (2..8), the rejection draw (11, then per round
+  // 14, 12, 13: the last round's) or the top-k draw (11..15: histogram, bound, gather, union read,
+  // ranks).
+  const int order[] = {1, 11, 14, 12, 13, 15, 2, 3, 4, 5, 6, 7, 8, 9, 10};
   const char* names[16] = {"start",
                            "load",
                            "level0 start",
@@ -107,10 +109,10 @@ int main(int argc, char** argv) {
                            "cluster scan",
                            "walk",
                            "final wait",
-                           "candidates|tk hist",
-                           "mass sweep|tk bound",
-                           "mass exchange|tk gather",
-                           "tk union",
+                           "exchange 0|tk hist",
+                           "round draw|tk bound",
+                           "round exch|tk gather",
+                           "sweep|tk union",
                            "tk ranks"};
   for (int i : order) {
     std::vector<double> d;

@@ -176,12 +176,12 @@ TEST_F(SamplingFilterTest, MinP) {
   run(c);
 }
 
-TEST_F(SamplingFilterTest, SmallNucleiMixPerturbedAndThresholdDraws) {
-  // Top-p and min-p without top-k draw by perturbed maxima: the largest perturbed value inside
-  // the kept set, found among the row's 4 best candidates when one of them is kept. On flat rows
-  // with small kept sets none is in a large share of the draws (~(1 - 0.1)^4 at top-p 0.1),
-  // which then find the same argmax after the exact threshold: the draws must still follow the
-  // distribution over the kept set (an independent draw in those cases would bias it).
+TEST_F(SamplingFilterTest, SmallNucleiTakeSeveralRejectionRounds) {
+  // Top-p and min-p without top-k draw by rejection: a candidate from the row (then from the keys
+  // above the last rejected one) until the filter keeps one. On flat rows with small kept sets
+  // most draws take several rounds (top-p 0.1: ~4), each drawing every CTA's next candidate
+  // before the cluster knows whether it is needed: the draws must still follow the distribution
+  // over the kept set whichever round accepts.
   FilterCase c;
   c.sigma = 0.5f;
   c.want_top_p = 0.1;

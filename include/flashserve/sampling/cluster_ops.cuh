@@ -111,9 +111,11 @@ __device__ __forceinline__ T cluster_reduce(T x, T* slot, T* result, Op op, T id
 // Pushes through distributed shared memory signalled on the receiver's mbarrier: the sender
 // writes with st.async, whose completion counts the bytes on the receiving CTA's barrier (no
 // cluster barrier, no fence: the receiver waits for the expected byte count on its own barrier).
-// A barrier is used for one phase per kernel. Its initialization (with the bytes it expects) must
-// reach the other CTAs before their first push: init, then fence_mbarrier_init(), then a cluster
-// barrier arrival that the senders wait for before pushing.
+// Its initialization (with the bytes it expects) must reach the other CTAs before their first
+// push: init, then fence_mbarrier_init(), then a cluster barrier arrival that the senders wait
+// for before pushing. A barrier used for several phases is re-armed by its own CTA after each
+// wait (mbar_rearm_bytes); the protocol must keep the next phase's pushes from starting before
+// every waiter of the current one has seen it complete.
 
 // The shared::cluster address of `p` (this CTA's shared memory) in CTA `rank`.
 __device__ __forceinline__ uint32_t cluster_addr(const void* p, unsigned rank) {
@@ -128,6 +130,15 @@ __device__ __forceinline__ uint32_t cluster_addr(const void* p, unsigned rank) {
 // many bytes have been pushed into this CTA.
 __device__ __forceinline__ void mbar_init_bytes(unsigned long long* bar, uint32_t bytes) {
   asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(smem_addr(bar)) : "memory");
+  asm volatile(
+      "mbarrier.arrive.expect_tx.relaxed.cta.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
+      "r"(bytes)
+      : "memory");
+}
+
+// The next phase of an mbarrier set up by mbar_init_bytes: its one arrival, expecting `bytes` more
+// (pushes that arrived before it already count: the pending byte count may go negative).
+__device__ __forceinline__ void mbar_rearm_bytes(unsigned long long* bar, uint32_t bytes) {
   asm volatile(
       "mbarrier.arrive.expect_tx.relaxed.cta.shared::cta.b64 _, [%0], %1;" ::"r"(smem_addr(bar)),
       "r"(bytes)
@@ -207,6 +218,11 @@ __device__ __forceinline__ void push_wait(unsigned long long* bar, unsigned n) {
   } else {
     __syncwarp();
   }
+}
+
+// Prefetches [p, p + bytes) into L2 (16-byte aligned, a multiple of 16 bytes), by one thread.
+__device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
+  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
 }
 
 // The largest of the lanes' 64-bit values (two 32-bit warp reductions); all lanes take part.

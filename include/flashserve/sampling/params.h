@@ -50,6 +50,11 @@ struct FilterParams {
   // Renormalization: out[r, :] = the kept probabilities divided by their sum, 0 elsewhere.
   float* renorm_out = nullptr;
   int64_t renorm_stride = 0;
+  // Each CTA, after reading its slice of row r, prefetches its slice of row r + d into L2: that
+  // row's cluster, which starts about when this one ends, then reads from L2 while the memory
+  // streams the rows after it. 0: d = the clusters resident at once (launch_filter sets it);
+  // > 0: d = prefetch_rows; < 0: no prefetch.
+  int prefetch_rows = 0;
 };
 
 // Exact top-k of each row (values + indices, ascending index order), or the top-k mask of logits.

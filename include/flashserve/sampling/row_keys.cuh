@@ -30,6 +30,12 @@ __device__ __forceinline__ float ex2_approx(float x) {
   return y;
 }
 
+__device__ __forceinline__ float lg2_approx(float x) {  // subnormal inputs kept (no .ftz)
+  float y;
+  asm("lg2.approx.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
 struct LogitKey {
   float max = 0.f;
   float scale = 0.f;

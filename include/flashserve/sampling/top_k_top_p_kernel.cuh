@@ -34,8 +34,8 @@
 #include "flashserve/sampling/launch.cuh"
 #include "flashserve/sampling/load_slice.cuh"
 #include "flashserve/sampling/params.h"
-#include "flashserve/sampling/perturbed_max.cuh"
 #include "flashserve/sampling/radix_select.cuh"
+#include "flashserve/sampling/rejection_draw.cuh"
 #include "flashserve/sampling/row_keys.cuh"
 
 namespace flashserve::sampling {
@@ -73,35 +73,19 @@ __device__ unsigned long long g_sampling_trace_value[4096];  // one value per CT
 // them, not its whole slice (a bin that holds more is refined over the slice).
 constexpr int kListCap = 2048;
 
-// The perturbed-maximum draw (perturbed_max.cuh): block and cluster merges of the candidates, and
-// the masses above each candidate's key. Both cluster exchanges are pushes: every CTA writes its
-// part into every CTA's slot r (r = its rank) by st.async, counted on the receiver's barrier (no
-// cluster barrier). Slots and barriers are written once per kernel.
-struct alignas(16) CandPush {  // a CTA's candidates (64 bytes)
-  unsigned long long key[kCands];
-  unsigned long long rest;
-  float x[kCands];
-  float max;
-  uint32_t pad;
-};
-struct alignas(16) MassPush {  // a CTA's masses above each candidate's key, and in all (48 bytes)
-  unsigned long long sum[kCands + 1];
-  unsigned long long pad;
-};
-
+// The rejection draw (rejection_draw.cuh). Every exchange is a push: each CTA writes its
+// RoundPush into every CTA's slot r (r = its rank) by st.async, counted on the receiver's barrier
+// (no cluster barrier). Exchange e uses slots and barrier e & 1 (phase (e >> 1) & 1): a CTA pushes
+// exchange e + 2 only after it received every CTA's exchange e + 1, which each pushed after
+// reading its exchange-e slots, so a slot is never overwritten before it was read.
 struct FastShared {
-  unsigned long long bar[2];  // exchanges 1 and 2: phase 0 completes when all n pushes arrived
-  unsigned long long warp_key[kSamplingThreads / 32];  // each warp's best and the rest
-  float warp_x[kSamplingThreads / 32];
-  unsigned long long warp_rest[kSamplingThreads / 32];
-  float warp_max[kSamplingThreads / 32];
-  CandPush cands[16];  // exchange 1: CTA r's candidates at [r]
-  CandList list;       // the row's candidates and maximum
-  float max;
-  unsigned long long warp_sums[kSamplingThreads / 32][kCands + 1];
-  MassPush masses[16];                  // exchange 2: CTA r's masses at [r]
-  unsigned long long sums[kCands + 1];  // the row's mass above each candidate's key, and in all
-  unsigned long long argmax_slot, argmax_result;  // exchange of the exact argmax (fallback)
+  unsigned long long bar[2];
+  RoundPush in[2][16];
+  float warp_w[kSamplingThreads / 32];  // exchange 0: each warp's mass and maximum
+  float warp_m[kSamplingThreads / 32];
+  unsigned long long warp_above[2][kSamplingThreads / 32];  // rounds: each warp's masses
+  unsigned long long warp_total[2][kSamplingThreads / 32];
+  unsigned long long u_local[2], u_choice[2];  // exchange e's random bits at [e & 1]
 };
 
 // The top-k draw by thread maxima (topk_draw): each CTA's keys above the bound, pushed into rank
@@ -565,141 +549,208 @@ __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const Chunk
   });
 }
 
-// Called by thread 0 at the start of the perturbed-maximum draw, before the CTA's first cluster
-// barrier arrival (which the other CTAs wait for before their first push): both exchanges'
-// barriers, each expecting one push from every CTA of the cluster.
-__device__ __forceinline__ void init_exchanges(FastShared& sh, unsigned n) {
-  mbar_init_bytes(&sh.bar[0], n * static_cast<uint32_t>(sizeof(CandPush)));
-  mbar_init_bytes(&sh.bar[1], n * static_cast<uint32_t>(sizeof(MassPush)));
+// Called by thread 0 at the start of the rejection draw, before the CTA's first cluster barrier
+// arrival (which the other CTAs wait for before their first push): both barriers, each expecting
+// one push from every CTA of the cluster in its first phase.
+__device__ __forceinline__ void init_round_barriers(FastShared& sh, unsigned n) {
+  mbar_init_bytes(&sh.bar[0], n * static_cast<uint32_t>(sizeof(RoundPush)));
+  mbar_init_bytes(&sh.bar[1], n * static_cast<uint32_t>(sizeof(RoundPush)));
   fence_mbarrier_init();
 }
 
-// Exchange 1 of the perturbed-maximum draw: each warp's best element (and the largest key of its
-// others), the CTA's kCands best of those; lane r of warp 0 then pushes them into CTA r's slot
-// and every CTA merges the n sorted lists it received. The caller arrived on the cluster barrier
-// (relaxed) when it started: the wait here, before the first push, guarantees that every CTA of
-// the cluster is running and has initialized its barriers. Every thread returns with sh.list and
-// sh.max set.
-__device__ __forceinline__ void exchange_candidates(FastShared& sh, Cand best,
-                                                    unsigned long long rest, float local_max) {
+// Exchange e of the rejection draw. One warp of each CTA pushes its RoundPush into every CTA's slot
+// (lanes r < n); every warp of every CTA then waits for the n pushes into its CTA (a cluster of
+// one CTA: a block barrier) and lane r < n reads CTA r's (the other lanes get zeros). Thread 0
+// re-arms the barrier for exchange e + 2: a warp still waiting for exchange e cannot miss it,
+// since exchange e + 2's pushes need this CTA's e + 1 push, made after a block barrier that every
+// warp passes only after its wait.
+__device__ __forceinline__ void push_round(FastShared& sh, int e, const RoundPush& v) {
   cg::cluster_group cluster = cg::this_cluster();
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  const int nwarps = static_cast<int>(blockDim.x >> 5);
-  const int n = static_cast<int>(cluster.num_blocks()), self = cluster.block_rank();
-  warp_best(best, rest);
-  const float wmax = warp_reduce(local_max, MaxOp());
-  if (lane == 0) {
-    sh.warp_key[warp] = best.key;
-    sh.warp_x[warp] = best.x;
-    sh.warp_rest[warp] = rest;
-    sh.warp_max[warp] = wmax;
+  const int lane = threadIdx.x & 31;
+  const unsigned n = cluster.num_blocks(), self = cluster.block_rank();
+  if (lane < static_cast<int>(n)) {
+    uint4* slot = reinterpret_cast<uint4*>(&sh.in[e & 1][self]);
+    const uint4* w = reinterpret_cast<const uint4*>(&v);
+    push_v4(slot, w[0], &sh.bar[e & 1], lane, n);
+    push_v4(slot + 1, w[1], &sh.bar[e & 1], lane, n);
   }
-  __syncthreads();
-  if (warp == 0) {
-    CandPush c;
-    {
-      Cand one[kCands] = {};
-      if (lane < nwarps) one[0] = Cand{sh.warp_key[lane], sh.warp_x[lane]};
-      const CandList cta = merge_lists(one, lane < nwarps ? sh.warp_rest[lane] : 0ull);
-#pragma unroll
-      for (int i = 0; i < kCands; ++i) {
-        c.key[i] = cta.c[i].key;
-        c.x[i] = cta.c[i].x;
-      }
-      c.rest = cta.rest;
-      c.max = warp_reduce(lane < nwarps ? sh.warp_max[lane] : -INFINITY, MaxOp());
-      c.pad = 0u;
-    }
-    cluster_wait();  // every CTA has started (the kernel's first arrival)
-    if (lane < n) {
-      const uint4* w = reinterpret_cast<const uint4*>(&c);
-#pragma unroll
-      for (int i = 0; i < static_cast<int>(sizeof(CandPush) / 16); ++i)
-        push_v4(reinterpret_cast<uint4*>(&sh.cands[self]) + i, w[i], &sh.bar[0], lane, n);
-    }
-    push_wait(&sh.bar[0], n);
-    Cand list[kCands] = {};
-    unsigned long long rest_r = 0ull;
-    float max_r = -INFINITY;
-    if (lane < n) {
-      const CandPush& r = sh.cands[lane];
-#pragma unroll
-      for (int i = 0; i < kCands; ++i)
-        list[i] = Cand{r.key[i], r.x[i]};
-      rest_r = r.rest;
-      max_r = r.max;
-    }
-    const CandList row = merge_lists(list, rest_r);
-    const float m = warp_reduce(max_r, MaxOp());
-    if (lane == 0) {
-      sh.list = row;
-      sh.max = m;
+}
+
+__device__ __forceinline__ RoundPush receive_round(FastShared& sh, int e) {
+  const int lane = threadIdx.x & 31;
+  const unsigned n = cg::this_cluster().num_blocks();
+  if (n > 1) {
+    mbar_wait(&sh.bar[e & 1], static_cast<uint32_t>(e >> 1) & 1u);
+    __syncwarp();
+    if (threadIdx.x == 0) {
+      mbar_rearm_bytes(&sh.bar[e & 1], n * static_cast<uint32_t>(sizeof(RoundPush)));
     }
   } else {
-    cluster_wait();
+    __syncthreads();
   }
-  __syncthreads();
+  RoundPush r{};
+  if (lane < static_cast<int>(n)) r = sh.in[e & 1][lane];
+  return r;
 }
 
-// Every lane gets the warp's sums of its kCands + 1 values (the butterflies interleaved).
-__device__ __forceinline__ void warp_sum_masses(unsigned long long (&v)[kCands + 1]) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) {
-#pragma unroll
-    for (int j = 0; j <= kCands; ++j)
-      v[j] += __shfl_xor_sync(0xffffffffu, v[j], o);
+// Threads 0 and 1: exchange e's random bits, the CTA's own (u_local) and the cluster's (u_choice),
+// double-buffered by e & 1 (a warp may still read exchange e - 1's while thread 0 writes e's).
+__device__ __forceinline__ void round_bits(FastShared& sh, uint64_t seed, uint64_t offset,
+                                           int64_t row, int e) {
+  if (threadIdx.x < 2) {
+    const uint32_t index =
+        threadIdx.x == 0 ? round_draw_index(e, static_cast<int>(cg::this_cluster().block_rank()))
+                         : round_choice_index(e);
+    const unsigned long long u = philox_u64(seed, offset, static_cast<uint32_t>(row), index);
+    if (threadIdx.x == 0) {
+      sh.u_local[e & 1] = u;
+    } else {
+      sh.u_choice[e & 1] = u;
+    }
   }
 }
 
-// Exchange 2: sums[j] = the row's mass above candidate j's key (j < kCands), sums[kCands] = the
-// row's total mass. `mine` holds this thread's. Each CTA's sums are pushed into every CTA, as in
-// exchange 1.
-__device__ __forceinline__ void exchange_masses(FastShared& sh,
-                                                const unsigned long long (&mine)[kCands + 1]) {
-  cg::cluster_group cluster = cg::this_cluster();
+// Exchange 0's candidate of this CTA, drawn from its slice in proportion to the float weights
+// exp2((x - m) * scale) (probabilities: as they are), and exchange 0 itself. Each warp scans its
+// threads' masses from the load against the warp's maximum; after one block barrier every warp
+// finds the warp holding the target (lane i takes warp i's mass, in units of the CTA's maximum);
+// that warp finds the thread, then the thread's element (warp_walk over the groups it loaded),
+// and pushes. Every warp returns with every CTA's push (lane r: CTA r's).
+template <class T, bool kLogits>
+__device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const ChunkLayout& L,
+                                 bool vec, const LoadMass& lm, float local_max, float scale) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nwarps = static_cast<int>(blockDim.x >> 5);
-  const int n = static_cast<int>(cluster.num_blocks()), self = cluster.block_rank();
-  unsigned long long v[kCands + 1];
-#pragma unroll
-  for (int j = 0; j <= kCands; ++j)
-    v[j] = mine[j];
-  warp_sum_masses(v);
-  if (lane == 0) {
-#pragma unroll
-    for (int j = 0; j <= kCands; ++j)
-      sh.warp_sums[warp][j] = v[j];
+  const float mw = warp_reduce(kLogits ? lm.m : local_max, MaxOp());
+  float w = lm.s;
+  if constexpr (kLogits) {
+    w = lm.s > 0.f ? __fmul_rn(lm.s, ex2_approx(__fmul_rn(__fsub_rn(lm.m, mw), scale))) : 0.f;
+  }
+  float excl;
+  const float incl = warp_scan_incl(w, &excl);
+  if (lane == 31) {
+    sh.warp_w[warp] = incl;
+    sh.warp_m[warp] = mw;
   }
   __syncthreads();
-  if (warp == 0) {
-#pragma unroll
-    for (int j = 0; j <= kCands; ++j)
-      v[j] = lane < nwarps ? sh.warp_sums[lane][j] : 0ull;
-    warp_sum_masses(v);
-    if (lane < n) {
-      MassPush c;
-#pragma unroll
-      for (int j = 0; j <= kCands; ++j)
-        c.sum[j] = v[j];
-      c.pad = 0ull;
-      const uint4* w = reinterpret_cast<const uint4*>(&c);
-#pragma unroll
-      for (int i = 0; i < static_cast<int>(sizeof(MassPush) / 16); ++i)
-        push_v4(reinterpret_cast<uint4*>(&sh.masses[self]) + i, w[i], &sh.bar[1], lane, n);
+  cluster_wait();  // every CTA has started (the kernel's first arrival): pushes may go out
+  const float wi = lane < nwarps ? sh.warp_w[lane] : 0.f;
+  const float mi = lane < nwarps ? sh.warp_m[lane] : -INFINITY;
+  const float m = warp_reduce(mi, MaxOp());
+  float fi = 1.f;
+  if constexpr (kLogits) fi = ex2_approx(__fmul_rn(__fsub_rn(mi, m), scale));
+  const float ti = wi > 0.f ? __fmul_rn(wi, fi) : 0.f;
+  float ti_excl;
+  const float ti_incl = warp_scan_incl(ti, &ti_excl);
+  const float total = __shfl_sync(0xffffffffu, ti_incl, 31);
+  const float target = uniform_from_bits(static_cast<uint32_t>(sh.u_local[0])) * total;
+  const unsigned hits =
+      __ballot_sync(0xffffffffu, ti > 0.f && ti_excl <= target && target < ti_incl);
+  const unsigned some = __ballot_sync(0xffffffffu, ti > 0.f);
+  const int hold = hits != 0u ? __ffs(hits) - 1 : (some != 0u ? 31 - __clz(some) : -1);
+  const float rest_cta = target - __shfl_sync(0xffffffffu, ti_excl, hold < 0 ? 0 : hold);
+  const float f_hold = __shfl_sync(0xffffffffu, fi, hold < 0 ? 0 : hold);
+  if (warp == (hold < 0 ? 0 : hold)) {
+    int pos = -1;
+    if (hold >= 0) {
+      const float rest = f_hold > 0.f ? rest_cta / f_hold : 0.f;  // in this warp's units
+      const unsigned lane_hits = __ballot_sync(0xffffffffu, w > 0.f && excl <= rest && rest < incl);
+      const unsigned lane_some = __ballot_sync(0xffffffffu, w > 0.f);
+      const int src = lane_hits != 0u ? __ffs(lane_hits) - 1 : 31 - __clz(lane_some);
+      const float src_excl = __shfl_sync(0xffffffffu, excl, src);
+      // src's units: the 4-element groups of its vectors (vector i = t + k * blockDim), then its
+      // tail groups, as load_groups handed them to it.
+      constexpr int kPerVec = 16 / static_cast<int>(sizeof(T)) / 4;
+      const int bd = static_cast<int>(blockDim.x), t = warp * 32 + src;
+      const int nv = vec ? L.len / (4 * kPerVec) : 0;
+      const int groups = (L.len + 3) / 4;
+      const int vec_units = (t < nv ? (nv - 1 - t) / bd + 1 : 0) * kPerVec;
+      const int g0 = nv * kPerVec + t;
+      const int tail_units = g0 < groups ? (groups - 1 - g0) / bd + 1 : 0;
+      pos = warp_walk<float>(
+          vec_units + tail_units,
+          [&](int u) -> int {
+            if (u < vec_units) return 4 * ((t + (u / kPerVec) * bd) * kPerVec + u % kPerVec);
+            return 4 * (g0 + (u - vec_units) * bd);
+          },
+          [&](int e) -> float {
+            const float x = __uint_as_float(keys[e]);
+            if constexpr (kLogits) {
+              return logit_weight(x, mw, scale);
+            } else {
+              return x;
+            }
+          },
+          rest - src_excl);
     }
-    push_wait(&sh.bar[1], n);
-    // lane r adds CTA r's sums, then a warp sum
-#pragma unroll
-    for (int j = 0; j <= kCands; ++j)
-      v[j] = lane < n ? sh.masses[lane].sum[j] : 0ull;
-    warp_sum_masses(v);
-    if (lane == 0) {
-#pragma unroll
-      for (int j = 0; j <= kCands; ++j)
-        sh.sums[j] = v[j];
-    }
+    RoundPush v;
+    v.mass = 0ull;
+    v.total = 0ull;
+    v.x = pos >= 0 ? __uint_as_float(keys[pos]) : 0.f;
+    v.index = pos >= 0 ? static_cast<uint32_t>(L.begin + pos) : kNoCandidate;
+    v.m = m;
+    v.w = total;
+    push_round(sh, 0, v);
   }
-  __syncthreads();
+  return receive_round(sh, 0);
+}
+
+struct FirstPick {
+  float max;  // the row maximum
+  float x;    // round 1's candidate
+  uint32_t index;
+};
+
+// After exchange 0 (every lane of the calling warp): the row maximum, and the candidate of the
+// CTA chosen in proportion to its mass (weights against the row maximum, in double).
+template <bool kLogits>
+__device__ __forceinline__ FirstPick choose_first(const RoundPush& r, unsigned long long u,
+                                                  float scale) {
+  const int lane = threadIdx.x & 31;
+  const int n = static_cast<int>(cg::this_cluster().num_blocks());
+  const float M = warp_reduce(lane < n ? r.m : -INFINITY, MaxOp());
+  double w = 0.0;
+  if (lane < n && r.index != kNoCandidate && r.w > 0.f) {
+    w = r.w;
+    if constexpr (kLogits) w *= exp2((static_cast<double>(r.m) - M) * scale);
+    if (!(w >= 0.0)) w = 0.0;
+  }
+  double excl;
+  const double incl = warp_scan_incl(w, &excl);
+  const double total = __shfl_sync(0xffffffffu, incl, 31);
+  const double target = static_cast<double>(u >> 11) * 0x1p-53 * total;
+  const unsigned win =
+      __ballot_sync(0xffffffffu, excl < incl && excl <= target && (target < incl || incl == total));
+  const int src = win != 0u ? __ffs(win) - 1 : 0;
+  FirstPick f;
+  f.max = M;
+  f.x = __shfl_sync(0xffffffffu, r.x, src);
+  const uint32_t index = __shfl_sync(0xffffffffu, r.index, src);
+  f.index = win != 0u ? index : kNoCandidate;
+  return f;
+}
+
+struct NextPick {
+  uint64_t above, total;  // the row's mass above the pivot, and in all
+  float x;                // the next candidate
+  uint32_t index;
+};
+
+// After exchange e >= 1 (every lane of the calling warp): the row's masses, and the next
+// candidate: that of the CTA chosen in proportion to its mass above the pivot (exact integers).
+__device__ __forceinline__ NextPick choose_next(const RoundPush& r, unsigned long long u) {
+  uint64_t excl;
+  const uint64_t incl = warp_scan_incl(static_cast<uint64_t>(r.mass), &excl);
+  NextPick np;
+  np.above = __shfl_sync(0xffffffffu, incl, 31);
+  np.total = warp_reduce(static_cast<uint64_t>(r.total), SumOp());
+  const uint64_t target = scale_uniform(u, np.above);
+  const unsigned win = __ballot_sync(0xffffffffu, r.mass > 0ull && excl <= target && target < incl);
+  const int src = win != 0u ? __ffs(win) - 1 : 0;
+  np.x = __shfl_sync(0xffffffffu, r.x, src);
+  const uint32_t index = __shfl_sync(0xffffffffu, r.index, src);
+  np.index = win != 0u ? index : kNoCandidate;
+  return np;
 }
 
 // Called by thread 0 at the start of the top-k draw, before the CTA's first cluster barrier
@@ -976,48 +1027,168 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   return true;
 }
 
-// The perturbed-maximum draw when the candidate lists cannot decide it: the kept set's threshold
-// by the threshold path, then the exact argmax of the same perturbed values over {key >=
-// threshold} (recomputed from the row in global memory, bit for bit as the load computed them).
-// So the token is the same function of the random numbers whichever way it was found: the draw
-// stays exact (an independent fallback draw would not be: whether the lists decide depends on
-// where the winner sits). Ends with this CTA's arrival on the cluster barrier.
-template <class T, bool kLogits>
-__device__ void perturbed_argmax(const FilterParams<T>& p, FilterShared& sh, const ChunkLayout& L,
-                                 int64_t row, const T* in, const uint4* keys, float scale,
-                                 uint32_t threshold) {
-  const uint64_t seed = seed_value(p.seed), offset = offset_value(p.seed);
-  const uint32_t group0 = static_cast<uint32_t>(L.begin / 4);
-  uint64_t best = 0;
-  for_each_group(L, SmemKeys{keys}, [&](int first, const uint32_t(&k)[4], bool active) {
-    if (!active) return;
-    const bool any = (k[0] >= threshold && k[0] != 0u) || (k[1] >= threshold && k[1] != 0u) ||
-                     (k[2] >= threshold && k[2] != 0u) || (k[3] >= threshold && k[3] != 0u);
-    if (!any) return;
-    const PhiloxBlock rb = gumbel_block(seed, offset, static_cast<uint32_t>(row),
-                                        group0 + static_cast<uint32_t>(first / 4));
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      if (!(k[e] >= threshold && k[e] != 0u) || first + e >= L.len) continue;
-      const float y = perturbed_value<kLogits>(to_float(in[first + e]), scale, rb.v[e]);
-      const uint64_t key =
-          (static_cast<uint64_t>(order_key(y)) << 32) | static_cast<uint32_t>(L.begin + first + e);
-      best = key > best ? key : best;
+// The rounds of the rejection draw after exchange 0 (`first`: round 1's candidate). Round e's
+// sweep gives each thread its mass above the pivot (and, in the first top-p round, the row's
+// total); each CTA draws its candidate for round e + 1 from those masses; exchange e sums them
+// and picks the next candidate. Returns true when a candidate was accepted (rank 0 stored it),
+// false after kMaxRounds (the caller takes the threshold path: the keys in shared memory are
+// still raw logits for logit rows). Every warp of every CTA takes the same decisions, from the
+// same pushes.
+template <bool kLogits, class T>
+__device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const ChunkLayout& L,
+                                 int64_t row, const RowFilter& f, const FirstPick& first,
+                                 uint32_t max_key, const LogitKey& logit_key,
+                                 uint32_t min_p_threshold, float scale, const uint4* keys) {
+  const MassScale ms = mass_scale(mass_exponent(max_key));
+  const auto key_of = [&](uint32_t raw) -> uint32_t {
+    if constexpr (kLogits) {
+      return logit_key(__uint_as_float(raw));
+    } else {
+      return raw;
     }
-  });
-  best = block_reduce(best, sh.reduce64, MaxOp(), uint64_t{0});
-  const unsigned long long top =
-      cluster_reduce(static_cast<unsigned long long>(best), &sh.fast.argmax_slot,
-                     &sh.fast.argmax_result, MaxOp(), 0ull);
-  cluster_arrive();
-  if (cg::this_cluster().block_rank() == 0 && threadIdx.x == 0) {
-    const int64_t id = top != 0ull ? static_cast<int64_t>(top & 0xffffffffull) : 0;
-    store_id(p, row, id);
+  };
+  const auto mass_of = [&](uint32_t k) -> uint32_t {
+    if constexpr (kLogits) {
+      return key_mass_of_one(k);  // the row maximum's key is 1: scale 2^30
+    } else {
+      return key_mass(k, ms);
+    }
+  };
+  const uint64_t seed = seed_value(p.seed), offset = offset_value(p.seed);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = static_cast<int>(blockDim.x >> 5);
+  const uint32_t* raw = reinterpret_cast<const uint32_t*>(keys);
+  float x = first.x;
+  uint32_t index = first.index;
+  uint32_t kc = index != kNoCandidate ? key_of(__float_as_uint(x)) : 0u;
+  bool alive = kc != 0u && kc >= min_p_threshold;  // kept by min-p (and drawable)
+  uint64_t target = 0;
+  bool have_total = false;
+  for (int e = 1;; ++e) {
+    if (alive && f.top_p >= 1.f) break;
+    if (e > kMaxRounds) return false;
+    // Keys above the pivot: above the candidate's (its own acceptance needs their mass), or, when
+    // min-p rejected it, those min-p keeps.
+    const uint32_t pivot = alive ? kc : (min_p_threshold > 0u ? min_p_threshold - 1u : 0u);
+    // A group whose largest logit lies below x_skip holds no key above the candidate's (keys grow
+    // with the logit; the margin, 1/64 in log2 units, is far above the rounding of x - max and the
+    // error of ex2.approx).
+    const float x_skip = kLogits && alive ? x - 0x1p-6f / scale : -INFINITY;
+    const bool need_total = f.top_p < 1.f && !have_total;
+    round_bits(sh, seed, offset, row, e);
+    uint64_t above = 0, total = 0;
+    for_each_group(L, SmemKeys{keys}, [&](int, const uint32_t(&r)[4], bool active) {
+      if (!active) return;
+      if (!need_total) {
+        if constexpr (kLogits) {
+          const float gm = fmaxf(fmaxf(__uint_as_float(r[0]), __uint_as_float(r[1])),
+                                 fmaxf(__uint_as_float(r[2]), __uint_as_float(r[3])));
+          if (!(gm >= x_skip)) return;
+        } else {
+          if (max(max(r[0], r[1]), max(r[2], r[3])) <= pivot) return;
+        }
+      }
+      uint32_t k[4], m[4];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        k[j] = key_of(r[j]);
+        m[j] = mass_of(k[j]);
+      }
+      // Masses are < 2^31: pairs sum in 32 bits.
+      if (need_total) total += static_cast<uint64_t>(m[0] + m[1]) + (m[2] + m[3]);
+      uint32_t lo = 0u, hi = 0u;
+      lo += k[0] > pivot ? m[0] : 0u;
+      lo += k[1] > pivot ? m[1] : 0u;
+      hi += k[2] > pivot ? m[2] : 0u;
+      hi += k[3] > pivot ? m[3] : 0u;
+      above += static_cast<uint64_t>(lo) + hi;
+    });
+    FS_TRACE(14);
+    // This CTA's candidate for the next round, in case this one rejects: in proportion to the
+    // masses above the pivot (warps, then threads in order; the holder's groups as the sweep
+    // visited them, searched by its warp), pushed by the holding warp.
+    uint64_t excl;
+    const uint64_t incl = warp_scan_incl(above, &excl);
+    if (need_total) total = warp_reduce(total, SumOp());
+    if (lane == 31) sh.warp_above[e & 1][warp] = incl;
+    if (lane == 0) sh.warp_total[e & 1][warp] = total;
+    __syncthreads();
+    const uint64_t ai = lane < nwarps ? sh.warp_above[e & 1][lane] : 0ull;
+    uint64_t ai_excl;
+    const uint64_t ai_incl = warp_scan_incl(ai, &ai_excl);
+    const uint64_t cta_above = __shfl_sync(0xffffffffu, ai_incl, 31);
+    const uint64_t cta_total =
+        need_total ? warp_reduce(lane < nwarps ? static_cast<uint64_t>(sh.warp_total[e & 1][lane])
+                                               : uint64_t{0},
+                                 SumOp())
+                   : 0ull;
+    const uint64_t t = scale_uniform(sh.u_local[e & 1], cta_above);
+    const unsigned hits = __ballot_sync(0xffffffffu, ai > 0ull && ai_excl <= t && t < ai_incl);
+    const int hold = hits != 0u ? __ffs(hits) - 1 : -1;  // exact integers: one warp, if any mass
+    const uint64_t rest_cta = t - __shfl_sync(0xffffffffu, ai_excl, hold < 0 ? 0 : hold);
+    if (warp == (hold < 0 ? 0 : hold)) {
+      int pos = -1;
+      if (hold >= 0) {
+        const unsigned lane_hits =
+            __ballot_sync(0xffffffffu, above > 0ull && excl <= rest_cta && rest_cta < incl);
+        const int src = __ffs(lane_hits) - 1;
+        const uint64_t src_excl = __shfl_sync(0xffffffffu, excl, src);
+        pos = warp_walk<uint64_t>(
+            L.iters,
+            [&](int u) -> int {
+              const int v = L.vec_begin + u * 32 + src;
+              return v < L.vec_end ? 4 * v : -1;
+            },
+            [&](int i) -> uint64_t {
+              const uint32_t k = key_of(raw[i]);
+              return k > pivot ? mass_of(k) : 0u;
+            },
+            rest_cta - src_excl);
+      }
+      RoundPush v;
+      v.mass = cta_above;
+      v.total = cta_total;
+      v.x = pos >= 0 ? __uint_as_float(raw[pos]) : 0.f;
+      v.index = pos >= 0 ? static_cast<uint32_t>(L.begin + pos) : kNoCandidate;
+      v.m = 0.f;
+      v.w = 0.f;
+      push_round(sh, e, v);
+    }
+    FS_TRACE(12);
+    const NextPick np = choose_next(receive_round(sh, e), sh.u_choice[e & 1]);
+    FS_TRACE(13);
+    if (need_total) {
+      target = top_p_target(f.top_p, np.total);
+      have_total = true;
+    }
+    if (alive && np.above < target) break;  // top-p keeps the candidate
+    // Rejected, and with it every key <= the pivot: the next candidate lies above it.
+    if (np.index == kNoCandidate) return false;  // nothing above (cannot happen)
+    x = np.x;
+    index = np.index;
+    kc = key_of(__float_as_uint(x));
+    alive = true;
   }
+  if (cg::this_cluster().block_rank() == 0 && threadIdx.x == 0) store_id(p, row, index);
+  return true;
+}
+
+// Thread 0: this CTA's slice of row `row` + p.prefetch_rows into L2, in 32 KB pieces (aligned
+// rows only; the slice's last bytes short of 16 are left out).
+template <class T>
+__device__ __forceinline__ void prefetch_next(const FilterParams<T>& p, int64_t row,
+                                              const ChunkLayout& L) {
+  if (threadIdx.x != 0 || p.prefetch_rows <= 0 || !p.vec_loads) return;
+  const int64_t next = row + p.prefetch_rows;
+  if (next >= p.rows) return;
+  const char* src = reinterpret_cast<const char*>(p.input + next * p.input_stride + L.begin);
+  const int64_t bytes = (static_cast<int64_t>(L.len) * static_cast<int64_t>(sizeof(T))) & ~15ll;
+  for (int64_t o = 0; o < bytes; o += 32768)
+    prefetch_l2(src + o, static_cast<uint32_t>(bytes - o < 32768 ? bytes - o : 32768));
 }
 
 // Which draws a kernel instance holds: every one (per-row top_k), or only those a scalar top_k
-// can reach (no top-k filter on any row: the perturbed-maximum draw; a top-k filter on every row:
+// can reach (no top-k filter on any row: the rejection draw; a top-k filter on every row:
 // the top-k draw). The threshold path is in all. Fewer paths, fewer registers held across the
 // hot loops.
 enum FilterPath : int { kAnyPath = 0, kNoTopKPath = 1, kTopKPath = 2 };
@@ -1045,7 +1216,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     temp = t == t ? t : 1.f;
   }
   const float scale = 1.4426950408889634f / temp;
-  // The perturbed-maximum draw (perturbed_max.cuh): resident rows, sampling without top-k, at a
+  // The rejection draw (rejection_draw.cuh): resident rows, sampling without top-k, at a
   // positive temperature. Everything else takes the threshold path directly.
   const bool positive_t = !kLogits || (temp > 0.f && scale <= FLT_MAX);
   const bool fast =
@@ -1058,61 +1229,42 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
 
   FS_TRACE(0);
   float row_max;
+  FirstPick first{};
   if (fast) {
     // The first cluster-barrier phase: arrived now (after the exchanges' barriers are set up),
-    // waited for before exchange 1's pushes.
-    if (threadIdx.x == 0) init_exchanges(sh.fast, cluster.num_blocks());
+    // waited for before exchange 0's pushes.
+    if (threadIdx.x == 0) init_round_barriers(sh.fast, cluster.num_blocks());
     asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
-    const uint64_t seed = seed_value(p.seed), offset = offset_value(p.seed);
-    const uint32_t group0 = static_cast<uint32_t>(L.begin / 4);
-    ThreadCands tc;
-    float local_max = -INFINITY;
-    // The perturbations of a batch of vector loads are computed together (one key schedule:
-    // ~5% fewer instructions than a block per group; keeping a fifth load in flight spilled or,
-    // without the batch, was slower: bench/NOTES.md).
-    constexpr int kBatch = kLoadsInFlight * 16 / static_cast<int>(sizeof(T)) / 4;
-    PhiloxBlock batch[kBatch] = {};
-    load_groups(
-        in, L.len, p.vec_loads, reinterpret_cast<uint32_t*>(smem_keys), 4 * L.nvec,
-        kLogits ? -INFINITY : 0.f, kLogits ? 0xff800000u : 0u,
-        [&](const float(&x)[4], int first, uint32_t(&k)[4], int slot) {
-          const PhiloxBlock rb = slot >= 0
-                                     ? batch[slot]
-                                     : gumbel_block(seed, offset, static_cast<uint32_t>(row),
-                                                    group0 + static_cast<uint32_t>(first / 4));
+    round_bits(sh.fast, seed_value(p.seed), offset_value(p.seed), row, 0);
+    LoadMass lm;
+    float local_max = -INFINITY;  // probabilities (logits: lm.m)
+    load_groups(in, L.len, p.vec_loads, reinterpret_cast<uint32_t*>(smem_keys), 4 * L.nvec,
+                kLogits ? -INFINITY : 0.f, kLogits ? 0xff800000u : 0u,
+                [&](const float(&x)[4], int, uint32_t(&k)[4], int) {
+                  if constexpr (kLogits) {
 #pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            if constexpr (kLogits) {
-              local_max = fmaxf(local_max, x[j]);
-              k[j] = __float_as_uint(x[j]);
-            } else {
-              k[j] = prob_key(x[j]);
-              local_max = fmaxf(local_max, __uint_as_float(k[j]));
-            }
-            // Padding past L.len (-inf logits, zero probabilities) has y = -inf: never
-            // the best, never above rest.
-            tc.add(perturbed_value<kLogits>(x[j], scale, rb.v[j]), first + j);
-          }
-        },
-        [&](int first, int stride) {
-          constexpr int kPerVec = 16 / static_cast<int>(sizeof(T)) / 4;
-          uint32_t group[kBatch];
+                    for (int j = 0; j < 4; ++j)
+                      k[j] = __float_as_uint(x[j]);
+                    lm.add<true>(x, scale);
+                  } else {
+                    float v[4];
 #pragma unroll
-          for (int b = 0; b < kBatch; ++b)
-            group[b] = group0 + static_cast<uint32_t>(
-                                    (first + (b / kPerVec) * stride + 4 * (b % kPerVec)) / 4);
-          gumbel_blocks(seed, offset, static_cast<uint32_t>(row), group, batch);
-        });
+                    for (int j = 0; j < 4; ++j) {
+                      k[j] = prob_key(x[j]);
+                      v[j] = __uint_as_float(k[j]);
+                      local_max = fmaxf(local_max, v[j]);
+                    }
+                    lm.add<false>(v, scale);
+                  }
+                });
     FS_TRACE(1);
-    // The best element's input value, from the thread's own shared-memory store: raw logit bits,
-    // or the probability key (the same candidate key as the probability itself).
-    const float best_x =
-        tc.best_pos >= 0
-            ? __uint_as_float(reinterpret_cast<const uint32_t*>(smem_keys)[tc.best_pos])
-            : 0.f;
-    exchange_candidates(sh.fast, tc.best(L.begin, best_x), tc.rest_key(), local_max);
+    prefetch_next(p, row, L);
+    first = choose_first<kLogits>(
+        draw_loaded<T, kLogits>(sh.fast, reinterpret_cast<const uint32_t*>(smem_keys), L,
+                                p.vec_loads, lm, local_max, scale),
+        sh.fast.u_choice[0], scale);
     FS_TRACE(11);
-    row_max = sh.fast.max;
+    row_max = first.max;
   } else {
     if (tk_fast) {  // as in the fast path: arrived now, waited for before the first push
       if (threadIdx.x == 0) init_topk_exchanges(sh.tk, cluster.num_blocks());
@@ -1134,6 +1286,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
         },
         kLogits ? 0xff800000u : 0u);  // padding: -inf logits, zero probabilities
     thread_max = local_max;
+    if constexpr (kResident) prefetch_next(p, row, L);
     const float block_max = block_reduce(local_max, sh.reduce, MaxOp(), -INFINITY);
     FS_TRACE(1);
     row_max = tk_fast ? exchange_row_max(sh.tk, block_max)
@@ -1156,7 +1309,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
 
   // Each path ends with this CTA's arrival on the cluster barrier once it no longer reads another
   // CTA's shared memory; the wait below keeps every CTA's shared memory alive until all arrived.
-  // The perturbed-maximum draw, when it decides, ends without: its exchanges are pushes that every
+  // The rejection draw, when it accepts, ends without: its exchanges are pushes that every
   // receiver waited for (the same decision on every CTA of the cluster).
   bool end_barrier = true;
   if (max_key != 0u) {
@@ -1178,142 +1331,13 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
                                          min_p_threshold, smem_keys);
       }
       if (fast && !logit_key.greedy) {
-        const CandList& cl = sh.fast.list;
-        const auto cand_key = [&](float x) -> uint32_t {
-          if constexpr (kLogits) {
-            return logit_key(x);
-          } else {
-            return prob_key(x);
-          }
-        };
-        // Candidate keys (0xffffffff: empty). Only a candidate whose key exceeds every earlier
-        // one's can be the first kept (the kept set is {key >= a threshold}: after an earlier
-        // candidate with a key at least as large, it is either never reached or rejected as
-        // well), so only those "live" keys need the mass above them: at most kCands, strictly
-        // ascending in candidate order, the first one the smallest.
-        uint32_t kc[kCands];
-        bool live[kCands];
-        uint32_t th[kCands];  // the live keys in candidate order
-        int nlive = 0;
-        {
-          uint32_t high = 0u;
-          bool any = false;
-#pragma unroll
-          for (int j = 0; j < kCands; ++j) {
-            const bool valid = cl.c[j].key != 0ull;
-            kc[j] = valid ? cand_key(cl.c[j].x) : 0xffffffffu;
-            live[j] = valid && (!any || kc[j] > high);
-            high = live[j] ? kc[j] : high;
-            any = any || live[j];
-          }
-#pragma unroll
-          for (int s = 0; s < kCands; ++s)
-            th[s] = 0xffffffffu;
-#pragma unroll
-          for (int j = 0; j < kCands; ++j) {
-#pragma unroll
-            for (int s = 0; s < kCands; ++s)
-              th[s] = live[j] && nlive == s ? kc[j] : th[s];
-            nlive += live[j] ? 1 : 0;
-          }
-        }
-        uint64_t target = 0;
-        if (f.top_p < 1.f && nlive > 0) {  // the mass above each live key: one sweep, one exchange
-          const MassScale ms = mass_scale(mass_exponent(max_key));
-          unsigned long long mine[kCands + 1] = {};
-          // Most elements lie below every live key (the smallest is th[0]): they only add to the
-          // total. Masses are < 2^31, so a group's four sum in 32 bits before the 64-bit add.
-          const auto sweep = [&](auto live_count) {
-            constexpr int kLive = decltype(live_count)::value;
-            return [&](int, const uint32_t(&k)[4], bool active) {
-              if (!active) return;
-              uint32_t m[4];
-#pragma unroll
-              for (int e = 0; e < 4; ++e) {
-                if constexpr (kLogits) {
-                  m[e] = key_mass_of_one(k[e]);  // the row maximum's key is 1: scale 2^30
-                } else {
-                  m[e] = key_mass(k[e], ms);
-                }
-              }
-              mine[kCands] += static_cast<unsigned long long>(m[0] + m[1]) + (m[2] + m[3]);
-              const uint32_t top = max(max(k[0], k[1]), max(k[2], k[3]));
-              if (top > th[0]) {
-#pragma unroll
-                for (int s = 0; s < kLive; ++s) {
-                  uint32_t lo = 0u, hi = 0u;  // two 32-bit pair sums, each < 2^32
-                  lo += k[0] > th[s] ? m[0] : 0u;
-                  lo += k[1] > th[s] ? m[1] : 0u;
-                  hi += k[2] > th[s] ? m[2] : 0u;
-                  hi += k[3] > th[s] ? m[3] : 0u;
-                  mine[s] += static_cast<unsigned long long>(lo) + hi;
-                }
-              }
-            };
-          };
-          const auto run_sweep = [&](auto live_count) {
-            // Logit keys are computed on the fly and not stored: the fallback converts them.
-            if constexpr (kLogits) {
-              for_each_group(L, SmemLogitKeys{smem_keys, logit_key}, sweep(live_count));
-            } else {
-              for_each_group(L, SmemKeys{smem_keys}, sweep(live_count));
-            }
-          };
-          switch (nlive) {
-            case 1:
-              run_sweep(std::integral_constant<int, 1>{});
-              break;
-            case 2:
-              run_sweep(std::integral_constant<int, 2>{});
-              break;
-            case 3:
-              run_sweep(std::integral_constant<int, 3>{});
-              break;
-            default:
-              run_sweep(std::integral_constant<int, kCands>{});
-              break;
-          }
-          FS_TRACE(12);
-          exchange_masses(sh.fast, mine);
-          FS_TRACE(13);
-          target = top_p_target(f.top_p, sh.fast.sums[kCands]);
-        }
-        int pick = -1, slot = 0;
-#pragma unroll
-        for (int j = 0; j < kCands; ++j) {
-          if (!live[j]) continue;
-          const bool kept = pick < 0 && kc[j] != 0u && kc[j] >= min_p_threshold &&
-                            (f.top_p >= 1.f || sh.fast.sums[slot] < target);
-          if (kept) pick = j;
-          ++slot;
-        }
-        // Exact only if no element outside the lists has a larger perturbed value.
-        drawn = pick >= 0 && cl.c[pick].key > cl.rest;
-        if (drawn && cluster.block_rank() == 0 && threadIdx.x == 0) {
-          const int64_t id = static_cast<int64_t>(cl.c[pick].key & 0xffffffffull);
-          store_id(p, row, id);
-        }
+        drawn = rejection_rounds<kLogits>(p, sh.fast, L, row, f, first, max_key, logit_key,
+                                          min_p_threshold, scale, smem_keys);
       }
     }
-    if (drawn) {
+    if (drawn || tk_drawn) {
       // Only pushes since the first barrier, all received: no CTA reads another's shared memory.
       end_barrier = false;
-    } else if (tk_drawn) {
-      end_barrier = false;  // pushes only, all received
-    } else if (kResident && fast && !logit_key.greedy) {
-      if constexpr (kResident) {
-        if constexpr (kLogits) {
-          for_each_group(L, ConvertSmemKeys<LogitKey>{smem_keys, logit_key},
-                         [](int, const uint32_t(&)[4], bool) {});
-          __syncthreads();
-        }
-        const uint32_t threshold = selected
-                                       ? select_threshold(sh, L, p.vocab, p.top_k_first, max_key, f,
-                                                          SmemKeys{smem_keys}, SmemKeys{smem_keys})
-                                       : min_p_threshold;
-        __syncthreads();
-        perturbed_argmax<T, kLogits>(p, sh, L, row, in, smem_keys, scale, threshold);
-      }
     } else if constexpr (kResident) {
       if constexpr (kLogits) {
         run(ConvertSmemKeys<LogitKey>{smem_keys, logit_key}, SmemKeys{smem_keys});
@@ -1355,14 +1379,21 @@ cudaError_t launch_filter(const FilterParams<T>& p, const SamplingTile& tile,
   if (!tile.resident) {
     return launch_clusters(filter_kernel<T, kLogits, false>, p, p.rows, tile, dev, stream);
   }
+  FilterParams<T> q = p;
+  if (p.prefetch_rows == 0) {
+    // The rows resident at once (two CTAs a SM): a row's cluster starts about when the cluster of
+    // the row that many before it ends.
+    const int64_t resident_rows = 2 * static_cast<int64_t>(dev.num_sms) / tile.cluster;
+    q.prefetch_rows = p.rows > resident_rows ? static_cast<int>(resident_rows) : -1;
+  }
   if (p.top_k.per_row == nullptr) {  // one top_k for every row: the instance of its draws
     const bool need_k = filters_top_k(p.top_k.value, p.vocab);
-    return need_k ? launch_clusters(filter_kernel<T, kLogits, true, kTopKPath>, p, p.rows, tile,
+    return need_k ? launch_clusters(filter_kernel<T, kLogits, true, kTopKPath>, q, p.rows, tile,
                                     dev, stream)
-                  : launch_clusters(filter_kernel<T, kLogits, true, kNoTopKPath>, p, p.rows, tile,
+                  : launch_clusters(filter_kernel<T, kLogits, true, kNoTopKPath>, q, p.rows, tile,
                                     dev, stream);
   }
-  return launch_clusters(filter_kernel<T, kLogits, true>, p, p.rows, tile, dev, stream);
+  return launch_clusters(filter_kernel<T, kLogits, true>, q, p.rows, tile, dev, stream);
 }
 
 }  // namespace flashserve::sampling
