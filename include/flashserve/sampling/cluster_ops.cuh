@@ -45,11 +45,13 @@ __device__ __forceinline__ T warp_reduce(T x, Op op) {
   return x;
 }
 
-__device__ __forceinline__ uint64_t warp_inclusive_scan(uint64_t x) {
+// Inclusive prefix over the lanes in lane order (Hillis-Steele); integers or floats.
+template <class T>
+__device__ __forceinline__ T warp_inclusive_scan(T x) {
   const int lane = threadIdx.x & 31;
 #pragma unroll
   for (int d = 1; d < 32; d <<= 1) {
-    const uint64_t y = __shfl_up_sync(0xffffffffu, x, d);
+    const T y = __shfl_up_sync(0xffffffffu, x, d);
     if (lane >= d) x += y;
   }
   return x;
@@ -223,14 +225,6 @@ __device__ __forceinline__ void push_wait(unsigned long long* bar, unsigned n) {
 // Prefetches [p, p + bytes) into L2 (16-byte aligned, a multiple of 16 bytes), by one thread.
 __device__ __forceinline__ void prefetch_l2(const void* p, uint32_t bytes) {
   asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(p), "r"(bytes) : "memory");
-}
-
-// The largest of the lanes' 64-bit values (two 32-bit warp reductions); all lanes take part.
-__device__ __forceinline__ unsigned long long warp_max_u64(unsigned long long v) {
-  const uint32_t hi = static_cast<uint32_t>(v >> 32);
-  const uint32_t top = __reduce_max_sync(0xffffffffu, hi);
-  const uint32_t lo = __reduce_max_sync(0xffffffffu, hi == top ? static_cast<uint32_t>(v) : 0u);
-  return (static_cast<unsigned long long>(top) << 32) | lo;
 }
 
 struct ClusterPrefix {

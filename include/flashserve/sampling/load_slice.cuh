@@ -14,25 +14,15 @@ namespace flashserve::sampling {
 // Reads elements [0, len) of `row` by 4-element groups: on_group(f[4], first, k[4]) gets elements
 // [first, first + 4) (those at or past `len` read as `pad_value`) and fills their keys, stored at
 // keys[first, first + 4) when `keys` is set (16-byte aligned); keys[4 * ceil(len / 4), padded) get
-// `pad`. `vec`: row is 16-byte aligned. The callback sees each group's position, which
-// per-element random numbers need.
-//
-// on_batch(first, stride), when given, runs before each batch of vector loads is consumed: the
-// batch's groups start at first + b * stride + 4 g (b < kInFlight, g < 16 / sizeof(T) / 4;
-// some may lie past the slice), and on_group(f, first, k, slot) then gets slot = b * groups per
-// vector + g; the tail groups get slot -1. This lets a caller compute per-group values for a
-// whole batch at once (per-element random numbers: one key schedule for several blocks).
-constexpr int kLoadsInFlight = 4;
-
-struct NoBatch {
-  __device__ __forceinline__ void operator()(int, int) const {}
-};
-
-template <int kInFlight = kLoadsInFlight, class T, class OnGroup, class OnBatch = NoBatch>
+// `pad`. `vec`: row is 16-byte aligned. Thread t gets the groups of vectors t, t + blockDim, ...
+// in that order, then tail groups t, t + blockDim, ... past the vectors: the rejection draw walks
+// a thread's elements again in this order (draw_loaded).
+template <class T, class OnGroup>
 __device__ __forceinline__ void load_groups(const T* row, int len, bool vec, uint32_t* keys,
                                             int padded, float pad_value, uint32_t pad,
-                                            OnGroup&& on_group, OnBatch&& on_batch = OnBatch{}) {
+                                            OnGroup&& on_group) {
   constexpr int kV = 16 / static_cast<int>(sizeof(T));
+  constexpr int kInFlight = 4;
   using VecT = Vec<T, kV>;
   int done = 0;
   if (vec) {
@@ -45,7 +35,6 @@ __device__ __forceinline__ void load_groups(const T* row, int len, bool vec, uin
         const int i = base + b * step;
         if (i < nv) r[b] = VecT::load(row + static_cast<int64_t>(i) * kV);
       }
-      on_batch(base * kV, step * kV);
 #pragma unroll
       for (int b = 0; b < kInFlight; ++b) {
         const int i = base + b * step;
@@ -56,7 +45,7 @@ __device__ __forceinline__ void load_groups(const T* row, int len, bool vec, uin
         for (int g = 0; g < kV / 4; ++g) {
           const float fg[4] = {f[4 * g], f[4 * g + 1], f[4 * g + 2], f[4 * g + 3]};
           uint32_t k[4];
-          on_group(fg, i * kV + 4 * g, k, b * (kV / 4) + g);
+          on_group(fg, i * kV + 4 * g, k);
           if (keys != nullptr) {
             *reinterpret_cast<uint4*>(keys + i * kV + 4 * g) = make_uint4(k[0], k[1], k[2], k[3]);
           }
@@ -73,7 +62,7 @@ __device__ __forceinline__ void load_groups(const T* row, int len, bool vec, uin
     for (int j = 0; j < 4; ++j)
       fg[j] = 4 * g + j < len ? to_float(row[4 * g + j]) : pad_value;
     uint32_t k[4];
-    on_group(fg, 4 * g, k, -1);
+    on_group(fg, 4 * g, k);
     if (keys != nullptr) {
       *reinterpret_cast<uint4*>(keys + 4 * g) = make_uint4(k[0], k[1], k[2], k[3]);
     }
@@ -91,7 +80,7 @@ template <class T, class OnElement>
 __device__ __forceinline__ void load_slice(const T* row, int len, bool vec, uint32_t* keys,
                                            int padded, OnElement&& on_element, uint32_t pad = 0u) {
   load_groups(row, len, vec, keys, padded, 0.f, pad,
-              [&](const float(&f)[4], int first, uint32_t(&k)[4], int) {
+              [&](const float(&f)[4], int first, uint32_t(&k)[4]) {
 #pragma unroll
                 for (int j = 0; j < 4; ++j)
                   k[j] = first + j < len ? on_element(f[j]) : pad;

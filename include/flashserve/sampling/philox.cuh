@@ -55,23 +55,6 @@ __host__ __device__ __forceinline__ PhiloxBlock philox4x32_10(PhiloxBlock ctr, u
   return ctr;
 }
 
-#ifdef __CUDACC__
-// N blocks under one key, round by round: the key schedule is computed once for all of them.
-// Bit for bit philox4x32_10 of each counter (device code only).
-template <int N>
-__device__ __forceinline__ void philox4x32_10_n(PhiloxBlock (&ctr)[N], uint32_t key0,
-                                                uint32_t key1) {
-#pragma unroll
-  for (int round = 0; round < 10; ++round) {
-#pragma unroll
-    for (int b = 0; b < N; ++b)
-      philox_round(ctr[b], key0, key1);
-    key0 += kPhiloxWeyl0;
-    key1 += kPhiloxWeyl1;
-  }
-}
-#endif
-
 // The counter of draw `index` of `row`: (offset low, offset high, row, index).
 __host__ __device__ __forceinline__ PhiloxBlock philox_counter(uint64_t offset, uint32_t row,
                                                                uint32_t index) {

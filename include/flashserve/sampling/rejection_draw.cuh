@@ -9,8 +9,9 @@
 // independent random numbers: the mixture stays exact).
 //
 // The load pass only accumulates each thread's mass (no per-element random numbers); each CTA
-// then draws its own candidate from its slice (a block scan over the threads' masses, one thread
-// walks its own elements), and one cluster exchange picks the CTA in proportion to its mass:
+// then draws its own candidate from its slice (the threads' masses scanned by warps, the holding
+// thread's elements searched by its warp: warp_walk), and one cluster exchange picks the CTA in
+// proportion to its mass:
 // choosing the CTA by its mass and the element inside it by its own is one draw from the row. A
 // top-p round needs the mass above the candidate's key (one sweep, one exchange); the same sweep
 // gives each thread its mass above the pivot, from which every CTA draws the next round's
@@ -81,20 +82,14 @@ struct LoadMass {
   }
 };
 
-// Inclusive prefix of x over the lanes of the warp (Hillis-Steele); *excl gets the lane before's
-// inclusive value (0 on lane 0), so that the lanes' intervals [excl, incl) tile the warp's sum
-// exactly, floats included.
+// warp_inclusive_scan, and in *excl the lane before's inclusive value (0 on lane 0): the lanes'
+// intervals [excl, incl) then tile the warp's sum exactly, floats included.
 template <class W>
 __device__ __forceinline__ W warp_scan_incl(W x, W* excl) {
-  const int lane = threadIdx.x & 31;
-#pragma unroll
-  for (int d = 1; d < 32; d <<= 1) {
-    const W y = __shfl_up_sync(0xffffffffu, x, d);
-    if (lane >= d) x += y;
-  }
-  const W before = __shfl_up_sync(0xffffffffu, x, 1);
-  *excl = lane == 0 ? W(0) : before;
-  return x;
+  const W incl = warp_inclusive_scan(x);
+  const W before = __shfl_up_sync(0xffffffffu, incl, 1);
+  *excl = (threadIdx.x & 31) == 0 ? W(0) : before;
+  return incl;
 }
 
 // The element of thread `src`'s units (4 consecutive elements each, unit_pos(u) the first one's

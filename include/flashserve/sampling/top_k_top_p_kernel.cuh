@@ -1240,7 +1240,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     float local_max = -INFINITY;  // probabilities (logits: lm.m)
     load_groups(in, L.len, p.vec_loads, reinterpret_cast<uint32_t*>(smem_keys), 4 * L.nvec,
                 kLogits ? -INFINITY : 0.f, kLogits ? 0xff800000u : 0u,
-                [&](const float(&x)[4], int, uint32_t(&k)[4], int) {
+                [&](const float(&x)[4], int, uint32_t(&k)[4]) {
                   if constexpr (kLogits) {
 #pragma unroll
                     for (int j = 0; j < 4; ++j)
