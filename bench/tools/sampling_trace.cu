@@ -97,6 +97,25 @@ int main(int argc, char** argv) {
   // Trace points in path order: the threshold path (2..8), the rejection draw (11, then per round
   // 14, 12, 13: the last round's) or the top-k draw (11..15: histogram, bound, gather, union read,
   // ranks).
+  // (The rejection draw also stamps 2: exchange 0's block barrier, 3 / 4: the holder warp's walk
+  // and push, 5: exchange 0 received, 6: a round's block barrier, 7 / 8: its walk and push; with
+  // FS_TRACE_FAST=1 these print in time order under their numbers.)
+  if (std::getenv("FS_TRACE_FAST")) {
+    std::vector<std::pair<double, int> > pts;
+    for (int i = 1; i < 16; ++i) {
+      std::vector<double> d;
+      for (int c = 0; c < ctas; ++c) {
+        const unsigned long long x = tr[c * 16 + i], y = tr[c * 16];
+        if (x != 0 && y != 0 && x >= y) d.push_back((x - y) / 1000.0);
+      }
+      if (d.empty()) continue;
+      std::sort(d.begin(), d.end());
+      pts.push_back({d[d.size() / 2], i});
+    }
+    std::sort(pts.begin(), pts.end());
+    for (auto& q : pts)
+      printf("  point %2d: median %7.2f us\n", q.second, q.first);
+  }
   const int order[] = {1, 11, 14, 12, 13, 15, 2, 3, 4, 5, 6, 7, 8, 9, 10};
   const char* names[16] = {"start",
                            "load",
@@ -139,6 +158,29 @@ int main(int argc, char** argv) {
   for (int c = 0; c < ctas; ++c)
     st.push_back((tr[c * 16] - t0) / 1000.0);
   std::sort(st.begin(), st.end());
+  // Exchange 0 against the cluster's slowest load: how long a CTA waits for the others, and what
+  // is left between the last load's end and the exchange.
+  {
+    const int cl = tile.cluster;
+    std::vector<double> wait, after;
+    for (int c0 = 0; c0 + cl <= ctas; c0 += cl) {
+      unsigned long long last_load = 0;
+      for (int c = c0; c < c0 + cl; ++c)
+        last_load = std::max(last_load, tr[c * 16 + 1]);
+      for (int c = c0; c < c0 + cl; ++c) {
+        if (tr[c * 16 + 1] == 0 || tr[c * 16 + 11] == 0) continue;
+        wait.push_back((last_load - tr[c * 16 + 1]) / 1000.0);
+        after.push_back((static_cast<double>(tr[c * 16 + 11]) - last_load) / 1000.0);
+      }
+    }
+    std::sort(wait.begin(), wait.end());
+    std::sort(after.begin(), after.end());
+    if (!wait.empty())
+      printf(
+          "load end to the cluster's last load end: median %.2f us; last load end to exchange "
+          "0: median %.2f max %.2f us\n",
+          wait[wait.size() / 2], after[after.size() / 2], after.back());
+  }
   printf("start offsets: p0 %.1f p25 %.1f p50 %.1f p75 %.1f p100 %.1f us\n", st[0],
          st[st.size() / 4], st[st.size() / 2], st[3 * st.size() / 4], st.back());
   return 0;

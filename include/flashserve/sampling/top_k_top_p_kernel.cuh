@@ -61,11 +61,21 @@ __device__ __forceinline__ void trace_point(int i) {
   }
 }
 #define FS_TRACE(i) trace_point(i)
+// A stamp by the calling warp (its lane 0), without a block barrier.
+#define FS_STAMP(i)                                          \
+  do {                                                       \
+    if ((threadIdx.x & 31) == 0 && blockIdx.x < 4096) {      \
+      unsigned long long t_;                                 \
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t_)); \
+      g_sampling_trace[blockIdx.x * 16 + (i)] = t_;          \
+    }                                                        \
+  } while (0)
 __device__ unsigned long long g_sampling_trace_value[4096];  // one value per CTA (e.g. a size)
 #define FS_TRACE_VALUE(v) \
   if (threadIdx.x == 0 && blockIdx.x < 4096) g_sampling_trace_value[blockIdx.x] = (v)
 #else
 #define FS_TRACE(i)
+#define FS_STAMP(i)
 #define FS_TRACE_VALUE(v)
 #endif
 
@@ -73,14 +83,18 @@ __device__ unsigned long long g_sampling_trace_value[4096];  // one value per CT
 // them, not its whole slice (a bin that holds more is refined over the slice).
 constexpr int kListCap = 2048;
 
-// The rejection draw (rejection_draw.cuh). Every exchange is a push: each CTA writes its
-// RoundPush into every CTA's slot r (r = its rank) by st.async, counted on the receiver's barrier
-// (no cluster barrier). Exchange e uses slots and barrier e & 1 (phase (e >> 1) & 1): a CTA pushes
-// exchange e + 2 only after it received every CTA's exchange e + 1, which each pushed after
-// reading its exchange-e slots, so a slot is never overwritten before it was read.
+// The rejection draw (rejection_draw.cuh). Every exchange is a push: each CTA writes its record
+// into every CTA's slot r (r = its rank) by st.async, counted on the receiver's barrier (no
+// cluster barrier). Exchange e (0: the candidates of the load, e >= 1: round e's masses) uses
+// slots and barrier e & 1 (phase (e >> 1) & 1); a rejecting round's candidates go out in exchange
+// c of their own (slots and barrier c & 1 of `cand`). A CTA pushes exchange e + 2 only after it
+// received every CTA's exchange e + 1, which each pushed after reading its exchange-e slots (and
+// the candidates of round e), so a slot is never overwritten before it was read.
 struct FastShared {
   unsigned long long bar[2];
+  unsigned long long bar_cand[2];
   RoundPush in[2][16];
+  uint4 cand[2][16];                    // x bits, row index
   float warp_w[kSamplingThreads / 32];  // exchange 0: each warp's mass and maximum
   float warp_m[kSamplingThreads / 32];
   unsigned long long warp_above[2][kSamplingThreads / 32];  // rounds: each warp's masses
@@ -554,7 +568,9 @@ __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const Chunk
 // one push from every CTA of the cluster in its first phase.
 __device__ __forceinline__ void init_round_barriers(FastShared& sh, unsigned n) {
   mbar_init_bytes(&sh.bar[0], n * static_cast<uint32_t>(sizeof(RoundPush)));
-  mbar_init_bytes(&sh.bar[1], n * static_cast<uint32_t>(sizeof(RoundPush)));
+  mbar_init_bytes(&sh.bar[1], n * static_cast<uint32_t>(sizeof(uint4)));
+  mbar_init_bytes(&sh.bar_cand[0], n * static_cast<uint32_t>(sizeof(uint4)));
+  mbar_init_bytes(&sh.bar_cand[1], n * static_cast<uint32_t>(sizeof(uint4)));
   fence_mbarrier_init();
 }
 
@@ -576,33 +592,66 @@ __device__ __forceinline__ void push_round(FastShared& sh, int e, const RoundPus
   }
 }
 
-__device__ __forceinline__ RoundPush receive_round(FastShared& sh, int e) {
-  const int lane = threadIdx.x & 31;
+// Waits for the n pushes of `bytes` each that complete phase `phase` of `bar` (a cluster of one
+// CTA: a block barrier); thread 0 then re-arms it for its next phase, `next_bytes` a push.
+__device__ __forceinline__ void receive_pushes(unsigned long long* bar, int phase,
+                                               uint32_t next_bytes) {
   const unsigned n = cg::this_cluster().num_blocks();
   if (n > 1) {
-    mbar_wait(&sh.bar[e & 1], static_cast<uint32_t>(e >> 1) & 1u);
+    mbar_wait(bar, static_cast<uint32_t>(phase) & 1u);
     __syncwarp();
-    if (threadIdx.x == 0) {
-      mbar_rearm_bytes(&sh.bar[e & 1], n * static_cast<uint32_t>(sizeof(RoundPush)));
-    }
+    if (threadIdx.x == 0) mbar_rearm_bytes(bar, n * next_bytes);
   } else {
     __syncthreads();
   }
+}
+
+// A round's masses (exchange e >= 1): the CTA's mass above the pivot and, when the round needs
+// it, its total, into the first 16 bytes of every CTA's slot (lanes r < n of one warp).
+__device__ __forceinline__ void push_mass(FastShared& sh, int e, uint64_t above, uint64_t total) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int lane = threadIdx.x & 31;
+  const unsigned n = cluster.num_blocks(), self = cluster.block_rank();
+  if (lane < static_cast<int>(n)) {
+    const uint4 v = make_uint4(static_cast<uint32_t>(above), static_cast<uint32_t>(above >> 32),
+                               static_cast<uint32_t>(total), static_cast<uint32_t>(total >> 32));
+    push_v4(&sh.in[e & 1][self], v, &sh.bar[e & 1], lane, n);
+  }
+}
+
+// A rejecting round's candidates (candidate exchange c): this CTA's (x, index) into every CTA.
+__device__ __forceinline__ void push_cand(FastShared& sh, int c, float x, uint32_t index) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int lane = threadIdx.x & 31;
+  const unsigned n = cluster.num_blocks(), self = cluster.block_rank();
+  if (lane < static_cast<int>(n)) {
+    push_v4(&sh.cand[c & 1][self], make_uint4(__float_as_uint(x), index, 0u, 0u),
+            &sh.bar_cand[c & 1], lane, n);
+  }
+}
+
+__device__ __forceinline__ RoundPush receive_round(FastShared& sh, int e) {
+  const int lane = threadIdx.x & 31;
+  const unsigned n = cg::this_cluster().num_blocks();
+  // (Exchange 0 only: the barrier's next phase, exchange 2, carries masses.)
+  receive_pushes(&sh.bar[e & 1], e >> 1, static_cast<uint32_t>(sizeof(uint4)));
   RoundPush r{};
   if (lane < static_cast<int>(n)) r = sh.in[e & 1][lane];
   return r;
 }
 
-// Threads 0 and 1: exchange e's random bits, the CTA's own (u_local) and the cluster's (u_choice),
-// double-buffered by e & 1 (a warp may still read exchange e - 1's while thread 0 writes e's).
+// Lanes 0 and 1 of the calling warp: exchange e's random bits, the CTA's own (u_local) and the
+// cluster's (u_choice), double-buffered by e & 1. Round e's are made during exchange e - 1 (after
+// round e - 1's block barrier, which every warp passes after its last read of exchange e - 2's).
 __device__ __forceinline__ void round_bits(FastShared& sh, uint64_t seed, uint64_t offset,
                                            int64_t row, int e) {
-  if (threadIdx.x < 2) {
+  if ((threadIdx.x & 31) < 2) {
+    const bool own = (threadIdx.x & 31) == 0;
     const uint32_t index =
-        threadIdx.x == 0 ? round_draw_index(e, static_cast<int>(cg::this_cluster().block_rank()))
-                         : round_choice_index(e);
+        own ? round_draw_index(e, static_cast<int>(cg::this_cluster().block_rank()))
+            : round_choice_index(e);
     const unsigned long long u = philox_u64(seed, offset, static_cast<uint32_t>(row), index);
-    if (threadIdx.x == 0) {
+    if (own) {
       sh.u_local[e & 1] = u;
     } else {
       sh.u_choice[e & 1] = u;
@@ -618,7 +667,8 @@ __device__ __forceinline__ void round_bits(FastShared& sh, uint64_t seed, uint64
 // and pushes. Every warp returns with every CTA's push (lane r: CTA r's).
 template <class T, bool kLogits>
 __device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const ChunkLayout& L,
-                                 bool vec, const LoadMass& lm, float local_max, float scale) {
+                                 bool vec, const LoadMass& lm, float local_max, float scale,
+                                 uint64_t seed, uint64_t offset, int64_t row) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nwarps = static_cast<int>(blockDim.x >> 5);
   const float mw = warp_reduce(kLogits ? lm.m : local_max, MaxOp());
@@ -634,6 +684,7 @@ __device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const Chu
   }
   __syncthreads();
   cluster_wait();  // every CTA has started (the kernel's first arrival): pushes may go out
+  FS_TRACE(2);
   const float wi = lane < nwarps ? sh.warp_w[lane] : 0.f;
   const float mi = lane < nwarps ? sh.warp_m[lane] : -INFINITY;
   const float m = warp_reduce(mi, MaxOp());
@@ -650,6 +701,8 @@ __device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const Chu
   const int hold = hits != 0u ? __ffs(hits) - 1 : (some != 0u ? 31 - __clz(some) : -1);
   const float rest_cta = target - __shfl_sync(0xffffffffu, ti_excl, hold < 0 ? 0 : hold);
   const float f_hold = __shfl_sync(0xffffffffu, fi, hold < 0 ? 0 : hold);
+  // Round 1's random bits (in case rounds follow), by a warp that does not walk.
+  if (warp == (hold <= 0 ? 1 : 0)) round_bits(sh, seed, offset, row, 1);
   if (warp == (hold < 0 ? 0 : hold)) {
     int pos = -1;
     if (hold >= 0) {
@@ -683,6 +736,7 @@ __device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const Chu
           },
           rest - src_excl);
     }
+    FS_STAMP(3);
     RoundPush v;
     v.mass = 0ull;
     v.total = 0ull;
@@ -691,8 +745,11 @@ __device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const Chu
     v.m = m;
     v.w = total;
     push_round(sh, 0, v);
+    FS_STAMP(4);
   }
-  return receive_round(sh, 0);
+  const RoundPush r = receive_round(sh, 0);
+  if (warp == 0) FS_STAMP(5);
+  return r;
 }
 
 struct FirstPick {
@@ -702,23 +759,24 @@ struct FirstPick {
 };
 
 // After exchange 0 (every lane of the calling warp): the row maximum, and the candidate of the
-// CTA chosen in proportion to its mass (weights against the row maximum, in double).
+// CTA chosen in proportion to its mass (float weights against the row maximum, as the CTAs' own
+// draws: round 1 proposes with float weights, the integer masses decide).
 template <bool kLogits>
 __device__ __forceinline__ FirstPick choose_first(const RoundPush& r, unsigned long long u,
                                                   float scale) {
   const int lane = threadIdx.x & 31;
   const int n = static_cast<int>(cg::this_cluster().num_blocks());
   const float M = warp_reduce(lane < n ? r.m : -INFINITY, MaxOp());
-  double w = 0.0;
+  float w = 0.f;
   if (lane < n && r.index != kNoCandidate && r.w > 0.f) {
     w = r.w;
-    if constexpr (kLogits) w *= exp2((static_cast<double>(r.m) - M) * scale);
-    if (!(w >= 0.0)) w = 0.0;
+    if constexpr (kLogits) w = __fmul_rn(w, ex2_approx(__fmul_rn(__fsub_rn(r.m, M), scale)));
+    if (!(w >= 0.f)) w = 0.f;
   }
-  double excl;
-  const double incl = warp_scan_incl(w, &excl);
-  const double total = __shfl_sync(0xffffffffu, incl, 31);
-  const double target = static_cast<double>(u >> 11) * 0x1p-53 * total;
+  float excl;
+  const float incl = warp_scan_incl(w, &excl);
+  const float total = __shfl_sync(0xffffffffu, incl, 31);
+  const float target = uniform_from_bits(static_cast<uint32_t>(u >> 32)) * total;
   const unsigned win =
       __ballot_sync(0xffffffffu, excl < incl && excl <= target && (target < incl || incl == total));
   const int src = win != 0u ? __ffs(win) - 1 : 0;
@@ -730,27 +788,33 @@ __device__ __forceinline__ FirstPick choose_first(const RoundPush& r, unsigned l
   return f;
 }
 
-struct NextPick {
-  uint64_t above, total;  // the row's mass above the pivot, and in all
-  float x;                // the next candidate
-  uint32_t index;
+struct MassPick {
+  uint64_t above, total;  // the row's mass above the pivot, and in all (when asked)
+  int src;                // the CTA whose candidate is next, if the round rejects (-1: none)
 };
 
-// After exchange e >= 1 (every lane of the calling warp): the row's masses, and the next
-// candidate: that of the CTA chosen in proportion to its mass above the pivot (exact integers).
-__device__ __forceinline__ NextPick choose_next(const RoundPush& r, unsigned long long u) {
+// After round e's mass exchange (every lane of the calling warp, each CTA's masses in lane r):
+// the row's masses, and the CTA chosen in proportion to its mass above the pivot (exact integers)
+// with `u`.
+__device__ __forceinline__ MassPick receive_mass(FastShared& sh, int e, bool need_total,
+                                                 unsigned long long u) {
+  const int lane = threadIdx.x & 31;
+  const int n = static_cast<int>(cg::this_cluster().num_blocks());
+  receive_pushes(&sh.bar[e & 1], e >> 1, static_cast<uint32_t>(sizeof(uint4)));
+  uint64_t mass = 0, total = 0;
+  if (lane < n) {
+    mass = sh.in[e & 1][lane].mass;
+    total = sh.in[e & 1][lane].total;
+  }
   uint64_t excl;
-  const uint64_t incl = warp_scan_incl(static_cast<uint64_t>(r.mass), &excl);
-  NextPick np;
-  np.above = __shfl_sync(0xffffffffu, incl, 31);
-  np.total = warp_reduce(static_cast<uint64_t>(r.total), SumOp());
-  const uint64_t target = scale_uniform(u, np.above);
-  const unsigned win = __ballot_sync(0xffffffffu, r.mass > 0ull && excl <= target && target < incl);
-  const int src = win != 0u ? __ffs(win) - 1 : 0;
-  np.x = __shfl_sync(0xffffffffu, r.x, src);
-  const uint32_t index = __shfl_sync(0xffffffffu, r.index, src);
-  np.index = win != 0u ? index : kNoCandidate;
-  return np;
+  const uint64_t incl = warp_scan_incl(mass, &excl);
+  MassPick mp;
+  mp.above = __shfl_sync(0xffffffffu, incl, 31);
+  mp.total = need_total ? warp_reduce(total, SumOp()) : 0ull;
+  const uint64_t target = scale_uniform(u, mp.above);
+  const unsigned win = __ballot_sync(0xffffffffu, mass > 0ull && excl <= target && target < incl);
+  mp.src = win != 0u ? __ffs(win) - 1 : -1;
+  return mp;
 }
 
 // Called by thread 0 at the start of the top-k draw, before the CTA's first cluster barrier
@@ -1029,9 +1093,10 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
 
 // The rounds of the rejection draw after exchange 0 (`first`: round 1's candidate). Round e's
 // sweep gives each thread its mass above the pivot (and, in the first top-p round, the row's
-// total); each CTA draws its candidate for round e + 1 from those masses; exchange e sums them
-// and picks the next candidate. Returns true when a candidate was accepted (rank 0 stored it),
-// false after kMaxRounds (the caller takes the threshold path: the keys in shared memory are
+// total); exchange e sums them and picks the CTA whose candidate is next. Each CTA draws that
+// candidate from the same masses while the exchange is in flight and pushes it only when the
+// round rejects (a candidate exchange). Returns true when a candidate was accepted (rank 0 stored
+// it), false after kMaxRounds (the caller takes the threshold path: the keys in shared memory are
 // still raw logits for logit rows). Every warp of every CTA takes the same decisions, from the
 // same pushes.
 template <bool kLogits, class T>
@@ -1064,6 +1129,7 @@ __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const
   bool alive = kc != 0u && kc >= min_p_threshold;  // kept by min-p (and drawable)
   uint64_t target = 0;
   bool have_total = false;
+  int c = 0;  // candidate exchanges so far
   for (int e = 1;; ++e) {
     if (alive && f.top_p >= 1.f) break;
     if (e > kMaxRounds) return false;
@@ -1075,7 +1141,6 @@ __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const
     // error of ex2.approx).
     const float x_skip = kLogits && alive ? x - 0x1p-6f / scale : -INFINITY;
     const bool need_total = f.top_p < 1.f && !have_total;
-    round_bits(sh, seed, offset, row, e);
     uint64_t above = 0, total = 0;
     for_each_group(L, SmemKeys{keys}, [&](int, const uint32_t(&r)[4], bool active) {
       if (!active) return;
@@ -1104,69 +1169,74 @@ __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const
       above += static_cast<uint64_t>(lo) + hi;
     });
     FS_TRACE(14);
-    // This CTA's candidate for the next round, in case this one rejects: in proportion to the
-    // masses above the pivot (warps, then threads in order; the holder's groups as the sweep
-    // visited them, searched by its warp), pushed by the holding warp.
+    // The CTA's masses go out at once (by a warp that does not walk); meanwhile the holding warp
+    // draws this CTA's candidate for round e + 1 from the same masses (warps, then threads in
+    // order; the holder's groups as the sweep visited them, searched by its warp), pushed only if
+    // the round rejects: a second, smaller exchange that accepting rounds skip.
     uint64_t excl;
     const uint64_t incl = warp_scan_incl(above, &excl);
     if (need_total) total = warp_reduce(total, SumOp());
     if (lane == 31) sh.warp_above[e & 1][warp] = incl;
     if (lane == 0) sh.warp_total[e & 1][warp] = total;
     __syncthreads();
+    if (warp == 0) FS_STAMP(6);
     const uint64_t ai = lane < nwarps ? sh.warp_above[e & 1][lane] : 0ull;
     uint64_t ai_excl;
     const uint64_t ai_incl = warp_scan_incl(ai, &ai_excl);
     const uint64_t cta_above = __shfl_sync(0xffffffffu, ai_incl, 31);
-    const uint64_t cta_total =
-        need_total ? warp_reduce(lane < nwarps ? static_cast<uint64_t>(sh.warp_total[e & 1][lane])
-                                               : uint64_t{0},
-                                 SumOp())
-                   : 0ull;
     const uint64_t t = scale_uniform(sh.u_local[e & 1], cta_above);
     const unsigned hits = __ballot_sync(0xffffffffu, ai > 0ull && ai_excl <= t && t < ai_incl);
     const int hold = hits != 0u ? __ffs(hits) - 1 : -1;  // exact integers: one warp, if any mass
-    const uint64_t rest_cta = t - __shfl_sync(0xffffffffu, ai_excl, hold < 0 ? 0 : hold);
-    if (warp == (hold < 0 ? 0 : hold)) {
-      int pos = -1;
-      if (hold >= 0) {
-        const unsigned lane_hits =
-            __ballot_sync(0xffffffffu, above > 0ull && excl <= rest_cta && rest_cta < incl);
-        const int src = __ffs(lane_hits) - 1;
-        const uint64_t src_excl = __shfl_sync(0xffffffffu, excl, src);
-        pos = warp_walk<uint64_t>(
-            L.iters,
-            [&](int u) -> int {
-              const int v = L.vec_begin + u * 32 + src;
-              return v < L.vec_end ? 4 * v : -1;
-            },
-            [&](int i) -> uint64_t {
-              const uint32_t k = key_of(raw[i]);
-              return k > pivot ? mass_of(k) : 0u;
-            },
-            rest_cta - src_excl);
-      }
-      RoundPush v;
-      v.mass = cta_above;
-      v.total = cta_total;
-      v.x = pos >= 0 ? __uint_as_float(raw[pos]) : 0.f;
-      v.index = pos >= 0 ? static_cast<uint32_t>(L.begin + pos) : kNoCandidate;
-      v.m = 0.f;
-      v.w = 0.f;
-      push_round(sh, e, v);
+    const int walker = hold < 0 ? 0 : hold, pusher = walker == 0 ? 1 : 0;
+    if (warp == pusher) {
+      const uint64_t cta_total =
+          need_total ? warp_reduce(lane < nwarps ? static_cast<uint64_t>(sh.warp_total[e & 1][lane])
+                                                 : uint64_t{0},
+                                   SumOp())
+                     : 0ull;
+      push_mass(sh, e, cta_above, cta_total);
+      round_bits(sh, seed, offset, row, e + 1);  // (while the exchange is in flight)
     }
-    FS_TRACE(12);
-    const NextPick np = choose_next(receive_round(sh, e), sh.u_choice[e & 1]);
-    FS_TRACE(13);
+    int pos = -1;
+    if (warp == walker && hold >= 0) {
+      const uint64_t rest_cta = t - __shfl_sync(0xffffffffu, ai_excl, hold);
+      const unsigned lane_hits =
+          __ballot_sync(0xffffffffu, above > 0ull && excl <= rest_cta && rest_cta < incl);
+      const int src = __ffs(lane_hits) - 1;
+      const uint64_t src_excl = __shfl_sync(0xffffffffu, excl, src);
+      pos = warp_walk<uint64_t>(
+          L.iters,
+          [&](int u) -> int {
+            const int v = L.vec_begin + u * 32 + src;
+            return v < L.vec_end ? 4 * v : -1;
+          },
+          [&](int i) -> uint64_t {
+            const uint32_t k = key_of(raw[i]);
+            return k > pivot ? mass_of(k) : 0u;
+          },
+          rest_cta - src_excl);
+      FS_STAMP(7);
+    }
+    const MassPick mp = receive_mass(sh, e, need_total, sh.u_choice[e & 1]);
+    if (warp == 0) FS_STAMP(12);
     if (need_total) {
-      target = top_p_target(f.top_p, np.total);
+      target = top_p_target(f.top_p, mp.total);
       have_total = true;
     }
-    if (alive && np.above < target) break;  // top-p keeps the candidate
+    if (alive && mp.above < target) break;  // top-p keeps the candidate
     // Rejected, and with it every key <= the pivot: the next candidate lies above it.
-    if (np.index == kNoCandidate) return false;  // nothing above (cannot happen)
-    x = np.x;
-    index = np.index;
-    kc = key_of(__float_as_uint(x));
+    if (warp == walker) {
+      push_cand(sh, c, pos >= 0 ? __uint_as_float(raw[pos]) : 0.f,
+                pos >= 0 ? static_cast<uint32_t>(L.begin + pos) : kNoCandidate);
+    }
+    receive_pushes(&sh.bar_cand[c & 1], c >> 1, static_cast<uint32_t>(sizeof(uint4)));
+    const uint4 next = mp.src >= 0 ? sh.cand[c & 1][mp.src] : make_uint4(0u, kNoCandidate, 0u, 0u);
+    ++c;
+    if (warp == 0) FS_STAMP(13);
+    if (next.y == kNoCandidate) return false;  // nothing above (cannot happen)
+    x = __uint_as_float(next.x);
+    index = next.y;
+    kc = key_of(next.x);
     alive = true;
   }
   if (cg::this_cluster().block_rank() == 0 && threadIdx.x == 0) store_id(p, row, index);
@@ -1235,7 +1305,7 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     // waited for before exchange 0's pushes.
     if (threadIdx.x == 0) init_round_barriers(sh.fast, cluster.num_blocks());
     asm volatile("barrier.cluster.arrive.relaxed;" ::: "memory");
-    round_bits(sh.fast, seed_value(p.seed), offset_value(p.seed), row, 0);
+    if (threadIdx.x < 32) round_bits(sh.fast, seed_value(p.seed), offset_value(p.seed), row, 0);
     LoadMass lm;
     float local_max = -INFINITY;  // probabilities (logits: lm.m)
     load_groups(in, L.len, p.vec_loads, reinterpret_cast<uint32_t*>(smem_keys), 4 * L.nvec,
@@ -1261,7 +1331,8 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     prefetch_next(p, row, L);
     first = choose_first<kLogits>(
         draw_loaded<T, kLogits>(sh.fast, reinterpret_cast<const uint32_t*>(smem_keys), L,
-                                p.vec_loads, lm, local_max, scale),
+                                p.vec_loads, lm, local_max, scale, seed_value(p.seed),
+                                offset_value(p.seed), row),
         sh.fast.u_choice[0], scale);
     FS_TRACE(11);
     row_max = first.max;
