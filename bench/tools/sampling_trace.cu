@@ -106,7 +106,7 @@ int main(int argc, char** argv) {
       std::vector<double> d;
       for (int c = 0; c < ctas; ++c) {
         const unsigned long long x = tr[c * 16 + i], y = tr[c * 16];
-        if (x != 0 && y != 0 && x >= y) d.push_back((x - y) / 1000.0);
+        if (x != 0 && y != 0 && x >= y && !(x >> 63)) d.push_back((x - y) / 1000.0);
       }
       if (d.empty()) continue;
       std::sort(d.begin(), d.end());
@@ -137,7 +137,7 @@ int main(int argc, char** argv) {
     std::vector<double> d;
     for (int c = 0; c < ctas; ++c) {
       const unsigned long long x = tr[c * 16 + i], y = tr[c * 16];
-      if (x != 0 && y != 0 && x >= y) d.push_back((x - y) / 1000.0);
+      if (x != 0 && y != 0 && x >= y && !(x >> 63)) d.push_back((x - y) / 1000.0);
     }
     std::sort(d.begin(), d.end());
     if (d.empty()) continue;
@@ -180,6 +180,47 @@ int main(int argc, char** argv) {
           "load end to the cluster's last load end: median %.2f us; last load end to exchange "
           "0: median %.2f max %.2f us\n",
           wait[wait.size() / 2], after[after.size() / 2], after.back());
+  }
+  // Residency over time per SM (the kernel stamps its SM in point 15 with the top bit set):
+  // how long each SM held 0, 1, 2, ... CTAs between the first start and the last end.
+  if (tr[15] >> 63) {
+    std::vector<std::vector<std::pair<unsigned long long, int> > > ev(1024);
+    for (int c = 0; c < ctas; ++c) {
+      const int sm = static_cast<int>(tr[c * 16 + 15] & 1023);
+      ev[sm].push_back({tr[c * 16], +1});
+      ev[sm].push_back({tr[c * 16 + 10], -1});
+    }
+    double held[8] = {0};
+    for (auto& e : ev) {
+      if (e.empty()) continue;
+      std::sort(e.begin(), e.end());
+      unsigned long long prev = t0;
+      int cur = 0;
+      for (auto& q : e) {
+        held[std::min(cur, 7)] += (q.first - prev) / 1000.0;
+        prev = q.first;
+        cur += q.second;
+      }
+      held[0] += (tend - prev) / 1000.0;
+    }
+    printf("SM-time holding 0 / 1 / 2 / 3 CTAs: %.0f / %.0f / %.0f / %.0f us\n", held[0], held[1],
+           held[2], held[3]);
+    // The same within the middle of the run (excluding the first and last 15 us).
+    double mid[8] = {0};
+    const unsigned long long a = t0 + 15000, b = tend - 15000;
+    for (auto& e : ev) {
+      if (e.empty() || b <= a) continue;
+      unsigned long long prev = a;
+      int cur = 0;
+      for (auto& q : e) {
+        const unsigned long long t = std::min(std::max(q.first, a), b);
+        mid[std::min(cur, 7)] += (t - prev) / 1000.0;
+        prev = t;
+        cur += q.second;
+      }
+      mid[std::min(cur, 7)] += (b - prev) / 1000.0;
+    }
+    printf("  in the middle: %.0f / %.0f / %.0f / %.0f us\n", mid[0], mid[1], mid[2], mid[3]);
   }
   printf("start offsets: p0 %.1f p25 %.1f p50 %.1f p75 %.1f p100 %.1f us\n", st[0],
          st[st.size() / 4], st[st.size() / 2], st[3 * st.size() / 4], st.back());

@@ -1298,6 +1298,13 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
   float thread_max = -INFINITY;
 
   FS_TRACE(0);
+#ifdef FLASHSERVE_SAMPLING_TRACE
+  if (threadIdx.x == 0 && blockIdx.x < 4096) {
+    unsigned smid;
+    asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+    g_sampling_trace[blockIdx.x * 16 + 15] = 1ull << 63 | smid;  // not a time: the SM
+  }
+#endif
   float row_max;
   FirstPick first{};
   if (fast) {
