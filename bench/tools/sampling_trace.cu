@@ -98,7 +98,8 @@ int main(int argc, char** argv) {
   // 14, 12, 13: the last round's) or the top-k draw (11..15: histogram, bound, gather, union read,
   // ranks).
   // (The rejection draw also stamps 2: exchange 0's block barrier, 3 / 4: the holder warp's walk
-  // and push, 5: exchange 0 received, 6: a round's block barrier, 7 / 8: its walk and push; with
+  // and push, 5: exchange 0 received, 6: a round's block barrier, 7: its walk, 12: its masses
+  // received, 13: the next candidates received (a rejecting round); with
   // FS_TRACE_FAST=1 these print in time order under their numbers.)
   if (std::getenv("FS_TRACE_FAST")) {
     std::vector<std::pair<double, int> > pts;

@@ -179,9 +179,9 @@ TEST_F(SamplingFilterTest, MinP) {
 TEST_F(SamplingFilterTest, SmallNucleiTakeSeveralRejectionRounds) {
   // Top-p and min-p without top-k draw by rejection: a candidate from the row (then from the keys
   // above the last rejected one) until the filter keeps one. On flat rows with small kept sets
-  // most draws take several rounds (top-p 0.1: ~4), each drawing every CTA's next candidate
-  // before the cluster knows whether it is needed: the draws must still follow the distribution
-  // over the kept set whichever round accepts.
+  // most draws take several rounds (top-p 0.1: ~4), each rejection adding an exchange of the
+  // next candidates: the draws must still follow the distribution over the kept set whichever
+  // round accepts.
   FilterCase c;
   c.sigma = 0.5f;
   c.want_top_p = 0.1;

@@ -35,12 +35,9 @@ namespace flashserve::sampling {
 
 constexpr int kMaxRounds = 24;  // rounds before the threshold path takes over
 
-// What a CTA pushes into every CTA of the cluster in exchange e (32 bytes): e = 0 after the load
-// (m, w: the CTA's maximum and float mass; x, index: its candidate), e >= 1 after a round's sweep
-// (mass above the pivot, the total mass when the round needs it, the next candidate).
+// What a CTA pushes into every CTA of the cluster in exchange 0, after the load (16 bytes): its
+// maximum and float mass (m, w) and its candidate (x, index).
 struct alignas(16) RoundPush {
-  unsigned long long mass;
-  unsigned long long total;
   float x;         // the candidate's input value
   uint32_t index;  // its row index (kNoCandidate: none)
   float m, w;

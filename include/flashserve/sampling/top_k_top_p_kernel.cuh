@@ -83,17 +83,18 @@ __device__ unsigned long long g_sampling_trace_value[4096];  // one value per CT
 // them, not its whole slice (a bin that holds more is refined over the slice).
 constexpr int kListCap = 2048;
 
-// The rejection draw (rejection_draw.cuh). Every exchange is a push: each CTA writes its record
-// into every CTA's slot r (r = its rank) by st.async, counted on the receiver's barrier (no
-// cluster barrier). Exchange e (0: the candidates of the load, e >= 1: round e's masses) uses
-// slots and barrier e & 1 (phase (e >> 1) & 1); a rejecting round's candidates go out in exchange
-// c of their own (slots and barrier c & 1 of `cand`). A CTA pushes exchange e + 2 only after it
-// received every CTA's exchange e + 1, which each pushed after reading its exchange-e slots (and
-// the candidates of round e), so a slot is never overwritten before it was read.
+// The rejection draw (rejection_draw.cuh). Every exchange is a push: each CTA writes its 16-byte
+// record into every CTA's slot r (r = its rank) by st.async, counted on the receiver's barrier (no
+// cluster barrier). Exchange e (0: the load's candidates in `first`, e >= 1: round e's masses in
+// `mass[e & 1]`) uses barrier e & 1 (phase (e >> 1) & 1); a rejecting round's candidates go out in
+// exchange c of their own (slots and barrier c & 1 of `cand`). A CTA pushes exchange e + 2 only
+// after it received every CTA's exchange e + 1, which each pushed after reading its exchange-e
+// slots (and the candidates of round e), so a slot is never overwritten before it was read.
 struct FastShared {
   unsigned long long bar[2];
   unsigned long long bar_cand[2];
-  RoundPush in[2][16];
+  RoundPush first[16];
+  ulonglong2 mass[2][16];               // mass above the pivot, total (when asked)
   uint4 cand[2][16];                    // x bits, row index
   float warp_w[kSamplingThreads / 32];  // exchange 0: each warp's mass and maximum
   float warp_m[kSamplingThreads / 32];
@@ -567,47 +568,42 @@ __device__ void emit_row(const FilterParams<T>& p, FilterShared& sh, const Chunk
 // arrival (which the other CTAs wait for before their first push): both barriers, each expecting
 // one push from every CTA of the cluster in its first phase.
 __device__ __forceinline__ void init_round_barriers(FastShared& sh, unsigned n) {
-  mbar_init_bytes(&sh.bar[0], n * static_cast<uint32_t>(sizeof(RoundPush)));
-  mbar_init_bytes(&sh.bar[1], n * static_cast<uint32_t>(sizeof(uint4)));
-  mbar_init_bytes(&sh.bar_cand[0], n * static_cast<uint32_t>(sizeof(uint4)));
-  mbar_init_bytes(&sh.bar_cand[1], n * static_cast<uint32_t>(sizeof(uint4)));
+  for (int i = 0; i < 2; ++i) {
+    mbar_init_bytes(&sh.bar[i], n * 16u);
+    mbar_init_bytes(&sh.bar_cand[i], n * 16u);
+  }
   fence_mbarrier_init();
 }
 
-// Exchange e of the rejection draw. One warp of each CTA pushes its RoundPush into every CTA's slot
-// (lanes r < n); every warp of every CTA then waits for the n pushes into its CTA (a cluster of
-// one CTA: a block barrier) and lane r < n reads CTA r's (the other lanes get zeros). Thread 0
-// re-arms the barrier for exchange e + 2: a warp still waiting for exchange e cannot miss it,
-// since exchange e + 2's pushes need this CTA's e + 1 push, made after a block barrier that every
-// warp passes only after its wait.
-__device__ __forceinline__ void push_round(FastShared& sh, int e, const RoundPush& v) {
+// Exchange 0 of the rejection draw. One warp of each CTA pushes its RoundPush into every CTA's
+// slot (lanes r < n); every warp of every CTA then waits for the n pushes into its CTA
+// (receive_pushes) and lane r < n reads CTA r's (the other lanes get zeros).
+__device__ __forceinline__ void push_first(FastShared& sh, const RoundPush& v) {
   cg::cluster_group cluster = cg::this_cluster();
   const int lane = threadIdx.x & 31;
   const unsigned n = cluster.num_blocks(), self = cluster.block_rank();
   if (lane < static_cast<int>(n)) {
-    uint4* slot = reinterpret_cast<uint4*>(&sh.in[e & 1][self]);
-    const uint4* w = reinterpret_cast<const uint4*>(&v);
-    push_v4(slot, w[0], &sh.bar[e & 1], lane, n);
-    push_v4(slot + 1, w[1], &sh.bar[e & 1], lane, n);
+    push_v4(&sh.first[self], *reinterpret_cast<const uint4*>(&v), &sh.bar[0], lane, n);
   }
 }
 
-// Waits for the n pushes of `bytes` each that complete phase `phase` of `bar` (a cluster of one
-// CTA: a block barrier); thread 0 then re-arms it for its next phase, `next_bytes` a push.
-__device__ __forceinline__ void receive_pushes(unsigned long long* bar, int phase,
-                                               uint32_t next_bytes) {
+// Waits for the n 16-byte pushes that complete phase `phase` of `bar` (a cluster of one CTA: a
+// block barrier). Thread 0 then re-arms it for its next phase: a warp still waiting for this one
+// cannot miss it, since the next phase's pushes need a push of this CTA made after a block barrier
+// that every warp passes only after its wait.
+__device__ __forceinline__ void receive_pushes(unsigned long long* bar, int phase) {
   const unsigned n = cg::this_cluster().num_blocks();
   if (n > 1) {
     mbar_wait(bar, static_cast<uint32_t>(phase) & 1u);
     __syncwarp();
-    if (threadIdx.x == 0) mbar_rearm_bytes(bar, n * next_bytes);
+    if (threadIdx.x == 0) mbar_rearm_bytes(bar, n * 16u);
   } else {
     __syncthreads();
   }
 }
 
 // A round's masses (exchange e >= 1): the CTA's mass above the pivot and, when the round needs
-// it, its total, into the first 16 bytes of every CTA's slot (lanes r < n of one warp).
+// it, its total, into every CTA's slot (lanes r < n of one warp).
 __device__ __forceinline__ void push_mass(FastShared& sh, int e, uint64_t above, uint64_t total) {
   cg::cluster_group cluster = cg::this_cluster();
   const int lane = threadIdx.x & 31;
@@ -615,7 +611,7 @@ __device__ __forceinline__ void push_mass(FastShared& sh, int e, uint64_t above,
   if (lane < static_cast<int>(n)) {
     const uint4 v = make_uint4(static_cast<uint32_t>(above), static_cast<uint32_t>(above >> 32),
                                static_cast<uint32_t>(total), static_cast<uint32_t>(total >> 32));
-    push_v4(&sh.in[e & 1][self], v, &sh.bar[e & 1], lane, n);
+    push_v4(&sh.mass[e & 1][self], v, &sh.bar[e & 1], lane, n);
   }
 }
 
@@ -630,13 +626,12 @@ __device__ __forceinline__ void push_cand(FastShared& sh, int c, float x, uint32
   }
 }
 
-__device__ __forceinline__ RoundPush receive_round(FastShared& sh, int e) {
+__device__ __forceinline__ RoundPush receive_first(FastShared& sh) {
   const int lane = threadIdx.x & 31;
   const unsigned n = cg::this_cluster().num_blocks();
-  // (Exchange 0 only: the barrier's next phase, exchange 2, carries masses.)
-  receive_pushes(&sh.bar[e & 1], e >> 1, static_cast<uint32_t>(sizeof(uint4)));
+  receive_pushes(&sh.bar[0], 0);
   RoundPush r{};
-  if (lane < static_cast<int>(n)) r = sh.in[e & 1][lane];
+  if (lane < static_cast<int>(n)) r = sh.first[lane];
   return r;
 }
 
@@ -738,16 +733,14 @@ __device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const Chu
     }
     FS_STAMP(3);
     RoundPush v;
-    v.mass = 0ull;
-    v.total = 0ull;
     v.x = pos >= 0 ? __uint_as_float(keys[pos]) : 0.f;
     v.index = pos >= 0 ? static_cast<uint32_t>(L.begin + pos) : kNoCandidate;
     v.m = m;
     v.w = total;
-    push_round(sh, 0, v);
+    push_first(sh, v);
     FS_STAMP(4);
   }
-  const RoundPush r = receive_round(sh, 0);
+  const RoundPush r = receive_first(sh);
   if (warp == 0) FS_STAMP(5);
   return r;
 }
@@ -800,11 +793,11 @@ __device__ __forceinline__ MassPick receive_mass(FastShared& sh, int e, bool nee
                                                  unsigned long long u) {
   const int lane = threadIdx.x & 31;
   const int n = static_cast<int>(cg::this_cluster().num_blocks());
-  receive_pushes(&sh.bar[e & 1], e >> 1, static_cast<uint32_t>(sizeof(uint4)));
+  receive_pushes(&sh.bar[e & 1], e >> 1);
   uint64_t mass = 0, total = 0;
   if (lane < n) {
-    mass = sh.in[e & 1][lane].mass;
-    total = sh.in[e & 1][lane].total;
+    mass = sh.mass[e & 1][lane].x;
+    total = sh.mass[e & 1][lane].y;
   }
   uint64_t excl;
   const uint64_t incl = warp_scan_incl(mass, &excl);
@@ -1229,7 +1222,7 @@ __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const
       push_cand(sh, c, pos >= 0 ? __uint_as_float(raw[pos]) : 0.f,
                 pos >= 0 ? static_cast<uint32_t>(L.begin + pos) : kNoCandidate);
     }
-    receive_pushes(&sh.bar_cand[c & 1], c >> 1, static_cast<uint32_t>(sizeof(uint4)));
+    receive_pushes(&sh.bar_cand[c & 1], c >> 1);
     const uint4 next = mp.src >= 0 ? sh.cand[c & 1][mp.src] : make_uint4(0u, kNoCandidate, 0u, 0u);
     ++c;
     if (warp == 0) FS_STAMP(13);
