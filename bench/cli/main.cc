@@ -36,7 +36,9 @@ bench options:
   --head-dim-v N            prefill: v and out's head dim (0 = --head-dim; 128 with 192)
   --split-kv 0|1            prefill: allow split-KV (default 1)
   --vocab N  --draft-tokens N   sampling: row length; drafts per request (chain_speculative)
-  --layout NHD|HND          paged KV layout (append)
+  --layout NHD|HND          paged KV layout (append, decode)
+  --page-order random|sequential   decode: the pool's pages in a random permutation (default) or
+                            in table order (a fresh allocator's)
   --dtype bf16|fp16|fp32    element type (default bf16)
   --cache-dtype same|fp8_e4m3|fp8_e5m2   KV cache type (append)
   --iters N                 launches per timing sample (default: enough for ~2 ms)
@@ -93,7 +95,7 @@ const std::vector<std::string> kShapeFlags = {
     "--tokens",     "--hidden",       "--q-heads",     "--kv-heads", "--head-dim",
     "--rotary-dim", "--page-size",    "--batch",       "--kv-len",   "--q-tokens",
     "--prefix-len", "--layout",       "--cache-dtype", "--q-len",    "--causal",
-    "--vocab",      "--draft-tokens", "--head-dim-v",  "--split-kv"};
+    "--vocab",      "--draft-tokens", "--head-dim-v",  "--split-kv", "--page-order"};
 
 BenchCli parse_bench(int argc, char** argv) {
   BenchCli c;
@@ -181,7 +183,12 @@ void apply(Args& a, const std::string& flag, const std::string& v) {
     a.draft_tokens = parse_int(flag, v);
   else if (flag == "--split-kv")
     a.split_kv = parse_int(flag, v) != 0;
-  else if (flag == "--layout") {
+  else if (flag == "--page-order") {
+    if (v != "random" && v != "sequential") {
+      throw CliError("--page-order: expected random or sequential, got '" + v + "'");
+    }
+    a.sequential_pages = v == "sequential";
+  } else if (flag == "--layout") {
     if (v != "NHD" && v != "HND") throw CliError("--layout: expected NHD or HND, got '" + v + "'");
     a.layout = v;
   } else if (flag == "--cache-dtype") {

@@ -38,6 +38,7 @@ struct Args {
   int64_t vocab = 128256;    // sampling: vocabulary (row length)
   int64_t draft_tokens = 4;  // chain_speculative: draft tokens per request
   std::string layout = "NHD";
+  bool sequential_pages = false;  // decode: page ids in table order instead of a random permutation
   DType dtype = DType::kBFloat16;
   std::string cache_dtype;  // append: "" = dtype, or fp8_e4m3 / fp8_e5m2
   std::string model;        // label only (default suite)

@@ -4,7 +4,8 @@
 Each of our result records carries its routine, shape parameters, timing mode and the launches per
 sample it used; this script runs the plain torch implementation of the same op on the same shape and
 times it the same way (hot: back-to-back launches between two events; graph: CUDA-graph replay of
-those launches; cold: one launch after evicting L2), so the ratios compare like with like.
+those launches; cold: one launch after evicting L2, a captured one in cold-graph mode), so the
+ratios compare like with like.
 
   python3 bench/peers/torch_peers.py ours.json --out peers.json
 """
@@ -274,10 +275,21 @@ def time_case(fn, mode, iters, samples, flush):
     start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     us = []
     if mode.startswith("cold"):
+        run = fn
+        if mode == "cold-graph":  # one captured launch per sample, as ours: no host dispatch timed
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                fn()
+            torch.cuda.current_stream().wait_stream(stream)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                fn()
+            run = graph.replay
         for _ in range(max(samples, iters)):
             flush.zero_()
             start.record()
-            fn()
+            run()
             stop.record()
             stop.synchronize()
             us.append(start.elapsed_time(stop) * 1e3)

@@ -24,7 +24,8 @@ DType kv_dtype_of(const Args& a) {
 }
 
 // A planned decode over `batch` requests of `kv_len` tokens in a paged cache (random page
-// permutation). With `shared`, every request's table lists the same pages (a shared prefix).
+// permutation, or the pages in table order with --page-order sequential). With `shared`, every
+// request's table lists the same pages (a shared prefix).
 struct PagedDecode {
   DeviceTensor kc, vc, indptr, indices, last, ws;
   flashserve::DecodePlan plan;
@@ -42,7 +43,9 @@ void build_decode(PagedDecode& d, const Args& a, int64_t batch, int64_t kv_len, 
   std::vector<int32_t> indptr(batch + 1), last(batch), indices(batch * pages_per), qptr(batch + 1);
   std::vector<int32_t> perm(num_pages);
   std::iota(perm.begin(), perm.end(), 0);
-  std::shuffle(perm.begin(), perm.end(), std::mt19937_64(fs_test::fresh_seed()));
+  if (!a.sequential_pages) {
+    std::shuffle(perm.begin(), perm.end(), std::mt19937_64(fs_test::fresh_seed()));
+  }
   for (int64_t b = 0; b <= batch; ++b) {
     indptr[b] = static_cast<int32_t>(b * pages_per);
     qptr[b] = static_cast<int32_t>(b * a.q_tokens);
@@ -98,16 +101,22 @@ std::string head_shape(const Args& a) {
   return std::to_string(a.q_heads) + "/" + std::to_string(a.kv_heads) + " x " +
          std::to_string(a.head_dim) + " p" + std::to_string(a.page_size) +
          (a.q_tokens > 1 ? " q" + std::to_string(a.q_tokens) : "") +
-         (a.layout == "NHD" ? "" : " HND") +
+         (a.layout == "NHD" ? "" : " HND") + (a.sequential_pages ? " seq" : "") +
          (kv_dtype != a.dtype ? std::string(" ") + flashserve::dtype_name(kv_dtype) : "");
 }
 
 std::map<std::string, std::string> decode_params(const Args& a, int64_t batch) {
-  return {{"batch", fmt_int(batch)},         {"kv_len", fmt_int(a.kv_len)},
-          {"q_heads", fmt_int(a.q_heads)},   {"kv_heads", fmt_int(a.kv_heads)},
-          {"head_dim", fmt_int(a.head_dim)}, {"page_size", fmt_int(a.page_size)},
-          {"q_tokens", fmt_int(a.q_tokens)}, {"layout", a.layout},
-          {"cache_dtype", a.cache_dtype},    {"dtype", flashserve::dtype_name(a.dtype)}};
+  return {{"batch", fmt_int(batch)},
+          {"kv_len", fmt_int(a.kv_len)},
+          {"q_heads", fmt_int(a.q_heads)},
+          {"kv_heads", fmt_int(a.kv_heads)},
+          {"head_dim", fmt_int(a.head_dim)},
+          {"page_size", fmt_int(a.page_size)},
+          {"q_tokens", fmt_int(a.q_tokens)},
+          {"layout", a.layout},
+          {"page_order", a.sequential_pages ? "sequential" : "random"},
+          {"cache_dtype", a.cache_dtype},
+          {"dtype", flashserve::dtype_name(a.dtype)}};
 }
 
 Result run_decode(const Args& a, Context& ctx) {

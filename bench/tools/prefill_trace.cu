@@ -3,6 +3,7 @@
 //     -DFLASHSERVE_PREFILL_TRACE -Iinclude -Isrc -I.deps/cutlass/include \
 //     bench/tools/prefill_trace.cu src/plan/prefill_plan.cc -o prefill_trace
 //   ./prefill_trace batch seqlen heads causal(0/1) [head_dim 64|128|256]   (bf16, ragged, MHA)
+//   -DFS_TRACE_HEAD_DIM=d builds that head dim only
 //   L2_GROUP_MB=n: the plan's L2 group budget
 // Prints, per tile length (kv blocks), the median over tiles of each phase of consumer
 // warpgroup 0: the gap since the previous tile's epilogue, the wait for Q, the first S = Q K^T,
@@ -173,9 +174,14 @@ int main(int argc, char** argv) {
     return causal ? run<D, fa::PrefillKind::kCausal>(batch, seqlen, heads)
                   : run<D, fa::PrefillKind::kPlain>(batch, seqlen, heads);
   };
+#ifdef FS_TRACE_HEAD_DIM  // one head dim only (a quicker build)
+  if (d != FS_TRACE_HEAD_DIM) return 3;
+  const int rc = go(std::integral_constant<int, FS_TRACE_HEAD_DIM>{});
+#else
   const int rc = d == 64    ? go(std::integral_constant<int, 64>{})
                  : d == 256 ? go(std::integral_constant<int, 256>{})
                             : go(std::integral_constant<int, 128>{});
+#endif
   if (rc != 0) printf("error %d: %s\n", rc, cudaGetErrorString(cudaGetLastError()));
   return rc;
 }

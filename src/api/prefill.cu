@@ -120,11 +120,33 @@ int head_dim_v_of(const PrefillPlanRequest& r) {
   return r.head_dim_v != 0 ? r.head_dim_v : r.head_dim;
 }
 
+// The plan's tile height: the head dim's, or its alternative (128 rows at head_dim 64) for a
+// causal plan (no window) whose queries are all at most kPrefillShortCausalQ long. The bound is
+// max_q_tokens where a capacity is given (so every re-plan within it keeps the kernels a captured
+// graph holds), else this batch's longest query. Requests are validated first.
+int plan_block_m(const PrefillPlanRequest& r) {
+  const int hdv = head_dim_v_of(r);
+  const int alt = attention::prefill_alt_block_m(r.head_dim, hdv);
+  const int def = attention::prefill_tile(r.head_dim, false, hdv).block_m;
+  if (alt == 0 || !r.causal || r.window_left >= 0 || r.window_right >= 0) return def;
+  int64_t longest = 0;
+  if (r.max_q_tokens > 0) {
+    longest = r.max_q_tokens;
+  } else if (r.qo_indptr != nullptr) {
+    for (int b = 0; b < r.batch_size; ++b)
+      longest = std::max<int64_t>(longest, int64_t{r.qo_indptr[b + 1]} - r.qo_indptr[b]);
+  } else {
+    longest = r.q_len;
+  }
+  return longest <= attention::kPrefillShortCausalQ ? alt : def;
+}
+
 // num_ctas: the persistent CTAs of the run (the SM count; 1 where only sizes matter).
 plan::PrefillScheduleInput schedule_input(const PrefillPlanRequest& r,
                                           const std::vector<int32_t>& paged_kv_indptr,
                                           int num_ctas) {
-  const attention::PrefillTile tile = attention::prefill_tile(r.head_dim, false, head_dim_v_of(r));
+  const attention::PrefillTile tile =
+      attention::prefill_tile(r.head_dim, false, head_dim_v_of(r), plan_block_m(r));
   plan::PrefillScheduleInput in;
   in.qo_indptr = r.qo_indptr;
   in.kv_indptr = r.page_size > 0 ? paged_kv_indptr.data() : r.kv_indptr;
@@ -301,16 +323,18 @@ attention::PrefillKind kernel_kind(bool causal, int window_left, int window_righ
   return causal ? attention::PrefillKind::kCausal : attention::PrefillKind::kPlain;
 }
 
-// The prefill kernel specialization of (dtype, head_dim, kind) for the current device: prebuilt,
-// from the kernel cache, or compiled now (docs/kernel_cache.md). `may_compile` false: only one
-// already resolved in this process (prefill_run during graph capture).
-Status resolve_kernel(const char* op, DType dtype, int head_dim, int head_dim_v,
+// The prefill kernel specialization of (dtype, head_dim, kind, tile height block_m) for the
+// current device: prebuilt, from the kernel cache, or compiled now (docs/kernel_cache.md).
+// `may_compile` false: only one already resolved in this process (prefill_run during graph
+// capture).
+Status resolve_kernel(const char* op, DType dtype, int head_dim, int head_dim_v, int block_m,
                       attention::PrefillKind kind, bool paged, bool may_compile,
                       const runtime::ResolvedKernel** out) {
   int cc = 0;
   Status st = runtime::KernelRegistry::current_device_cc(&cc);
   if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
-  runtime::KernelSpec spec = detail::prefill_kernel_spec(dtype, head_dim, kind, paged, head_dim_v);
+  runtime::KernelSpec spec =
+      detail::prefill_kernel_spec(dtype, head_dim, kind, paged, head_dim_v, block_m);
   spec.cc = static_cast<int16_t>(cc);
   runtime::KernelRegistry& registry = runtime::KernelRegistry::global();
   if (!may_compile) {
@@ -325,7 +349,7 @@ Status resolve_kernel(const char* op, DType dtype, int head_dim, int head_dim_v,
   if (st.ok() && (*out)->module) {
     // Prepared here, outside capture: prefill_run then only launches.
     const detail::PrefillJitLauncher& l =
-        detail::prefill_jit_launcher(dtype, head_dim, kind, paged, head_dim_v);
+        detail::prefill_jit_launcher(dtype, head_dim, kind, paged, head_dim_v, block_m);
     int blocks = 0;
     st = runtime::prepare_kernel((*out)->module->kernel(0), l.threads, l.smem_bytes, &blocks);
   }
@@ -341,7 +365,7 @@ Status launch(const PrefillPlan& plan, attention::PrefillKind kind,
     return launch_status(kRunOp, fns.launch(&p, plan.grid, stream));
   }
   const detail::PrefillJitLauncher& l = detail::prefill_jit_launcher(
-      plan.dtype, plan.head_dim, kind, plan.page_size > 0, plan.head_dim_v);
+      plan.dtype, plan.head_dim, kind, plan.page_size > 0, plan.head_dim_v, plan.block_m);
   runtime::LoadedKernel& kernel = k.module->kernel(0);
   // Done by the plan for its device; here a few atomic loads (a driver call only on a device the
   // kernel has not run on yet).
@@ -411,13 +435,17 @@ Status prefill_plan(const PrefillPlanRequest& req, void* workspace, size_t works
   const runtime::ResolvedKernel* general = nullptr;
   const bool paged = req.page_size > 0;
   const int head_dim_v = head_dim_v_of(req);
-  st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, head_dim_v, kind, paged, true, &kernel);
+  // Both kernels are built for the tile height the schedule was cut with.
+  const int block_m = plan_block_m(req);
+  st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, head_dim_v, block_m, kind, paged, true,
+                      &kernel);
   if (st.ok() && kind != attention::PrefillKind::kGeneral) {
-    st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, head_dim_v,
+    st = resolve_kernel(kPlanOp, req.dtype, req.head_dim, head_dim_v, block_m,
                         attention::PrefillKind::kGeneral, paged, true, &general);
   }
   if (!st.ok()) return log_error(kPlanOp, st);
-  const attention::PrefillTile tile = attention::prefill_tile(req.head_dim, false, head_dim_v);
+  const attention::PrefillTile tile =
+      attention::prefill_tile(req.head_dim, false, head_dim_v, block_m);
   PrefillPlan& p = *out;
   p = PrefillPlan();
   p.batch_size = req.batch_size;
@@ -547,7 +575,7 @@ Status prefill_run(const PrefillPlan& plan, const PrefillArgs& args, void* works
   if (kernel == nullptr) {
     cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
     if (cudaStreamIsCapturing(stream, &capture) != cudaSuccess) cudaGetLastError();
-    st = resolve_kernel(kRunOp, plan.dtype, plan.head_dim, plan.head_dim_v, kind,
+    st = resolve_kernel(kRunOp, plan.dtype, plan.head_dim, plan.head_dim_v, plan.block_m, kind,
                         plan.page_size > 0, capture == cudaStreamCaptureStatusNone, &kernel);
   }
   if (st.ok()) st = launch(plan, kind, p, stream, *kernel);

@@ -12,14 +12,14 @@ namespace {
 
 using attention::PrefillKind;
 
-template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged, int kHeadDimV>
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged, int kHeadDimV, int kBlockM>
 using TraitsOf = attention::sm90::PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain,
-                                                kPaged, kHeadDimV>;
+                                                kPaged, kHeadDimV, kBlockM>;
 
-template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged, int kHeadDimV>
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged, int kHeadDimV, int kBlockM>
 Status launch_jit(const runtime::LoadedKernel& kernel, const attention::PrefillParams& p, int grid,
                   cudaStream_t stream) {
-  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged, kHeadDimV>;
+  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged, kHeadDimV, kBlockM>;
   attention::sm90::PrefillKernelArgs<Traits> args{p, attention::sm90::make_prefill_tma<Traits>(p)};
   runtime::KernelLaunch launch;
   launch.grid = dim3(static_cast<unsigned>(grid));
@@ -30,31 +30,35 @@ Status launch_jit(const runtime::LoadedKernel& kernel, const attention::PrefillP
   return runtime::launch_kernel(kernel, launch, argv);
 }
 
-template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged, int kHeadDimV>
+template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged, int kHeadDimV, int kBlockM>
 PrefillJitLauncher launcher() {
-  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged, kHeadDimV>;
+  using Traits = TraitsOf<Element, kHeadDim, kKind, kPaged, kHeadDimV, kBlockM>;
   PrefillJitLauncher l;
   l.threads = Traits::kNumThreads;
   l.smem_bytes = Traits::kSmemBytes;
-  l.launch = &launch_jit<Element, kHeadDim, kKind, kPaged, kHeadDimV>;
+  l.launch = &launch_jit<Element, kHeadDim, kKind, kPaged, kHeadDimV, kBlockM>;
   return l;
 }
 
-template <class Element, int kHeadDim, bool kPaged, int kHeadDimV = kHeadDim>
+template <class Element, int kHeadDim, bool kPaged, int kHeadDimV = kHeadDim, int kBlockM = 0>
 const PrefillJitLauncher& for_kind(PrefillKind kind) {
   static const PrefillJitLauncher l[] = {
-      launcher<Element, kHeadDim, PrefillKind::kPlain, kPaged, kHeadDimV>(),
-      launcher<Element, kHeadDim, PrefillKind::kCausal, kPaged, kHeadDimV>(),
-      launcher<Element, kHeadDim, PrefillKind::kGeneral, kPaged, kHeadDimV>()};
+      launcher<Element, kHeadDim, PrefillKind::kPlain, kPaged, kHeadDimV, kBlockM>(),
+      launcher<Element, kHeadDim, PrefillKind::kCausal, kPaged, kHeadDimV, kBlockM>(),
+      launcher<Element, kHeadDim, PrefillKind::kGeneral, kPaged, kHeadDimV, kBlockM>()};
   return l[static_cast<int>(kind)];
 }
 
+// block_m: 0 or the head dim's default, or its alternative (prefill_alt_block_m: 128 at 64).
 template <class Element, bool kPaged>
-const PrefillJitLauncher& for_head_dim(int head_dim, int head_dim_v, PrefillKind kind) {
+const PrefillJitLauncher& for_head_dim(int head_dim, int head_dim_v, PrefillKind kind,
+                                       int block_m) {
   if (head_dim_v != 0 && head_dim_v != head_dim) return for_kind<Element, 192, kPaged, 128>(kind);
   switch (head_dim) {
     case 64:
-      return for_kind<Element, 64, kPaged>(kind);
+      return block_m == attention::prefill_alt_block_m(64)
+                 ? for_kind<Element, 64, kPaged, 64, 128>(kind)
+                 : for_kind<Element, 64, kPaged>(kind);
     case 96:
       return for_kind<Element, 96, kPaged>(kind);
     case 128:
@@ -67,17 +71,19 @@ const PrefillJitLauncher& for_head_dim(int head_dim, int head_dim_v, PrefillKind
 }
 
 template <class Element>
-const PrefillJitLauncher& for_layout(int head_dim, int head_dim_v, PrefillKind kind, bool paged) {
-  return paged ? for_head_dim<Element, true>(head_dim, head_dim_v, kind)
-               : for_head_dim<Element, false>(head_dim, head_dim_v, kind);
+const PrefillJitLauncher& for_layout(int head_dim, int head_dim_v, PrefillKind kind, bool paged,
+                                     int block_m) {
+  return paged ? for_head_dim<Element, true>(head_dim, head_dim_v, kind, block_m)
+               : for_head_dim<Element, false>(head_dim, head_dim_v, kind, block_m);
 }
 
 }  // namespace
 
 const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, PrefillKind kind, bool paged,
-                                               int head_dim_v) {
-  return q == DType::kBFloat16 ? for_layout<cutlass::bfloat16_t>(head_dim, head_dim_v, kind, paged)
-                               : for_layout<cutlass::half_t>(head_dim, head_dim_v, kind, paged);
+                                               int head_dim_v, int block_m) {
+  return q == DType::kBFloat16
+             ? for_layout<cutlass::bfloat16_t>(head_dim, head_dim_v, kind, paged, block_m)
+             : for_layout<cutlass::half_t>(head_dim, head_dim_v, kind, paged, block_m);
 }
 
 }  // namespace flashserve::detail

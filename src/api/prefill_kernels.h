@@ -1,7 +1,9 @@
 // Prefill attention's kernel specializations in the kernel registry (runtime/kernel_registry.h):
 // the family "prefill" with fields q (dtype), hd (head_dim of q and k), kind (plain, causal,
-// general: attention::PrefillKind), kv (ragged k and v, or a paged cache) and hdv (the head_dim of
-// v and the output where it differs from hd: 128 with hd 192; left out otherwise) — the page size
+// general: attention::PrefillKind), kv (ragged k and v, or a paged cache), hdv (the head_dim of
+// v and the output where it differs from hd: 128 with hd 192; left out otherwise) and bm (the
+// tile's query rows where a plan asks for the head dim's alternative, attention::
+// prefill_alt_block_m: 128 at hd 64; left out otherwise) — the page size
 // and layout, the batch, the lengths, the heads and GQA ratio, the window, soft-cap, ALiBi, sinks
 // and custom mask are run-time values of one kernel — the specializations compiled into the
 // library, the source the JIT compiles for the others, and how either is launched.
@@ -28,6 +30,7 @@ struct PrefillPrebuilt {
   DType q;
   int head_dim;
   int head_dim_v;  // 0: head_dim
+  int block_m;     // 0: the head dim's default tile
   attention::PrefillKind kind;
   bool paged;
   const PrefillKernelFns* fns;  // null ends the table
@@ -49,15 +52,16 @@ struct PrefillJitLauncher {
   Status (*launch)(const runtime::LoadedKernel& kernel, const attention::PrefillParams& p, int grid,
                    cudaStream_t stream) = nullptr;
 };
-// head_dim_v: of v and the output (0: head_dim).
+// head_dim_v: of v and the output (0: head_dim); block_m: 0 or prefill_alt_block_m's.
 const PrefillJitLauncher& prefill_jit_launcher(DType q, int head_dim, attention::PrefillKind kind,
-                                               bool paged, int head_dim_v = 0);
+                                               bool paged, int head_dim_v = 0, int block_m = 0);
 
 // The registry id of the prefill family (registered on the first call).
 int prefill_kernel_family();
 // The spec of a prefill specialization (cc left 0: the caller sets the device's). head_dim_v: of
-// v and the output (0 or head_dim: the same as q and k's).
+// v and the output (0 or head_dim: the same as q and k's). block_m: the tile's rows (0 or the
+// head dim's default: that tile; else prefill_alt_block_m's).
 runtime::KernelSpec prefill_kernel_spec(DType q, int head_dim, attention::PrefillKind kind,
-                                        bool paged, int head_dim_v = 0);
+                                        bool paged, int head_dim_v = 0, int block_m = 0);
 
 }  // namespace flashserve::detail

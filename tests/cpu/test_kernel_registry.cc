@@ -76,8 +76,9 @@ TEST(KernelRegistry, PrefillSpecTextRoundTrip) {
   const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
   EXPECT_TRUE(f.needs_cutlass);
   const std::vector<rt::KernelSpec> all = f.enumerate();
-  // 2 q dtypes x (5 head dims + qk 192 / v 128) x (plain, causal, general) x (ragged, paged)
-  EXPECT_EQ(all.size(), 72u);
+  // 2 q dtypes x (5 head dims + qk 192 / v 128) x (plain, causal, general) x (ragged, paged),
+  // + 2 q dtypes x head_dim 64's 128-row tile x (causal, general) x (ragged, paged)
+  EXPECT_EQ(all.size(), 80u);
   EXPECT_NE(std::find(all.begin(), all.end(), paged), all.end());
   for (const rt::KernelSpec& x : all) {
     EXPECT_TRUE(parse_ok(registry().describe(x)) == x) << registry().describe(x);
@@ -120,6 +121,34 @@ TEST(KernelRegistry, PrefillHeadDimVSpec) {
   }
   EXPECT_NE(parse_error("prefill q=bf16 hd=192 kind=causal kv=ragged hdv=x").find("hdv"),
             std::string::npos);
+}
+
+// head_dim 64's 128-row tile (a short causal plan's): the optional field bm, left out where the
+// tile is the head dim's default, and the traits' 6th argument.
+TEST(KernelRegistry, PrefillBlockMSpec) {
+  const rt::KernelFamily& f = registry().family(flashserve::detail::prefill_kernel_family());
+  const rt::KernelSpec s = flashserve::detail::prefill_kernel_spec(
+      DType::kBFloat16, 64, PrefillKind::kCausal, false, /*head_dim_v=*/0, /*block_m=*/128);
+  EXPECT_EQ(registry().describe(s), "prefill q=bf16 hd=64 kind=causal kv=ragged bm=128");
+  EXPECT_TRUE(parse_ok("prefill bm=128 kv=ragged q=bf16 kind=causal hd=64") == s);
+  EXPECT_TRUE(f.check(s).ok());
+  // The default height (192 at head_dim 64) is the spec without bm.
+  const rt::KernelSpec def =
+      flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64, PrefillKind::kCausal, false);
+  EXPECT_FALSE(s == def);
+  EXPECT_TRUE(flashserve::detail::prefill_kernel_spec(DType::kBFloat16, 64, PrefillKind::kCausal,
+                                                      false, 0, 192) == def);
+  const std::vector<rt::KernelSpec> all = f.enumerate();
+  EXPECT_NE(std::find(all.begin(), all.end(), s), all.end());
+  EXPECT_NE(f.generate(s).code.find("prefill_kernel<PrefillTraits<cutlass::bfloat16_t, 64, false, "
+                                    "false, 64, 128>, PrefillKind::kCausal>("),
+            std::string::npos)
+      << f.generate(s).code;
+  for (const char* text : {"prefill q=bf16 hd=128 kind=causal kv=ragged bm=128",
+                           "prefill q=bf16 hd=64 kind=causal kv=ragged bm=64",
+                           "prefill q=bf16 hd=192 kind=causal kv=ragged hdv=128 bm=128"}) {
+    EXPECT_NE(parse_error(text).find("bm: expected 128 with hd=64"), std::string::npos) << text;
+  }
 }
 
 TEST(KernelRegistry, PrefillCheckRejectsWhatTheFamilyDoesNotHave) {
@@ -273,7 +302,7 @@ TEST(KernelRegistry, PresetsParseAndAllIsEverything) {
                                                  "prefill q=fp16 hd=128 kind=general kv=paged"};
   EXPECT_EQ(def_text, want_default);
   ASSERT_TRUE(rt::preset_specs(registry(), "all", &all).ok());
-  EXPECT_EQ(all.size(), 90u);  // 18 decode + 72 prefill
+  EXPECT_EQ(all.size(), 98u);  // 18 decode + 80 prefill
   // Every model preset has, for each prefill head dim it lists, the causal and the general kernel
   // (prefill_plan resolves both), and has them for ragged and for paged KV.
   const int prefill = flashserve::detail::prefill_kernel_family();

@@ -240,11 +240,15 @@ struct PrefillSetup {
 
 class PrefillTest : public GpuTest {
  protected:
-  void check_case(const PrefillCase& c) {
+  // expect_block_m > 0: the tile height the plan must have chosen.
+  void check_case(const PrefillCase& c, int expect_block_m = 0) {
     const uint64_t seed = next_seed();
     SCOPED_TRACE(describe(c) + " seed " + std::to_string(seed));
     PrefillSetup s(c, seed);
     ASSERT_TRUE(s.plan_it().ok());
+    if (expect_block_m > 0) {
+      EXPECT_EQ(s.plan.block_m, expect_block_m);
+    }
     s.dout.poison();
     s.dlse.poison();
     const Status st = flashserve::prefill_run(s.plan, s.args(), s.ws.data(), nullptr);
@@ -304,6 +308,31 @@ TEST_F(PrefillTest, RaggedEveryHeadDimCausalAndNot) {
       c.causal = causal;
       check_case(c);
     }
+}
+
+// head_dim 64 has two tile heights: a causal plan whose queries are all <= 2048 tokens takes 128
+// rows (its causal and general kernels), any other plan 192. Both against the reference, ragged and
+// paged, with a run variant (the general kernel of the same plan).
+TEST_F(PrefillTest, HeadDim64TileHeights) {
+  PrefillCase c;
+  c.head_dim = 64;
+  c.causal = true;
+  c.lens = {{2048, 2100}, {129, 129}, {0, 5}, {1, 700}};
+  check_case(c, 128);
+  c.soft_cap = 30.f;  // the general kernel, same plan
+  check_case(c, 128);
+  c.soft_cap = 0.f;
+  c.page_size = 16;
+  check_case(c, 128);
+  c.page_size = 0;
+  c.lens = {{2049, 2049}, {300, 300}};  // one query over 2048: 192 rows
+  check_case(c, 192);
+  c.lens = {{300, 900}, {64, 64}};
+  c.window_left = 100;  // a window: the general kernel of the default tile
+  check_case(c, 192);
+  c.window_left = -1;
+  c.causal = false;
+  check_case(c, 192);
 }
 
 TEST_F(PrefillTest, LongSequences) {

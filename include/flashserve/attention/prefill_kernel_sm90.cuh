@@ -209,10 +209,12 @@ PrefillTma<Traits> make_prefill_tma(const PrefillParams& p) {
 
 // Launches `grid` persistent CTAs over the plan's work list (p.work / p.counts in the workspace).
 // kPaged: K and V from the paged cache (p.page_size > 0). kHeadDimV: of V and the output.
+// kBlockM: the tile's rows (0: the head dim's default), as the plan cut the query tiles.
 template <class Element, int kHeadDim, PrefillKind kKind, bool kPaged = false,
-          int kHeadDimV = kHeadDim>
+          int kHeadDimV = kHeadDim, int kBlockM = 0>
 cudaError_t launch_prefill_sm90(const PrefillParams& p, int grid, cudaStream_t stream) {
-  using Traits = PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain, kPaged, kHeadDimV>;
+  using Traits =
+      PrefillTraits<Element, kHeadDim, kKind == PrefillKind::kPlain, kPaged, kHeadDimV, kBlockM>;
   PrefillKernelArgs<Traits> args{p, make_prefill_tma<Traits>(p)};
   auto kernel = prefill_kernel<Traits, kKind>;
   cudaError_t err =

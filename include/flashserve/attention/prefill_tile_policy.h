@@ -10,8 +10,12 @@
 //   d = 128: 128 x 128, 2 stages = 160 KB
 //   d = 256: 128 x  64, 2 stages = 192 KB: O alone is 128 registers per thread
 //   qk 192 / v 128: 128 x 128, 2 stages = 208 KB: S, P and O as at d = 128
-// block_m depends on the head dim only (the plan cuts query tiles with it); block_n may depend on
-// the kernel kind (`unmasked`: the plain kernel), kept for tuning.
+// block_m is the head dim's unless a plan asks for another (`block_m`: the plan cuts query tiles
+// with it, and every kernel it resolves is built for it): causal head_dim 64 takes 128 x 128 tiles
+// (two consumer warpgroups, ping-pong) when no query is longer than kPrefillShortCausalQ, where the
+// 192-row tiles leave part of the last tile of each request idle and expose the first softmax
+// (H100, bench/NOTES.md "128-row tiles for short causal head_dim 64"). block_n may depend on the
+// kernel kind (`unmasked`: the plain kernel), kept for tuning.
 #pragma once
 
 namespace flashserve::attention {
@@ -20,13 +24,26 @@ struct PrefillTile {
   int block_m = 128, block_n = 128, stages = 2;
 };
 
-// head_dim_v: of v and the output; 0 = head_dim.
-constexpr PrefillTile prefill_tile(int head_dim, bool unmasked = false, int head_dim_v = 0) {
+// head_dim_v: of v and the output; 0 = head_dim. block_m: 0 = the head dim's default, else its
+// alternative (prefill_alt_block_m).
+constexpr PrefillTile prefill_tile(int head_dim, bool unmasked = false, int head_dim_v = 0,
+                                   int block_m = 0) {
   if (head_dim_v == 0) head_dim_v = head_dim;
-  if (head_dim_v != head_dim) return PrefillTile{128, 128, 2};  // qk 192 / v 128
-  return head_dim <= 64    ? PrefillTile{192, 128, 2}
-         : head_dim <= 128 ? PrefillTile{128, unmasked ? 128 : 128, 2}
-                           : PrefillTile{128, 64, 2};
+  PrefillTile t = head_dim_v != head_dim ? PrefillTile{128, 128, 2}  // qk 192 / v 128
+                  : head_dim <= 64       ? PrefillTile{192, 128, 2}
+                  : head_dim <= 128      ? PrefillTile{128, unmasked ? 128 : 128, 2}
+                                         : PrefillTile{128, 64, 2};
+  if (block_m != 0) t.block_m = block_m;
+  return t;
 }
+
+// The one alternative tile height: 128 rows at head_dim 64 (q and v alike); 0 where there is
+// none. A kernel spec's optional `bm` field names it.
+constexpr int prefill_alt_block_m(int head_dim, int head_dim_v = 0) {
+  return head_dim == 64 && (head_dim_v == 0 || head_dim_v == 64) ? 128 : 0;
+}
+
+// Longest query (tokens) for which a causal plan at head_dim 64 takes the 128-row tile.
+constexpr int kPrefillShortCausalQ = 2048;
 
 }  // namespace flashserve::attention

@@ -25,11 +25,14 @@
 namespace flashserve::attention::sm90 {
 
 // kHeadDim: of q and k; kHeadDimV: of v and the output (DeepSeek's qk 192 / v 128), else equal.
+// kBlockM_: the tile's query rows, 0 = the head dim's default (prefill_tile_policy.h).
 template <class Element_, int kHeadDim_, bool kUnmasked = false, bool kPaged_ = false,
-          int kHeadDimV_ = kHeadDim_>
+          int kHeadDimV_ = kHeadDim_, int kBlockM_ = 0>
 struct PrefillTraits {
   using Element = Element_;  // cutlass::bfloat16_t or cutlass::half_t
-  static constexpr PrefillTile kTile = prefill_tile(kHeadDim_, kUnmasked, kHeadDimV_);
+  static_assert(kBlockM_ == 0 || kBlockM_ == prefill_alt_block_m(kHeadDim_, kHeadDimV_),
+                "kBlockM_: 0 or the head dim's alternative (prefill_alt_block_m)");
+  static constexpr PrefillTile kTile = prefill_tile(kHeadDim_, kUnmasked, kHeadDimV_, kBlockM_);
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kHeadDimV = kHeadDimV_;
   static constexpr bool kPaged = kPaged_;
