@@ -268,6 +268,20 @@ def sampling_case(rec):
     return {"torch": multinomial, "torch_exp": exponential_race}
 
 
+def capture(fn, n):
+    """A CUDA graph of n launches of fn (after one warm-up launch on a side stream)."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(n):
+            fn()
+    return graph
+
+
 def time_case(fn, mode, iters, samples, flush):
     for _ in range(5):
         fn()
@@ -277,15 +291,7 @@ def time_case(fn, mode, iters, samples, flush):
     if mode.startswith("cold"):
         run = fn
         if mode == "cold-graph":  # one captured launch per sample, as ours: no host dispatch timed
-            stream = torch.cuda.Stream()
-            stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(stream):
-                fn()
-            torch.cuda.current_stream().wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                fn()
-            run = graph.replay
+            run = capture(fn, 1).replay
         for _ in range(max(samples, iters)):
             flush.zero_()
             start.record()
@@ -295,15 +301,7 @@ def time_case(fn, mode, iters, samples, flush):
             us.append(start.elapsed_time(stop) * 1e3)
         return us
     if mode == "graph":
-        stream = torch.cuda.Stream()
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            fn()
-        torch.cuda.current_stream().wait_stream(stream)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            for _ in range(iters):
-                fn()
+        graph = capture(fn, iters)
         graph.replay()
         for _ in range(samples):
             start.record()

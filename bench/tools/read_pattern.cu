@@ -8,7 +8,9 @@
 //   nhd     pages of a random permutation, a head's rows 256 B apart at kv_heads x 256 B stride
 //   hnd     pages of a random permutation, a head's 16 rows contiguous (4 KiB)
 //   contig  K and V of each (request, head) one contiguous stream (torch SDPA's [b, h, s, d])
-// Loads are 16-byte ld.global.nc (no L1 allocation); each warp keeps `depth` page reads in flight.
+// Each pattern is read twice: by 16-byte ld.global.nc (no L1 allocation), each warp keeping `depth`
+// page reads in flight, and by bulk copies (cp.async.bulk) into a per-warp ring of 2 or 4 stages.
+// First, for comparison, `linear`: the pools swept as one array (linear_kernel).
 //
 //   nvcc -std=c++17 -arch=sm_90a -O3 bench/tools/read_pattern.cu -o read_pattern
 //   read_pattern <batch> <kv_len> [kv_heads=8] [ctas_per_sm=2] [warps=4]
@@ -288,9 +290,16 @@ int main(int argc, char** argv) {
   cudaEventCreate(&a);
   cudaEventCreate(&b);
   const char* names[] = {"nhd", "hnd", "contig"};
-  auto time_it = [&](auto&& launch) {
+  const dim3 grid(sms * ctas_per_sm), block(32 * warps);
+  // Median of 9 launches after a warm-up, L2 flushed before each; the configuration's label, or
+  // "does not launch" (e.g. more shared memory than an SM has).
+  auto report = [&](const char* label, auto&& launch) {
     launch();
-    check(cudaDeviceSynchronize(), "warm-up");
+    if (cudaGetLastError() != cudaSuccess) {
+      std::printf("%s: does not launch\n", label);
+      return;
+    }
+    check(cudaDeviceSynchronize(), label);
     std::vector<float> ts;
     for (int s = 0; s < 9; ++s) {
       check(cudaMemsetAsync(flush, s, size_t{200} << 20), "flush");
@@ -303,84 +312,51 @@ int main(int argc, char** argv) {
       ts.push_back(ms);
     }
     std::sort(ts.begin(), ts.end());
-    return ts[ts.size() / 2] * 1e3;
+    const double us = ts[ts.size() / 2] * 1e3;
+    std::printf("%s: %9.1f us  %.3f TB/s\n", label, us, bytes / us * 1e-6);
   };
-  {
-    cudaFuncSetAttribute(linear_kernel<2, 4096>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         200000);
-    cudaFuncSetAttribute(linear_kernel<2, 16384>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                         200000);
-    const dim3 grid(sms * ctas_per_sm), block(32 * warps);
-    double us =
-        time_it([&] { linear_kernel<2, 4096><<<grid, block, warps * 2 * 2 * 4096>>>(k, v, pool); });
-    std::printf("linear 4K chunks  ctas/SM %d warps %d: %9.1f us  %.3f TB/s\n", ctas_per_sm, warps,
-                us, bytes / us * 1e-6);
-    if (warps <= 2 || ctas_per_sm == 1) {
-      us = time_it(
-          [&] { linear_kernel<2, 16384><<<grid, block, warps * 2 * 2 * 16384>>>(k, v, pool); });
-      std::printf("linear 16K chunks ctas/SM %d warps %d: %9.1f us  %.3f TB/s\n", ctas_per_sm,
-                  warps, us, bytes / us * 1e-6);
-    }
+  const int kMaxSmem = 200000;
+  cudaFuncSetAttribute(linear_kernel<2, 4096>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       kMaxSmem);
+  cudaFuncSetAttribute(linear_kernel<2, 16384>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                       kMaxSmem);
+  cudaFuncSetAttribute(bulk_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
+  cudaFuncSetAttribute(bulk_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMaxSmem);
+  char label[160];
+  for (int chunk : {4096, 16384}) {
+    std::snprintf(label, sizeof(label), "linear %2dK chunks ctas/SM %d warps %d", chunk / 1024,
+                  ctas_per_sm, warps);
+    const int smem = warps * 2 * 2 * chunk;
+    report(label, [&] {
+      if (chunk == 4096)
+        linear_kernel<2, 4096><<<grid, block, smem>>>(k, v, pool);
+      else
+        linear_kernel<2, 16384><<<grid, block, smem>>>(k, v, pool);
+    });
   }
   for (int pat = 0; pat < 3; ++pat) {
+    const Params p{k, v, pages, batch, pages_per, kv_heads, static_cast<Pattern>(pat), sink};
     for (int stages : {2, 4}) {
-      Params p{k, v, pages, batch, pages_per, kv_heads, static_cast<Pattern>(pat), sink};
+      std::snprintf(label, sizeof(label),
+                    "%-6s b%d kv%d heads %d ctas/SM %d warps %d bulk stages %d", names[pat], batch,
+                    kv_len, kv_heads, ctas_per_sm, warps, stages);
       const int smem = warps * stages * 8192;
-      auto launch = [&] {
-        const dim3 grid(sms * ctas_per_sm), block(32 * warps);
+      report(label, [&] {
         if (stages == 2)
           bulk_kernel<2><<<grid, block, smem>>>(p);
         else
           bulk_kernel<4><<<grid, block, smem>>>(p);
-      };
-      cudaFuncSetAttribute(bulk_kernel<2>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200000);
-      cudaFuncSetAttribute(bulk_kernel<4>, cudaFuncAttributeMaxDynamicSharedMemorySize, 200000);
-      launch();
-      check(cudaDeviceSynchronize(), "bulk warm-up");
-      std::vector<float> ts;
-      for (int s = 0; s < 9; ++s) {
-        check(cudaMemsetAsync(flush, s, size_t{200} << 20), "flush");
-        cudaEventRecord(a);
-        launch();
-        cudaEventRecord(b);
-        check(cudaEventSynchronize(b), "sync");
-        float ms = 0;
-        cudaEventElapsedTime(&ms, a, b);
-        ts.push_back(ms);
-      }
-      std::sort(ts.begin(), ts.end());
-      const double us = ts[ts.size() / 2] * 1e3;
-      std::printf(
-          "%-6s b%d kv%d heads %d ctas/SM %d warps %d bulk stages %d: %9.1f us  %.3f TB/s\n",
-          names[pat], batch, kv_len, kv_heads, ctas_per_sm, warps, stages, us, bytes / us * 1e-6);
+      });
     }
-    Params p{k, v, pages, batch, pages_per, kv_heads, static_cast<Pattern>(pat), sink};
     for (int depth : {1, 2}) {
-      auto launch = [&] {
-        const dim3 grid(sms * ctas_per_sm), block(32 * warps);
+      std::snprintf(label, sizeof(label), "%-6s b%d kv%d heads %d ctas/SM %d warps %d depth %d",
+                    names[pat], batch, kv_len, kv_heads, ctas_per_sm, warps, depth);
+      report(label, [&] {
         if (depth == 1)
           read_kernel<1><<<grid, block>>>(p);
         else
           read_kernel<2><<<grid, block>>>(p);
-      };
-      launch();
-      check(cudaDeviceSynchronize(), "warm-up");
-      std::vector<float> ts;
-      for (int s = 0; s < 9; ++s) {
-        check(cudaMemsetAsync(flush, s, size_t{200} << 20), "flush");
-        cudaEventRecord(a);
-        launch();
-        cudaEventRecord(b);
-        check(cudaEventSynchronize(b), "sync");
-        float ms = 0;
-        cudaEventElapsedTime(&ms, a, b);
-        ts.push_back(ms);
-      }
-      std::sort(ts.begin(), ts.end());
-      const double us = ts[ts.size() / 2] * 1e3;
-      std::printf("%-6s b%d kv%d heads %d ctas/SM %d warps %d depth %d: %9.1f us  %.3f TB/s\n",
-                  names[pat], batch, kv_len, kv_heads, ctas_per_sm, warps, depth, us,
-                  bytes / us * 1e-6);
+      });
     }
   }
   return 0;
