@@ -1,7 +1,8 @@
 // Phase timestamps of the paged decode kernel, for tuning (not part of the build):
 //   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_DECODE_TRACE \
 //     -Iinclude -Isrc bench/tools/decode_trace.cu src/plan/decode_plan.cc -o decode_trace
-//   ./decode_trace batch kv_len q_heads kv_heads [fixed_split]   (bf16, head_dim 128, page 16, NHD)
+//   ./decode_trace batch kv_len q_heads kv_heads [fixed_split [static [target_mult]]]
+//   (bf16, head_dim 128, page 16, NHD; static = 1: items by static striding instead of tickets)
 // Prints, per phase, the median and max over CTAs (their last item) of the time since the
 // previous point, and the spread of CTA start and end times. The merge points are those of the
 // units' last items.
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   const int qh = argc > 3 ? std::atoi(argv[3]) : 32;
   const int kvh = argc > 4 ? std::atoi(argv[4]) : 8;
   const int fixed_split = argc > 5 ? std::atoi(argv[5]) : 0;  // > 0: deterministic, this split
+  const bool static_schedule = argc > 6 && std::atoi(argv[6]) != 0;  // items by static striding
+  const int target_mult = argc > 7 ? std::atoi(argv[7]) : 1;         // split target: SMs x 2 x this
   constexpr int D = 128, PS = 16;
   const int pages_per = (kv_len + PS - 1) / PS, num_pages = batch * pages_per + 1;
   std::vector<int32_t> indptr(batch + 1), last(batch), indices(batch * pages_per), perm(num_pages);
@@ -49,7 +52,7 @@ int main(int argc, char** argv) {
   in.num_kv_heads = kvh;
   in.group = qh / kvh;
   in.head_dim = D;
-  in.target_ctas = sms * fa::kDecodeCtasPerSm;
+  in.target_ctas = sms * fa::kDecodeCtasPerSm * target_mult;
   in.deterministic = fixed_split > 0;
   in.fixed_split_tokens = fixed_split;
   flashserve::plan::DecodeSchedule s;
@@ -93,6 +96,7 @@ int main(int argc, char** argv) {
   p.group = qh / kvh;
   p.q_scale = 1.f / std::sqrt(float(D)) * 1.4426950408889634f;
   p.counts = reinterpret_cast<const fa::DecodeCounts*>(ws);
+  if (!static_schedule) p.work_counter = &reinterpret_cast<fa::DecodeCounts*>(ws)->next_work;
   p.work = reinterpret_cast<const fa::DecodeWorkItem*>(ws + s.layout.work);
   p.partial_out = reinterpret_cast<float*>(ws + s.layout.partial_out);
   p.partial_lse = reinterpret_cast<float*>(ws + s.layout.partial_lse);
@@ -133,6 +137,12 @@ int main(int argc, char** argv) {
   cudaGraphLaunch(ge, gs);  // the trace below is of this graph's last launch
   cudaStreamSynchronize(gs);
   if (cudaGetLastError() != cudaSuccess) return 2;
+  fa::DecodeCounts left;
+  cudaMemcpy(&left, ws, sizeof(left), cudaMemcpyDeviceToHost);
+  if (left.next_work != 0) {
+    printf("error: the ticket counter is %d after the launches (expected 0)\n", left.next_work);
+    return 3;
+  }
   std::vector<unsigned long long> tr(4096 * 16);
   cudaMemcpyFromSymbol(tr.data(), fa::g_decode_trace, tr.size() * 8);
   const int ctas = std::min(4096, grid);

@@ -250,6 +250,7 @@ attention::DecodeParams<TQ, TKV> make_params(const DecodePlan& plan, const Decod
   p.variant.window_left = a.window_left;
   p.variant.sinks = a.sinks.defined() ? static_cast<const float*>(a.sinks.data) : nullptr;
   p.counts = reinterpret_cast<const DecodeCounts*>(ws);
+  p.work_counter = &reinterpret_cast<DecodeCounts*>(ws)->next_work;
   p.work = reinterpret_cast<const DecodeWorkItem*>(ws + plan.work_offset);
   p.partial_out = reinterpret_cast<float*>(ws + plan.partial_out_offset);
   p.partial_lse = reinterpret_cast<float*>(ws + plan.partial_lse_offset);

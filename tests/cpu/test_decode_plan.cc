@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <map>
 #include <tuple>
 #include <vector>
@@ -206,6 +207,12 @@ TEST(DecodePlan, CapacityAndWorkspace) {
             s1.layout.counters + (s1.capacity.merge + s1.num_partials) * sizeof(int32_t));
   for (size_t i = s1.layout.counters; i < img.size(); ++i)
     ASSERT_EQ(img[i], 0) << "counter byte " << i;
+  // The counts: the list lengths, and the dynamic schedule's ticket counter at 0.
+  flashserve::attention::DecodeCounts counts;
+  std::memcpy(&counts, img.data() + s1.layout.counts, sizeof(counts));
+  EXPECT_EQ(counts.num_work, static_cast<int32_t>(s1.work.size()));
+  EXPECT_EQ(counts.num_merge, static_cast<int32_t>(s1.merge.size()));
+  EXPECT_EQ(counts.next_work, 0);
 }
 
 TEST(DecodePlan, RejectsBadTables) {

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "check.h"
+#include "flashserve/attention/params.h"
 #include "flashserve/decode.h"
 #include "gpu_test.h"
 #include "reference/decode.h"
@@ -374,6 +375,45 @@ void Decode::check_deterministic(int len, int qo_heads, int fixed_split) {
   const size_t row = static_cast<size_t>(H) * D * 2;
   EXPECT_EQ(0, std::memcmp(first.data(), bytes_b.data() + 2 * row, row));
   check_against_reference(b);
+}
+
+// More items than CTAs: a grid of 2 x 2 CTAs (req.num_sms) takes the items after its first four
+// by tickets from the workspace counter. Runs again without a re-plan (which would rewrite the
+// counter), so each launch depends on the previous one leaving the counter at 0: every run must
+// be right, bitwise equal to the first, and leave the counter at 0. Unsplit items, then
+// deterministic splits whose merges run on whichever CTA finishes a unit last.
+TEST_F(Decode, DynamicScheduleOnFewCtas) {
+  for (bool det : {false, true}) {
+    DecodeCase c;
+    c.lens = {2500, 17, 0, 1000, 5, 700, 64, 1300};
+    c.qo_heads = 8;
+    c.kv_heads = 2;
+    c.num_sms = 2;
+    c.deterministic = det;
+    c.fixed_split = 256;
+    SCOPED_TRACE(describe(c));
+    const uint64_t seed = next_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    DecodeSetup s;
+    make_setup(&s, c, seed);
+    flashserve::DecodePlan plan;
+    ASSERT_TRUE(plan_and_run(&s, nullptr, &plan).ok());
+    ASSERT_GT(plan.num_work, 4 * 2) << "the case must have more items than CTAs";
+    cuda_check(cudaDeviceSynchronize(), "run");
+    check_against_reference(s);
+    const auto first = s.dout.download_raw();
+    for (int run = 1; run <= 3; ++run) {
+      SCOPED_TRACE("run " + std::to_string(run));
+      const auto ws = s.ws.download_raw();
+      flashserve::attention::DecodeCounts counts;
+      std::memcpy(&counts, ws.data(), sizeof(counts));
+      ASSERT_EQ(counts.next_work, 0) << "the ticket counter was not reset";
+      s.dout.poison();
+      ASSERT_TRUE(flashserve::decode_run(plan, s.args(), s.ws.data(), nullptr).ok());
+      cuda_check(cudaDeviceSynchronize(), "run");
+      EXPECT_EQ(first, s.dout.download_raw());
+    }
+  }
 }
 
 TEST_F(Decode, GraphReplayAfterReplan) {

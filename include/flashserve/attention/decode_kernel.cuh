@@ -371,9 +371,22 @@ __device__ __forceinline__ void combine_and_store(const DecodeParams<TQ, TKV>& p
   }
 }
 
+// The dynamic schedule's ticket for the CTA's next item: thread 0 takes it from the workspace
+// counter as soon as the item's tiles are done (take(), in both bodies before the warps' combine),
+// so the atomic's latency hides under the combine, the store and a split item's merge count, and
+// the CTA still asks only when it is nearly free (an item claimed at the start of the previous one
+// would fix the assignment of the first two waves at launch).
+struct WorkClaim {
+  int32_t* counter = nullptr;  // nullptr: static striding
+  int ticket = 0;
+  __device__ __forceinline__ void take() {
+    if (counter != nullptr && threadIdx.x == 0) ticket = atomicAdd(counter, 1);
+  }
+};
+
 template <class Tile, int kR, class TQ, class TKV>
-__device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
-                            uint8_t* smem) {
+__device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w, uint8_t* smem,
+                            WorkClaim& claim) {
   using Smem = DecodeSmem<Tile>;
   constexpr int kRows = kDecodeMaxRows;  // row stride of the shared-memory and partial layouts
   static_assert(kR >= 1 && kR <= kRows, "kR: rows computed (the item's rows must be <= kR)");
@@ -505,6 +518,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
   }
 
   // 3. Combine the warps through shared memory (aliasing the pipelines).
+  claim.take();
   __syncthreads();
   float* c_acc = reinterpret_cast<float*>(smem);  // [warps][rows][D]
   float* c_m = c_acc + Tile::kWarps * kRows * D;  // [warps][rows]
@@ -537,7 +551,7 @@ __device__ void decode_item(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem
 //    (row g, dims 8j + 2t + {0,1}); o[j][2..3] (padding rows) stay 0.
 template <class Tile, class TQ, class TKV>
 __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem& w,
-                                uint8_t* smem) {
+                                uint8_t* smem, WorkClaim& claim) {
   static_assert(Tile::kUseMma, "decode_item_mma needs an mma tile (tile_policy.h)");
   // fp8 tiles (Tile::kFp8Mma) run the mma in q's type; 16-bit ones in the cache type.
   constexpr bool kF8 = Tile::kFp8Mma;
@@ -763,6 +777,7 @@ __device__ void decode_item_mma(const DecodeParams<TQ, TKV>& p, const DecodeWork
   l += __shfl_xor_sync(0xffffffffu, l, 2);
 
   // 3. Combine the warps through shared memory (aliasing the pipelines).
+  claim.take();
   __syncthreads();
   float* c_acc = reinterpret_cast<float*>(smem);  // [warps][rows][D]
   float* c_m = c_acc + Tile::kWarps * kRows * D;  // [warps][rows]
@@ -1051,6 +1066,11 @@ __device__ __forceinline__ DecodeWorkItem load_work_item(const DecodeWorkItem* s
 // Persistent over the work list: the grid is sized from the plan's capacity (at most its work
 // capacity, so the first item's slot always exists and is loaded together with the count), the
 // item count is read from the workspace (a graph replayed after a re-plan sees the new list).
+// CTA c runs item c first; when the list is longer than the grid, the later items go to the CTAs
+// in the order they finish (WorkClaim: ticket k is item gridDim.x + k). Every item a CTA runs costs
+// one ticket, so a launch takes exactly num_work tickets and the one that draws num_work - 1 resets
+// the counter for the next launch (a captured graph replays with it at 0; the plan writes 0).
+// Outputs do not depend on which CTA runs an item (a unit's partials merge in split order).
 // mma tiles run every item on the tensor-core body (its cost does not depend on the row count).
 // Otherwise items of at most kDecodeSmallRows rows (GQA group <= 4 with one query token:
 // Llama-3-8B, Qwen2.5-7B) run a body that computes only those rows (half the QK/PV FMAs and q loads
@@ -1059,22 +1079,36 @@ template <class Tile, class TQ, class TKV>
 __global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
     decode_kernel(const __grid_constant__ DecodeParams<TQ, TKV> p) {
   extern __shared__ __align__(128) uint8_t smem[];
+  __shared__ int next_item;
   FS_DTRACE(0);
   const int num_work = __ldg(&p.counts->num_work);
-  DecodeWorkItem w = load_work_item(p.work + blockIdx.x);
-  for (int i = blockIdx.x; i < num_work; i += gridDim.x) {
-    if (i != static_cast<int>(blockIdx.x)) w = load_work_item(p.work + i);
+  const int grid = static_cast<int>(gridDim.x);
+  WorkClaim claim;
+  claim.counter = num_work > grid ? p.work_counter : nullptr;
+  int i = blockIdx.x;
+  DecodeWorkItem w = load_work_item(p.work + i);
+  while (i < num_work) {
     if constexpr (Tile::kUseMma) {
-      decode_item_mma<Tile>(p, w, smem);
+      decode_item_mma<Tile>(p, w, smem, claim);
     } else if (w.row_end - w.row_begin <= kDecodeSmallRows) {
-      decode_item<Tile, kDecodeSmallRows>(p, w, smem);
+      decode_item<Tile, kDecodeSmallRows>(p, w, smem, claim);
     } else {
-      decode_item<Tile, kDecodeMaxRows>(p, w, smem);
+      decode_item<Tile, kDecodeMaxRows>(p, w, smem, claim);
     }
     FS_DTRACE(5);
     if (w.partial >= 0) finish_item<Tile>(p, w, smem);
     FS_DTRACE(6);
-    __syncthreads();  // the next item rewrites q_s and the pipelines
+    if (threadIdx.x == 0) {
+      int next = i + grid;
+      if (claim.counter != nullptr) {
+        if (claim.ticket == num_work - 1) atomicExch(claim.counter, 0);
+        next = grid + claim.ticket;
+      }
+      next_item = next;
+    }
+    __syncthreads();  // publishes next_item; the next item rewrites q_s and the pipelines
+    i = next_item;
+    if (i < num_work) w = load_work_item(p.work + i);
   }
 }
 

@@ -53,11 +53,14 @@ struct DecodeMergeItem {
   int32_t num_partials = 0;
 };
 
-// The first bytes of the workspace: how many items the lists hold for the current plan.
+// The first bytes of the workspace: how many items the lists hold for the current plan, and the
+// ticket counter of the dynamic schedule (decode_kernel: items after the first gridDim.x go to the
+// CTAs in the order they ask; the plan writes it as 0 and the launch's last ticket resets it).
 struct DecodeCounts {
   int32_t num_work = 0;
   int32_t num_merge = 0;
-  int32_t pad_[2] = {0, 0};
+  int32_t next_work = 0;
+  int32_t pad_ = 0;
 };
 
 // Element strides of one cache tensor (the last dim is contiguous).
@@ -97,6 +100,7 @@ struct DecodeParams {
 
   // Workspace.
   const DecodeCounts* counts = nullptr;
+  int32_t* work_counter = nullptr;  // &counts->next_work; nullptr: static striding (tools, tests)
   const DecodeWorkItem* work = nullptr;
   float* partial_out = nullptr;  // [partials, kDecodeMaxRows, head_dim]
   float* partial_lse = nullptr;  // [partials, kDecodeMaxRows] log2
