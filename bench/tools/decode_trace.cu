@@ -1,7 +1,7 @@
 // Phase timestamps of the paged decode kernel, for tuning (not part of the build):
 //   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_DECODE_TRACE \
 //     -Iinclude -Isrc bench/tools/decode_trace.cu src/plan/decode_plan.cc -o decode_trace
-//   ./decode_trace batch kv_len q_heads kv_heads [fixed_split [static [target_mult]]]
+//   ./decode_trace batch kv_len q_heads kv_heads [fixed_split [static [target_mult [ragged]]]]
 //   (bf16, head_dim 128, page 16, NHD; static = 1: items by static striding instead of tickets)
 // Prints, per phase, the median and max over CTAs (their last item) of the time since the
 // previous point, and the spread of CTA start and end times. The merge points are those of the
@@ -30,17 +30,27 @@ int main(int argc, char** argv) {
   const int fixed_split = argc > 5 ? std::atoi(argv[5]) : 0;  // > 0: deterministic, this split
   const bool static_schedule = argc > 6 && std::atoi(argv[6]) != 0;  // items by static striding
   const int target_mult = argc > 7 ? std::atoi(argv[7]) : 1;         // split target: SMs x 2 x this
+  // ragged = 1: request lengths uniform in [kv_len / 4, 7 kv_len / 4) (fixed seed), mean kv_len.
+  const bool ragged = argc > 8 && std::atoi(argv[8]) != 0;
   constexpr int D = 128, PS = 16;
-  const int pages_per = (kv_len + PS - 1) / PS, num_pages = batch * pages_per + 1;
-  std::vector<int32_t> indptr(batch + 1), last(batch), indices(batch * pages_per), perm(num_pages);
+  std::vector<int> lens(batch, kv_len);
+  std::mt19937 len_rng(7);
+  if (ragged) {
+    for (int& l : lens)
+      l = kv_len / 4 + static_cast<int>(len_rng() % (3u * kv_len / 2));
+  }
+  std::vector<int32_t> indptr(batch + 1, 0), last(batch);
+  for (int b = 0; b < batch; ++b)
+    indptr[b + 1] = indptr[b] + (lens[b] + PS - 1) / PS;
+  const int num_pages = indptr[batch] + 1;
+  std::vector<int32_t> indices(indptr[batch]), perm(num_pages);
   std::iota(perm.begin(), perm.end(), 0);
   std::shuffle(perm.begin(), perm.end(), std::mt19937(1));
-  for (int b = 0; b <= batch; ++b)
-    indptr[b] = b * pages_per;
   for (int b = 0; b < batch; ++b) {
-    last[b] = kv_len - (pages_per - 1) * PS;
-    for (int i = 0; i < pages_per; ++i)
-      indices[b * pages_per + i] = perm[b * pages_per + i];
+    const int pages = indptr[b + 1] - indptr[b];
+    last[b] = lens[b] - (pages - 1) * PS;
+    for (int i = indptr[b]; i < indptr[b + 1]; ++i)
+      indices[i] = perm[i];
   }
   int sms = 0;
   cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0);

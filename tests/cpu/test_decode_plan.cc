@@ -237,10 +237,10 @@ TEST(DecodePlan, RejectsBadTables) {
 TEST(DecodePlan, MergeRoundsAndTwoLevelTrees) {
   using flashserve::attention::decode_merge_group;
   using flashserve::attention::decode_merge_rounds;
-  EXPECT_EQ(decode_merge_rounds(33, 4, 128), 2);  // Llama-3-8B 1 x 4k: 128 columns, 24 per round
-  EXPECT_EQ(decode_merge_rounds(66, 7, 128), 6);  // Qwen2.5-7B 1 x 32k: 2 columns x 12 per round
+  EXPECT_EQ(decode_merge_rounds(33, 4, 128), 2);  // Llama-3-8B 1 x 4k: 128 columns, 32 per round
+  EXPECT_EQ(decode_merge_rounds(66, 7, 128), 5);  // Qwen2.5-7B 1 x 32k: 2 columns x 16 per round
   EXPECT_EQ(decode_merge_rounds(16, 1, 128), 1);  // 32 columns: 4 groups of 4 partials
-  EXPECT_EQ(decode_merge_rounds(40, 8, 256), 7);  // 4 columns per thread x 6 per round
+  EXPECT_EQ(decode_merge_rounds(40, 8, 256), 5);  // 4 columns per thread x 8 per round
   EXPECT_EQ(decode_merge_group(33, 4, 128), 0);
   EXPECT_EQ(decode_merge_group(32, 4, 128), 0);
   EXPECT_EQ(decode_merge_group(33, 8, 128), 0);

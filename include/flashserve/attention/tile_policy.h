@@ -57,7 +57,8 @@ struct DecodeTile {
   //    head_dim 256 has 8-token tiles and its 16 x 256 fp32 output fragment would be 128
   //    registers per lane (on top of ~70 for the rest, at the 255 cap of 2 CTAs/SM): CUDA cores.
   //  - registers (ptxas, sm_90a, no spills): head_dim 128 bf16 201 (CUDA-core body: 216), 64: 168
-  //    (196); fp8 at 128: 190 with bf16 q, 187 with fp16 q.
+  //    (196); fp8 at 128: 190 with bf16 q, 187 with fp16 q. Since the merge loads 32 partials a
+  //    round (kDecodeMergeLoads below) the kernel's count is the merge's: 234 / 222 / 234 (fp8).
   // With it V is XOR-swizzled like K, so that ldmatrix.trans over 8 token rows is conflict-free.
   //  - fp8 at head_dim 128 (kDecodeFp8UseMma): 32-token tiles of 128-byte rows, converted to the
   //    q type while building the B fragments (decode_item_mma); head_dim 64 / 256 fp8: CUDA cores.
@@ -90,8 +91,11 @@ constexpr int kDecodeSmallRows = 4;
 // partials were just written by other SMs). A column is 4 dims of one row: with at most 128 columns
 // the partials are shared out between 128 / columns thread groups, otherwise each thread takes
 // head_dim / 64 columns, kDecodeMergeLoads / (head_dim / 64) partials of each per round.
+// 32 (was 24): batch 1 x 4096 units (32 partials of 4..8 rows) need one round fewer; the merge
+// runs after the tiles, so its registers are free (ptxas, sm_90a: 222..255 registers, no spills;
+// 40 spills at head_dim 256). Trace tool A/B on the H100: b1 x 4k -0.35..-0.55 us a model.
 constexpr int kDecodeMergeThreads = 128;  // DecodeTile::kThreads (static_asserted in the kernel)
-constexpr int kDecodeMergeLoads = 24;
+constexpr int kDecodeMergeLoads = 32;
 
 // Rounds of loads to merge n partials of `rows` rows in one CTA.
 constexpr int decode_merge_rounds(int n, int rows, int head_dim) {
