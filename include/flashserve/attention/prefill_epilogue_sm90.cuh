@@ -28,16 +28,16 @@ struct PrefillEpilogue {
   // Split-KV (PrefillWorkItem::split): this warpgroup writes its rows of the piece's output
   // (normalized, fp32) and LSE to the piece's partial slot, then counts itself in the tile's
   // counter for these rows. The last piece to arrive merges every piece's partial in piece order
-  // (so the bits do not depend on which piece is last) into tOrO and lse and returns true: the
-  // caller stores them as a whole tile's. The others return false. The counter is reset for the
-  // next run. Writes: each thread its own elements; the warpgroup's barrier orders them before
-  // the first thread's release (acq_rel at gpu scope), whose acquire on the last piece orders
-  // the merge's loads (L2, ld.cg) after every piece's writes.
+  // (so the bits do not depend on which piece is last) straight into the output and the LSE
+  // (merge_to_output). Returns true where the caller still has to store the tile: never for a
+  // piece. The counter is reset for the next run. Writes: each thread its own elements; the
+  // warpgroup's barrier orders them before the first thread's release (acq_rel at gpu scope),
+  // whose acquire on the last piece orders the merge's loads (L2, ld.cg) after every piece's
+  // writes.
   template <class TO>
   __device__ static bool merge_split(const PrefillParams& p, const PrefillTileInfo& t,
                                      int num_splits, TO& tOrO, float (&lse)[2]) {
     using namespace cute;
-    constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
     const int tid = threadIdx.x - 128;
     const int wg = tid / 128, wg_tid = tid % 128;
     typename Traits::MmaPV mma_pv;
@@ -69,39 +69,61 @@ struct PrefillEpilogue {
       last = before == num_splits - 1;
       if (last) *counter = 0;  // every piece has counted: the next run starts from 0
     }
-    if (!named_barrier_or(kBarrierSplit0 + wg, 128, last)) return false;
-      // Row by row (one row's loads in flight per piece, not both: registers), pieces in order.
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-      const int row = get<0>(rc(r, 0));
-      float row_max = -INFINITY, sum = 0.f;
+    if (named_barrier_or(kBarrierSplit0 + wg, 128, last)) merge_to_output(p, t, num_splits, wg);
+    return false;
+  }
+
+  // The last piece's merge of this warpgroup's 64 rows: o = sum_s w_s o_s / sum_s w_s with
+  // w_s = e^(lse_s - max), pieces in order, from the partials (this piece's included) to the
+  // output (16-bit, 8-byte stores) and the LSE. Four columns a thread and step. Not inlined, and
+  // O's registers are dead by then: inlined with O live in registers, the merge's loads raised the
+  // pressure of the whole kernel and ptxas spilled in the mainloop of every tile (head_dim 256:
+  // 444 bytes, 512-token prefill -30%, 16k -9%).
+  __device__ __noinline__ static void merge_to_output(const PrefillParams& p,
+                                                      const PrefillTileInfo& t, int num_splits,
+                                                      int wg) {
+    constexpr float kLog2e = 1.4426950408889634f, kLn2 = 0.6931471805599453f;
+    constexpr int kVecs = kHeadDim / 4;  // float4 columns of a row
+    const int wg_tid = (threadIdx.x - 128) % 128;
+    Element* out = static_cast<Element*>(p.out) + t.qo_head * p.out_stride_head;
+    for (int i = wg_tid; i < 64 * kVecs; i += 128) {
+      const int r = wg * 64 + i / kVecs, v = i % kVecs;  // tile row, float4 column
+      const int row = t.m_block * kBlockM + r;
+      if (row >= t.q_len) break;  // i grows with the row
+      const float* lse_s = p.partial_lse + static_cast<int64_t>(t.split) * kBlockM + r;
+      float row_max = -INFINITY;
       for (int s = 0; s < num_splits; ++s)
-        row_max = fmaxf(row_max, __ldcg(p.partial_lse + (t.split + s) * kBlockM + row));
-#pragma unroll
-      for (int c = 0; c < size<1>(o); ++c)
-        o(r, c) = 0.f;
+        row_max = fmaxf(row_max, __ldcg(lse_s + s * kBlockM));
+      float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+      float sum = 0.f;
       for (int s = 0; s < num_splits; ++s) {
         // A piece that saw nothing of the row (LSE -inf) has weight 0, as has every piece of a
         // row that nothing reached.
-        const float ls = __ldcg(p.partial_lse + (t.split + s) * kBlockM + row);
-        const float w = row_max == -INFINITY ? 0.f : exp2f((ls - row_max) * kLog2e);
+        const float w =
+            row_max == -INFINITY ? 0.f : exp2f((__ldcg(lse_s + s * kBlockM) - row_max) * kLog2e);
         sum += w;
-        const float* src =
-            p.partial_o + (static_cast<int64_t>(t.split + s) * kBlockM + row) * kHeadDim;
-#pragma unroll
-        for (int c = 0; c < size<1>(o); c += 2) {
-          const float2 v = __ldcg(reinterpret_cast<const float2*>(src + get<1>(rc(r, c))));
-          o(r, c) = fmaf(w, v.x, o(r, c));
-          o(r, c + 1) = fmaf(w, v.y, o(r, c + 1));
-        }
+        const float4 x =
+            __ldcg(reinterpret_cast<const float4*>(
+                       p.partial_o + (static_cast<int64_t>(t.split + s) * kBlockM + r) * kHeadDim) +
+                   v);
+        acc.x = fmaf(w, x.x, acc.x);
+        acc.y = fmaf(w, x.y, acc.y);
+        acc.z = fmaf(w, x.z, acc.z);
+        acc.w = fmaf(w, x.w, acc.w);
       }
       const float inv = sum > 0.f ? __fdividef(1.f, sum) : 0.f;  // sum >= 1: the max piece
-#pragma unroll
-      for (int c = 0; c < size<1>(o); ++c)
-        o(r, c) *= inv;
-      lse[r] = sum > 0.f ? row_max + log2f(sum) * kLn2 : -INFINITY;
+      Element e[4];
+      e[0] = Element(acc.x * inv);
+      e[1] = Element(acc.y * inv);
+      e[2] = Element(acc.z * inv);
+      e[3] = Element(acc.w * inv);
+      *reinterpret_cast<uint2*>(out + (t.q_start + row) * p.out_stride_token + 4 * v) =
+          *reinterpret_cast<const uint2*>(e);
+      if (v == 0 && p.lse != nullptr) {
+        p.lse[(t.q_start + row) * p.lse_stride_token + t.qo_head * p.lse_stride_head] =
+            sum > 0.f ? row_max + log2f(sum) * kLn2 : -INFINITY;
+      }
     }
-    return true;
   }
 
   template <class TO>
