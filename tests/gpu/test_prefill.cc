@@ -33,6 +33,9 @@ struct PrefillCase {
   int page_size = 0;
   bool hnd = false;
   int num_sms = 0;  // > 0: the plan's CTAs (few CTAs: each runs many tiles of its work list)
+  // > 0: k at position t of a request of kv_len L is scaled by 1 + k_ramp * (1 - t / L)^2, so the
+  // scores of a row grow towards the first kv blocks, which the kernel reaches last.
+  float k_ramp = 0.f;
 };
 
 std::string describe(const PrefillCase& c) {
@@ -42,7 +45,7 @@ std::string describe(const PrefillCase& c) {
   os << " " << flashserve::dtype_name(c.dtype) << " causal " << c.causal << " window "
      << c.window_left << "," << c.window_right << " cap " << c.soft_cap << " alibi " << c.alibi
      << " sinks " << c.sinks << " mask " << c.mask << " page " << c.page_size
-     << (c.hnd ? " HND" : " NHD") << " sms " << c.num_sms << " lens [";
+     << (c.hnd ? " HND" : " NHD") << " sms " << c.num_sms << " k_ramp " << c.k_ramp << " lens [";
   for (size_t b = 0; b < c.lens.size(); ++b)
     os << (b ? " " : "") << c.lens[b].first << "x" << c.lens[b].second;
   return os.str() + "]";
@@ -87,6 +90,18 @@ struct PrefillSetup {
     };
     fill(q, tq * c.qo_heads * D);
     fill(k, tk * c.kv_heads * D);
+    if (c.k_ramp > 0.f) {
+      for (size_t b = 0; b + 1 < prob.kv_indptr.size(); ++b) {
+        const int64_t len = prob.kv_indptr[b + 1] - prob.kv_indptr[b];
+        for (int64_t t = 0; t < len; ++t) {
+          const double u = 1.0 - double(t) / double(len);
+          const float f = static_cast<float>(1.0 + c.k_ramp * u * u);
+          float* row = k.data() + (prob.kv_indptr[b] + t) * c.kv_heads * D;
+          for (int64_t i = 0; i < c.kv_heads * D; ++i)
+            row[i] = round_to(c.dtype, row[i] * f);
+        }
+      }
+    }
     fill(v, tk * c.kv_heads * Dv);
     dq = DeviceTensor(c.dtype, {std::max<int64_t>(tq, 1), c.qo_heads, D});
     dk = DeviceTensor(c.dtype, {std::max<int64_t>(tk, 1), c.kv_heads, D});
@@ -333,6 +348,24 @@ TEST_F(PrefillTest, HeadDim64TileHeights) {
   c.window_left = -1;
   c.causal = false;
   check_case(c, 192);
+}
+
+// Rows whose maximum grows as the kernel walks towards the first kv blocks (k scaled up there):
+// with lazy rescaling (online_softmax_sm90.cuh) some blocks move the reference maximum (growth
+// > 8 in log2 units) and others keep it with P up to 2^8. Ragged and paged, causal and not, every
+// tile shape (64: 192 and 128 rows), with the LSE checked by the reference.
+TEST_F(PrefillTest, GrowingRowMaximum) {
+  for (int d : {64, 128, 256})
+    for (bool causal : {false, true})
+      for (int page : {0, 16}) {
+        PrefillCase c;
+        c.head_dim = d;
+        c.causal = causal;
+        c.page_size = page;
+        c.k_ramp = 5.f;
+        c.lens = {{300, 1500}, {64, 2000}, {1, 700}};
+        check_case(c);
+      }
 }
 
 TEST_F(PrefillTest, LongSequences) {

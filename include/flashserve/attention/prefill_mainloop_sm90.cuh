@@ -500,7 +500,7 @@ struct PrefillMainloop {
       logits.active = logits.soft_cap > 0.f || p.variant.alibi_slopes != nullptr;
       if (logits.active) scale_log2 = kLog2e;
     }
-    OnlineSoftmax<2> softmax(scale_log2);
+    OnlineSoftmax<2, Traits::kLazyRescale> softmax(scale_log2);
     Tensor tOrO_rc = make_tensor(tOrO.data(), acc_rowcol(tOrO.layout()));
     clear(tOrO);
 

@@ -40,6 +40,8 @@ struct PrefillTraits {
   static constexpr int kBlockN = kTile.block_n;
   static constexpr int kStages = kTile.stages;
   static constexpr int kNumMmaWG = kBlockM / 64;
+  // Lazy O rescaling in the online softmax (online_softmax_sm90.cuh), at every head dim.
+  static constexpr bool kLazyRescale = true;
   static constexpr int kNumMmaThreads = 128 * kNumMmaWG;
   static constexpr int kNumThreads = kNumMmaThreads + 128;
   // Register split after setmaxnreg: the producer needs few, the consumers hold S, P and O. The
