@@ -227,6 +227,11 @@ file(READ ${_fs_presets_file} FLASHSERVE_PRESETS_TEXT)
 configure_file(${PROJECT_SOURCE_DIR}/src/runtime/kernel_presets_text.h.in
   ${PROJECT_BINARY_DIR}/generated/runtime/kernel_presets_text.h @ONLY)
 
+# ptxas names every kernel that spills registers in the build log; scripts/gpu-check lists them and
+# fails where a decode or ragged prefill kernel spills (a split-KV merge once made every head_dim
+# 256 tile spill in its mainloop for eight sessions unnoticed: -30% at 512 tokens).
+set_source_files_properties(${FLASHSERVE_PREBUILT_SOURCES} PROPERTIES COMPILE_OPTIONS
+  "-Xptxas=-warn-spills")
 target_sources(flashserve PRIVATE ${FLASHSERVE_PREBUILT_SOURCES} ${_fs_gen}/decode_prebuilt_table.cc
   ${_fs_gen}/prefill_prebuilt_table.cc)
 # dladdr (the installed headers are found next to the loaded library).
