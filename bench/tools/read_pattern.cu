@@ -108,6 +108,41 @@ __global__ void read_kernel(const Params p) {
   if (acc == 0x12345678u) atomicAdd(p.sink, 1ull);
 }
 
+// The PTX both bulk kernels use: a warp's stage barriers (one arrival each), a stage armed for
+// `bytes`, one bulk copy into it, and a spin until a stage's phase completes.
+template <int kStages>
+__device__ __forceinline__ void init_stage_barriers(uint64_t (&bars)[kStages], int lane) {
+  if (lane < kStages) {
+    const uint32_t b = static_cast<uint32_t>(__cvta_generic_to_shared(&bars[lane]));
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(b));
+  }
+  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+  __syncwarp();
+}
+__device__ __forceinline__ void expect_bytes(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
+               : "memory");
+}
+__device__ __forceinline__ void bulk_copy(uint32_t dst, const void* src, uint32_t bytes,
+                                          uint32_t bar) {
+  asm volatile(
+      "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+          "r"(dst),
+      "l"(src), "r"(bytes), "r"(bar)
+      : "memory");
+}
+__device__ __forceinline__ void wait_phase(uint32_t bar, uint32_t parity) {
+  uint32_t done = 0;
+  while (!done) {
+    asm volatile(
+        "{ .reg .pred q; mbarrier.try_wait.parity.shared::cta.b64 q, [%1], %2; selp.u32 %0, 1, "
+        "0, q; }"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  }
+}
+
 // The same pages moved by bulk copies (TMA engine, `cp.async.bulk`) into a per-warp ring of
 // `kStages` shared-memory stages of one page (K 4 KiB + V 4 KiB), completion on one mbarrier per
 // stage: lanes 0..15 copy row `lane` of K and V (256 B each; one 4 KiB copy per pool where the
@@ -120,12 +155,7 @@ __global__ void bulk_kernel(const Params p) {
   const int warp = threadIdx.x >> 5;
   const int warps = blockDim.x >> 5;
   uint8_t* ring = smem + static_cast<size_t>(warp) * kStages * 8192;
-  if (lane < kStages) {
-    const uint32_t b = static_cast<uint32_t>(__cvta_generic_to_shared(&bars[warp][lane]));
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(b));
-  }
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  __syncwarp();
+  init_stage_barriers<kStages>(bars[warp], lane);
   const bool contiguous = p.pattern != Pattern::kNhd;
   const int units = p.batch * p.kv_heads;
   uint32_t phase_bits = 0;
@@ -134,10 +164,7 @@ __global__ void bulk_kernel(const Params p) {
     const int32_t* table = p.pages + static_cast<size_t>(request) * p.pages_per;
     auto issue = [&](int slot, int stage) {
       const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(&bars[warp][stage]));
-      if (lane == 0) {
-        asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(8192)
-                     : "memory");
-      }
+      if (lane == 0) expect_bytes(bar, 8192);
       __syncwarp();
       const int page = table[slot];
       const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(ring + stage * 8192));
@@ -145,16 +172,8 @@ __global__ void bulk_kernel(const Params p) {
       const uint32_t bytes = contiguous ? 4096 : 256;
       if (lane < rows) {
         const size_t off = row_offset(p, request, slot, page, h, lane);
-        asm volatile(
-            "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
-            "[%3];" ::"r"(dst + lane * 256),
-            "l"(p.k + off), "r"(bytes), "r"(bar)
-            : "memory");
-        asm volatile(
-            "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
-            "[%3];" ::"r"(dst + 4096 + lane * 256),
-            "l"(p.v + off), "r"(bytes), "r"(bar)
-            : "memory");
+        bulk_copy(dst + lane * 256, p.k + off, bytes, bar);
+        bulk_copy(dst + 4096 + lane * 256, p.v + off, bytes, bar);
       }
     };
     int n = 0;  // this warp's pages of the unit, in order
@@ -164,15 +183,7 @@ __global__ void bulk_kernel(const Params p) {
       const int stage = i % kStages;
       const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(&bars[warp][stage]));
       const uint32_t parity = (phase_bits >> stage) & 1u;
-      uint32_t done = 0;
-      while (!done) {
-        asm volatile(
-            "{ .reg .pred q; mbarrier.try_wait.parity.shared::cta.b64 q, [%1], %2; selp.u32 %0, "
-            "1, 0, q; }"
-            : "=r"(done)
-            : "r"(bar), "r"(parity)
-            : "memory");
-      }
+      wait_phase(bar, parity);
       phase_bits ^= 1u << stage;
       const int next = s + kStages * warps;
       if (next < p.pages_per) issue(next, stage);
@@ -191,12 +202,7 @@ __global__ void linear_kernel(const uint8_t* k, const uint8_t* v, size_t pool) {
   const int warp = threadIdx.x >> 5;
   const int warps = blockDim.x >> 5;
   uint8_t* ring = smem + static_cast<size_t>(warp) * kStages * 2 * kChunk;
-  if (lane < kStages) {
-    const uint32_t b = static_cast<uint32_t>(__cvta_generic_to_shared(&bars[warp][lane]));
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;" ::"r"(b));
-  }
-  asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
-  __syncwarp();
+  init_stage_barriers<kStages>(bars[warp], lane);
   const size_t chunks = pool / kChunk;
   const size_t W = static_cast<size_t>(gridDim.x) * warps;
   const size_t g = static_cast<size_t>(blockIdx.x) * warps + warp;
@@ -204,19 +210,9 @@ __global__ void linear_kernel(const uint8_t* k, const uint8_t* v, size_t pool) {
     const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(&bars[warp][stage]));
     const uint32_t dst = static_cast<uint32_t>(__cvta_generic_to_shared(ring + stage * 2 * kChunk));
     if (lane == 0) {
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar),
-                   "r"(2 * kChunk)
-                   : "memory");
-      asm volatile(
-          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
-          "[%3];" ::"r"(dst),
-          "l"(k + c * kChunk), "r"(kChunk), "r"(bar)
-          : "memory");
-      asm volatile(
-          "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, "
-          "[%3];" ::"r"(dst + kChunk),
-          "l"(v + c * kChunk), "r"(kChunk), "r"(bar)
-          : "memory");
+      expect_bytes(bar, 2 * kChunk);
+      bulk_copy(dst, k + c * kChunk, kChunk, bar);
+      bulk_copy(dst + kChunk, v + c * kChunk, kChunk, bar);
     }
   };
   int n = 0;
@@ -228,15 +224,7 @@ __global__ void linear_kernel(const uint8_t* k, const uint8_t* v, size_t pool) {
     const int stage = i % kStages;
     const uint32_t bar = static_cast<uint32_t>(__cvta_generic_to_shared(&bars[warp][stage]));
     const uint32_t parity = (phase_bits >> stage) & 1u;
-    uint32_t done = 0;
-    while (!done) {
-      asm volatile(
-          "{ .reg .pred q; mbarrier.try_wait.parity.shared::cta.b64 q, [%1], %2; selp.u32 %0, "
-          "1, 0, q; }"
-          : "=r"(done)
-          : "r"(bar), "r"(parity)
-          : "memory");
-    }
+    wait_phase(bar, parity);
     phase_bits ^= 1u << stage;
     __syncwarp();
     const size_t next = c + kStages * W;
