@@ -125,7 +125,7 @@ struct OnlineSoftmax {
         row_sum[r] = sum;
       } else {
         corr[r] = keep ? 1.f : fast_exp2(row_max[r] - base);
-        row_sum[r] = keep ? row_sum[r] + sum : fmaf(row_sum[r], corr[r], sum);
+        row_sum[r] = fmaf(row_sum[r], corr[r], sum);
       }
       row_max[r] = m_new;
     }

@@ -29,14 +29,13 @@ struct PrefillEpilogue {
   // (normalized, fp32) and LSE to the piece's partial slot, then counts itself in the tile's
   // counter for these rows. The last piece to arrive merges every piece's partial in piece order
   // (so the bits do not depend on which piece is last) straight into the output and the LSE
-  // (merge_to_output). Returns true where the caller still has to store the tile: never for a
-  // piece. The counter is reset for the next run. Writes: each thread its own elements; the
-  // warpgroup's barrier orders them before the first thread's release (acq_rel at gpu scope),
+  // (merge_to_output). The counter is reset for the next run. Writes: each thread its own elements;
+  // the warpgroup's barrier orders them before the first thread's release (acq_rel at gpu scope),
   // whose acquire on the last piece orders the merge's loads (L2, ld.cg) after every piece's
   // writes.
   template <class TO>
-  __device__ static bool merge_split(const PrefillParams& p, const PrefillTileInfo& t,
-                                     int num_splits, TO& tOrO, float (&lse)[2]) {
+  __device__ static void merge_split(const PrefillParams& p, const PrefillTileInfo& t,
+                                     int num_splits, const TO& tOrO, const float (&lse)[2]) {
     using namespace cute;
     const int tid = threadIdx.x - 128;
     const int wg = tid / 128, wg_tid = tid % 128;
@@ -70,7 +69,6 @@ struct PrefillEpilogue {
       if (last) *counter = 0;  // every piece has counted: the next run starts from 0
     }
     if (named_barrier_or(kBarrierSplit0 + wg, 128, last)) merge_to_output(p, t, num_splits, wg);
-    return false;
   }
 
   // The last piece's merge of this warpgroup's 64 rows: o = sum_s w_s o_s / sum_s w_s with

@@ -106,8 +106,10 @@ __global__ void __launch_bounds__(Traits::kNumThreads, 1)
     Mainloop::compute(p, t, shared, pipe_k, pipe_v, read, q_phase, tOrO, lse,
                       Traits::kPaged && !paged_tma, has_next);
     FS_PTRACE(tile_count, 4);
-    // A split piece stores the output only where it is the last of its tile's pieces (merged).
-    if (t.split < 0 || PrefillEpilogue<Traits>::merge_split(p, t, p.work[w].num_splits, tOrO, lse))
+    // A split piece writes a partial (the last of its tile's pieces merges them to the output).
+    if (t.split >= 0)
+      PrefillEpilogue<Traits>::merge_split(p, t, p.work[w].num_splits, tOrO, lse);
+    else
       PrefillEpilogue<Traits>::store(p, args.tma, t, shared, tOrO, lse);
     FS_PTRACE(tile_count, 5);
     w = sched.next(t);
