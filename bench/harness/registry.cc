@@ -34,6 +34,7 @@ void finish(Result& r, const Timing& t, double bytes, const Context& ctx) {
   r.mode = mode_name(ctx.time);
   r.params["iters"] = std::to_string(t.iters);
   r.params["mode"] = r.mode;
+  r.params["warmup_ms"] = std::to_string(static_cast<int>(ctx.time.warmup_ms));
   r.tbps = t.median_us > 0 ? bytes / (t.median_us * 1e-6) / 1e12 : 0;
   r.ceiling_fraction = ctx.ceiling_tbps > 0 ? r.tbps / ctx.ceiling_tbps : 0;
 }

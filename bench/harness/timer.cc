@@ -1,6 +1,7 @@
 #include "harness/timer.h"
 
 #include <algorithm>
+#include <chrono>
 #include <stdexcept>
 
 namespace fs_bench {
@@ -20,6 +21,18 @@ Timing summarize(std::vector<double> us) {
   const size_t n = us.size();
   t.median_us = n % 2 ? us[n / 2] : 0.5 * (us[n / 2 - 1] + us[n / 2]);
   return t;
+}
+
+// Calls `run` (which enqueues work on `stream`) until `ms` of wall time have passed.
+void run_for(double ms, cudaStream_t stream, const std::function<void()>& run) {
+  if (ms <= 0) return;
+  const auto t0 = std::chrono::steady_clock::now();
+  do {
+    run();
+    check(cudaStreamSynchronize(stream), "warmup");
+  } while (
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() <
+      ms);
 }
 
 }  // namespace
@@ -77,6 +90,13 @@ Timing Timer::time(const std::function<void(cudaStream_t)>& launch, const TimeOp
       check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
       cudaGraphDestroy(graph);
     }
+    run_for(o.warmup_ms, stream_, [&] {
+      if (exec) {
+        check(cudaGraphLaunch(exec, stream_), "graph launch");
+      } else {
+        launch(stream_);
+      }
+    });
     const int n = std::max(o.samples, o.iters);
     for (int s = 0; s < n; ++s) {
       flush_l2();
@@ -106,6 +126,7 @@ Timing Timer::time(const std::function<void(cudaStream_t)>& launch, const TimeOp
     check(cudaGraphInstantiate(&exec, graph, 0), "instantiate");
     cudaGraphDestroy(graph);
     check(cudaGraphLaunch(exec, stream_), "graph warmup");
+    run_for(o.warmup_ms, stream_, [&] { check(cudaGraphLaunch(exec, stream_), "graph warmup"); });
     for (int s = 0; s < o.samples; ++s) {
       check(cudaEventRecord(start_, stream_), "record");
       check(cudaGraphLaunch(exec, stream_), "graph launch");
@@ -119,6 +140,10 @@ Timing Timer::time(const std::function<void(cudaStream_t)>& launch, const TimeOp
     t.iters = o.iters;
     return t;
   }
+  run_for(o.warmup_ms, stream_, [&] {
+    for (int i = 0; i < o.iters; ++i)
+      launch(stream_);
+  });
   for (int s = 0; s < o.samples; ++s) {
     check(cudaEventRecord(start_, stream_), "record");
     for (int i = 0; i < o.iters; ++i)

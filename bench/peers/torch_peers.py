@@ -13,6 +13,7 @@ import argparse
 import json
 import statistics
 import sys
+import time
 
 import torch
 import torch.nn.functional as F
@@ -282,7 +283,20 @@ def capture(fn, n):
     return graph
 
 
-def time_case(fn, mode, iters, samples, flush):
+def run_for(ms, run):
+    """Calls run (and synchronizes) until ms of wall time have passed: the record's warmup_ms,
+    so that a compute-bound case is timed at the clock the GPU sustains, as ours (timer.h)."""
+    if ms <= 0:
+        return
+    t0 = time.perf_counter()
+    while True:
+        run()
+        torch.cuda.synchronize()
+        if (time.perf_counter() - t0) * 1e3 >= ms:
+            return
+
+
+def time_case(fn, mode, iters, samples, flush, warmup_ms=0):
     for _ in range(5):
         fn()
     torch.cuda.synchronize()
@@ -292,6 +306,7 @@ def time_case(fn, mode, iters, samples, flush):
         run = fn
         if mode == "cold-graph":  # one captured launch per sample, as ours: no host dispatch timed
             run = capture(fn, 1).replay
+        run_for(warmup_ms, run)
         for _ in range(max(samples, iters)):
             flush.zero_()
             start.record()
@@ -303,6 +318,7 @@ def time_case(fn, mode, iters, samples, flush):
     if mode == "graph":
         graph = capture(fn, iters)
         graph.replay()
+        run_for(warmup_ms, graph.replay)
         for _ in range(samples):
             start.record()
             graph.replay()
@@ -310,6 +326,12 @@ def time_case(fn, mode, iters, samples, flush):
             stop.synchronize()
             us.append(start.elapsed_time(stop) * 1e3 / iters)
         return us
+
+    def batch():
+        for _ in range(iters):
+            fn()
+
+    run_for(warmup_ms, batch)
     for _ in range(samples):
         start.record()
         for _ in range(iters):
@@ -343,10 +365,11 @@ def main():
                 fns = {"torch": fns}
             mode = rec["params"].get("mode", "hot")
             iters = max(1, int(rec["params"].get("iters", 50)))
+            warmup_ms = float(rec["params"].get("warmup_ms", 0))
             row["peers"] = {}
             for name, fn in fns.items():
                 try:
-                    us = time_case(fn, mode, iters, args.samples, flush)
+                    us = time_case(fn, mode, iters, args.samples, flush, warmup_ms)
                     row["peers"][name] = round(statistics.median(us), 3)
                 except Exception as e:  # a peer that cannot run this shape is reported, not fatal
                     row.setdefault("peer_errors", {})[name] = f"{type(e).__name__}: {e}"[:200]
