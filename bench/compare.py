@@ -87,6 +87,19 @@ def main():
             print(f"  {r['routine']:<34} {r.get('model', ''):<14} {r['shape']:<22} "
                   f"{r['median_us']:9.2f} us {r['tbps']:6.3f} TB/s "
                   f"{100 * r['ceiling_fraction']:5.1f}% ceil  {speed}")
+    # Paged prefill against the ragged record of the same shape in this run (issue 4: >= 0.9 of
+    # the ragged speed).
+    key = lambda r: tuple(r["params"].get(k) for k in
+                          ("batch", "q_len", "kv_len", "q_heads", "kv_heads", "head_dim", "causal"))
+    ragged = {key(r): r for r in ok if r["routine"] == "prefill"}
+    paged = [r for r in ok if r["routine"] == "prefill_paged" and key(r) in ragged]
+    if paged:
+        print("paged prefill, speed against ragged on the same shape (issue 4: >= 0.90):")
+        for r in paged:
+            speed = ragged[key(r)]["median_us"] / r["median_us"]
+            print(f"  {r['shape']:<44} {r['median_us']:9.2f} us  ragged "
+                  f"{ragged[key(r)]['median_us']:9.2f} us  {speed:.2f}"
+                  f"{'' if speed >= 0.9 else '  below'}")
     bad = [r for r in ours["results"] if r.get("error") or r["check"].startswith("FAIL")]
     print(f"{len(ok)} cases measured, {len(bad)} failed")
 

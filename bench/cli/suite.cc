@@ -102,22 +102,25 @@ std::vector<std::pair<std::string, Args>> default_suite(const std::vector<std::s
       suite.emplace_back("prefill", a);
     }
   }
-  // Paged prefill (issue 4: >= 90% of the dense figure for the same tokens): head_dim 128, pages
-  // of 16 and 64, beside the ragged points of the sweep above.
+  // Paged prefill (issue 4: >= 90% of the dense figure for the same tokens): head_dim 128 at 1k,
+  // 4k and 16k, 64 and 256 at 4k, pages of 16 and 64, beside the ragged points of the sweep above
+  // (compare.py prints the ratio).
   if (wanted("prefill_paged")) {
-    for (int64_t causal : {0, 1})
-      for (int64_t s : {1024, 4096, 16384})
-        for (int64_t ps : {16, 64}) {
-          Args a;
-          a.model = "sweep";
-          a.batch = 16384 / s;
-          a.kv_len = s;
-          a.q_heads = a.kv_heads = 16;
-          a.head_dim = 128;
-          a.causal = causal;
-          a.page_size = ps;
-          suite.emplace_back("prefill_paged", a);
-        }
+    for (int64_t d : {64, 128, 256})
+      for (int64_t causal : {0, 1})
+        for (int64_t s : {1024, 4096, 16384})
+          for (int64_t ps : {16, 64}) {
+            if (d != 128 && s != 4096) continue;
+            Args a;
+            a.model = "sweep";
+            a.batch = 16384 / s;
+            a.kv_len = s;
+            a.q_heads = a.kv_heads = 2048 / d;
+            a.head_dim = d;
+            a.causal = causal;
+            a.page_size = ps;
+            suite.emplace_back("prefill_paged", a);
+          }
   }
   // Sampling (issue 5): Llama-3 and Qwen2.5 vocabularies at decode batches, float32 logits (the
   // lm_head output engines sample from) and float32 probabilities.
