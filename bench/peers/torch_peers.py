@@ -4,8 +4,9 @@
 Each of our result records carries its routine, shape parameters, timing mode and the launches per
 sample it used; this script runs the plain torch implementation of the same op on the same shape and
 times it the same way (hot: back-to-back launches between two events; graph: CUDA-graph replay of
-those launches; cold: one launch after evicting L2, a captured one in cold-graph mode), so the
-ratios compare like with like.
+those launches; cold: one launch after evicting L2, a captured one in cold-graph mode), after the
+same `warmup_ms` of launches (the clock the GPU sustains under load), so the ratios compare like
+with like.
 
   python3 bench/peers/torch_peers.py ours.json --out peers.json
 """
