@@ -77,19 +77,21 @@ std::vector<std::pair<std::string, Args>> default_suite(const std::vector<std::s
   }
   // METHOD.md's prefill sweep: batch x seqlen = 16384 tokens, hidden 2048 (heads = 2048 / d), bf16,
   // MHA, causal and not; then GQA 32/8 x 128 at 4k.
+  auto sweep_point = [](int64_t d, int64_t causal, int64_t s) {
+    Args a;
+    a.model = "sweep";
+    a.batch = 16384 / s;
+    a.kv_len = s;
+    a.q_heads = a.kv_heads = 2048 / d;
+    a.head_dim = d;
+    a.causal = causal;
+    return a;
+  };
   if (wanted("prefill")) {
     for (int64_t d : {64, 128, 256})
       for (int64_t causal : {0, 1})
-        for (int64_t s : {512, 1024, 2048, 4096, 8192, 16384}) {
-          Args a;
-          a.model = "sweep";
-          a.batch = 16384 / s;
-          a.kv_len = s;
-          a.q_heads = a.kv_heads = 2048 / d;
-          a.head_dim = d;
-          a.causal = causal;
-          suite.emplace_back("prefill", a);
-        }
+        for (int64_t s : {512, 1024, 2048, 4096, 8192, 16384})
+          suite.emplace_back("prefill", sweep_point(d, causal, s));
     for (int64_t causal : {0, 1}) {
       Args a;
       a.model = "GQA 32/8";
@@ -111,13 +113,7 @@ std::vector<std::pair<std::string, Args>> default_suite(const std::vector<std::s
         for (int64_t s : {1024, 4096, 16384})
           for (int64_t ps : {16, 64}) {
             if (d != 128 && s != 4096) continue;
-            Args a;
-            a.model = "sweep";
-            a.batch = 16384 / s;
-            a.kv_len = s;
-            a.q_heads = a.kv_heads = 2048 / d;
-            a.head_dim = d;
-            a.causal = causal;
+            Args a = sweep_point(d, causal, s);
             a.page_size = ps;
             suite.emplace_back("prefill_paged", a);
           }
