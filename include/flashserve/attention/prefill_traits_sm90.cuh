@@ -45,10 +45,12 @@ struct PrefillTraits {
   static constexpr int kNumMmaThreads = 128 * kNumMmaWG;
   static constexpr int kNumThreads = kNumMmaThreads + 128;
   // Register split after setmaxnreg: the producer needs few, the consumers hold S, P and O. The
-  // paged gather's producer computes an address per 16-byte copy: 40 registers where two
-  // consumer warpgroups of v head dim <= 128 leave them (128 x 40 + 256 x 232 <= 64K; at 256
-  // the consumers would spill more).
-  static constexpr bool kWideProducer = kPaged && kNumMmaWG == 2 && kHeadDimV <= 128;
+  // paged producers (gather: an address per 16-byte copy; TMA: page lookups and box coordinates)
+  // get 40 registers wherever two consumer warpgroups run (128 x 40 + 256 x 232 = the 168 x 384
+  // of the launch). At v head dim 192 and 256 that was 24 / 240 until session 20: SASS (nvdisasm)
+  // of the head_dim 256 paged kernel had 61 local-memory instructions in the TMA producer's
+  // region at 24 registers, 9 at 40, and none in the consumers at either split.
+  static constexpr bool kWideProducer = kPaged && kNumMmaWG == 2 && kHeadDimV <= 256;
   static constexpr int kProducerRegs = kNumMmaWG == 2 ? (kWideProducer ? 40 : 24) : 32;
   static constexpr int kConsumerRegs = kNumMmaWG == 2 ? (kWideProducer ? 232 : 240) : 160;
 
