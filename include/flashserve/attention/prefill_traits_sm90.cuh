@@ -46,13 +46,16 @@ struct PrefillTraits {
   static constexpr int kNumThreads = kNumMmaThreads + 128;
   // Register split after setmaxnreg: the producer needs few, the consumers hold S, P and O. The
   // paged producers (gather: an address per 16-byte copy; TMA: page lookups and box coordinates)
-  // get 40 registers wherever two consumer warpgroups run (128 x 40 + 256 x 232 = the 168 x 384
-  // of the launch). At v head dim 192 and 256 that was 24 / 240 until session 20: SASS (nvdisasm)
-  // of the head_dim 256 paged kernel had 61 local-memory instructions in the TMA producer's
-  // region at 24 registers, 9 at 40, and none in the consumers at either split.
+  // get more wherever two consumer warpgroups run: 40 / 232 up to v head dim 128, 56 / 224 at 192
+  // and 256, whose blocks take 4 TMA boxes a row range (128 x P + 256 x C = the 168 x 384 of the
+  // launch). nvdisasm of the head_dim 256 paged kernel: local-memory instructions in the
+  // producer's region 61 at 24 registers, 82 -> 21 from 40 to 56 (consumers 9 -> 11); H100, b4 x
+  // 4k: 24 -> 40 took paged / ragged from 0.74..0.87 to 0.85..0.93, 40 -> 56 a further 3..5%.
   static constexpr bool kWideProducer = kPaged && kNumMmaWG == 2 && kHeadDimV <= 256;
-  static constexpr int kProducerRegs = kNumMmaWG == 2 ? (kWideProducer ? 40 : 24) : 32;
-  static constexpr int kConsumerRegs = kNumMmaWG == 2 ? (kWideProducer ? 232 : 240) : 160;
+  static constexpr int kProducerRegs =
+      kNumMmaWG == 2 ? (kWideProducer ? (kHeadDimV > 128 ? 56 : 40) : 24) : 32;
+  static constexpr int kConsumerRegs =
+      kNumMmaWG == 2 ? (kWideProducer ? (kHeadDimV > 128 ? 224 : 232) : 240) : 160;
 
   using TileQK = cute::Shape<cute::Int<kBlockM>, cute::Int<kBlockN>, cute::Int<kHeadDim>>;
   using TilePV = cute::Shape<cute::Int<kBlockM>, cute::Int<kHeadDimV>, cute::Int<kBlockN>>;
