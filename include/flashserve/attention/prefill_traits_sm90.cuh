@@ -51,7 +51,7 @@ struct PrefillTraits {
   // launch). nvdisasm of the head_dim 256 paged kernel: local-memory instructions in the
   // producer's region 61 at 24 registers, 82 -> 21 from 40 to 56 (consumers 9 -> 11); H100, b4 x
   // 4k: 24 -> 40 took paged / ragged from 0.74..0.87 to 0.85..0.93, 40 -> 56 a further 3..5%.
-  static constexpr bool kWideProducer = kPaged && kNumMmaWG == 2 && kHeadDimV <= 256;
+  static constexpr bool kWideProducer = kPaged && kNumMmaWG == 2;
   static constexpr int kProducerRegs =
       kNumMmaWG == 2 ? (kWideProducer ? (kHeadDimV > 128 ? 56 : 40) : 24) : 32;
   static constexpr int kConsumerRegs =
