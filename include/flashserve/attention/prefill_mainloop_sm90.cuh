@@ -608,6 +608,22 @@ struct PrefillMainloop {
         auto s = scores(n, tSrS);
         float corr[2];
         softmax.template step<false>(s, corr);
+        // Three consumer warpgroups (head_dim 64, 192-row tiles, no ping-pong): the exponentials
+        // of S run while the previous block's P V does, before its wait. ptxas hoists that wait
+        // above them (SASS of every head dim: the wait right after the row maximum); a store of
+        // values made from them (each warp's lane 0 writes its row sums to its own slot, never
+        // read) stays before the wait, and so do they. H100, head_dim 64: 4k -7%, 16k -6%; with
+        // ping-pong (two warpgroups) neutral or up to 2% slower, so not there (bench/NOTES.md).
+        if constexpr (Traits::kNumMmaWG == 3) {
+          const uint32_t lane = threadIdx.x % 32;
+          const uint32_t addr = static_cast<uint32_t>(
+              __cvta_generic_to_shared(&shared.sched_sink[(threadIdx.x - 128) / 32]));
+          asm volatile(
+              "{\n .reg .pred p;\n setp.eq.u32 p, %0, 0;\n @p st.shared.f32 [%1], %2;\n}\n" ::"r"(
+                  lane),
+              "r"(addr), "f"(softmax.row_sum[0] + softmax.row_sum[1])
+              : "memory");
+        }
         warpgroup_wait<0>();
         pipe_v.consumer_release(prev);
         softmax.rescale(tOrO_rc, corr);

@@ -171,6 +171,9 @@ struct PrefillTraits {
     // Paged TMA loads: the barrier of the V block holding the kv end, which lands here first so
     // that the rows past the kv length can be zeroed before the consumers see it.
     alignas(8) uint64_t kv_tail;
+    // Written, never read: a slot per consumer warp that keeps the softmax's exponentials before
+    // the P V wait (prefill_mainloop_sm90.cuh, three consumer warpgroups).
+    float sched_sink[kNumMmaThreads / 32];
   };
   static constexpr int kSmemBytes = sizeof(SharedStorage);
   static_assert(kSmemBytes <= 227 * 1024, "prefill tile does not fit in shared memory");
