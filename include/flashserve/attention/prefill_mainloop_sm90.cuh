@@ -612,8 +612,9 @@ struct PrefillMainloop {
         // of S run while the previous block's P V does, before its wait. ptxas hoists that wait
         // above them (SASS of every head dim: the wait right after the row maximum); a store of
         // values made from them (each warp's lane 0 writes its row sums to its own slot, never
-        // read) stays before the wait, and so do they. H100, head_dim 64: 4k -7%, 16k -6%; with
-        // ping-pong (two warpgroups) neutral or up to 2% slower, so not there (bench/NOTES.md).
+        // read) stays before the wait, and so do they. H100, head_dim 64: 1k -4%, 4k -7.5%, 16k
+        // -8%; with ping-pong (two warpgroups) neutral or up to 2% slower, so not there
+        // (bench/NOTES.md).
         if constexpr (Traits::kNumMmaWG == 3) {
           const uint32_t lane = threadIdx.x % 32;
           const uint32_t addr = static_cast<uint32_t>(
