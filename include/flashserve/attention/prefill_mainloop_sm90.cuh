@@ -613,9 +613,9 @@ struct PrefillMainloop {
         // above them (SASS of every head dim: the wait right after the row maximum); a store of
         // values made from them (each warp's lane 0 writes its row sums to its own slot, never
         // read) stays before the wait, and so do they. H100, head_dim 64: 1k -4%, 4k -7.5%, 16k
-        // -8%; with ping-pong (two warpgroups) neutral or up to 2% slower, so not there
-        // (bench/NOTES.md).
-        if constexpr (Traits::kNumMmaWG == 3) {
+        // -8%; with ping-pong (two warpgroups) neutral or up to 2% slower, so not there; paged
+        // K / V +8% slower with it (page 16 and 64, causal too), so ragged only (bench/NOTES.md).
+        if constexpr (Traits::kNumMmaWG == 3 && !Traits::kPaged) {
           const uint32_t lane = threadIdx.x % 32;
           const uint32_t addr = static_cast<uint32_t>(
               __cvta_generic_to_shared(&shared.sched_sink[(threadIdx.x - 128) / 32]));

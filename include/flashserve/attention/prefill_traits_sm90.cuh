@@ -172,7 +172,7 @@ struct PrefillTraits {
     // that the rows past the kv length can be zeroed before the consumers see it.
     alignas(8) uint64_t kv_tail;
     // Written, never read: a slot per consumer warp that keeps the softmax's exponentials before
-    // the P V wait (prefill_mainloop_sm90.cuh, three consumer warpgroups).
+    // the P V wait (prefill_mainloop_sm90.cuh: three consumer warpgroups, ragged K / V).
     float sched_sink[kNumMmaThreads / 32];
   };
   static constexpr int kSmemBytes = sizeof(SharedStorage);
