@@ -45,6 +45,20 @@ out=$("$cli" compile --spec 'prefill q=bf16 hd=128 kind=causal' 2>&1)
 [ $? -eq 2 ] || fail "prefill spec without kv: expected exit 2"
 expect "missing field 'kv'" "$out" "prefill spec without kv"
 
+# Headers that disagree with the library (here: the decode kernel's shared memory) fail to
+# compile with the reason, instead of giving a kernel the library would launch wrongly.
+cp -r "$(dirname "$0")/../include" "$tmp/inc"
+sed -i 's|  return DecodeSmem<Tile>::kBytes;|  return DecodeSmem<Tile>::kBytes + 1024;|' \
+  "$tmp/inc/flashserve/attention/decode_kernel.cuh"
+grep -q 'kBytes + 1024' "$tmp/inc/flashserve/attention/decode_kernel.cuh" || fail "header edit"
+out=$(FLASHSERVE_INCLUDE_DIR=$tmp/inc "$cli" compile --spec 'decode q=fp16 kv=fp16 hd=128' \
+  --arch 90a 2>&1)
+[ $? -ne 0 ] || fail "mismatched headers: expected a failure: $out"
+expect "0 compiled, 0 already cached, 1 failed" "$out" "mismatched headers"
+log=$(cat "$tmp"/cache/*/*/decode_q-fp16_kv-fp16_hd-128-*.fsk.log 2>/dev/null)
+expect "these headers do not match the flashserve library" "$log" "mismatched headers (log)"
+rm -f "$tmp"/cache/*/*/decode_q-fp16_kv-fp16_hd-128-*.fsk.log
+
 out=$("$cli" cache list 2>&1) || fail "cache list"
 expect "decode q=bf16 kv=fp8_e5m2 hd=64" "$out" "cache list"
 expect "decode q=fp16 kv=fp16 hd=64" "$out" "cache list"

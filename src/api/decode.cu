@@ -472,4 +472,25 @@ Status decode_run(const DecodePlan& plan, const DecodeArgs& args, void* workspac
   return st;
 }
 
+namespace detail {
+
+void decode_launch_shape(DType q, DType kv, int head_dim, int* threads, int* smem_bytes,
+                         int* params_bytes) {
+  kernel_shape(head_dim, dtype_size(kv), threads, smem_bytes);
+  auto with_q = [&](auto qtag) {
+    using TQ = typename decltype(qtag)::type;
+    switch (kv) {
+      case DType::kFloat8E4M3:
+        return sizeof(attention::DecodeParams<TQ, __nv_fp8_e4m3>);
+      case DType::kFloat8E5M2:
+        return sizeof(attention::DecodeParams<TQ, __nv_fp8_e5m2>);
+      default:
+        return sizeof(attention::DecodeParams<TQ, TQ>);
+    }
+  };
+  *params_bytes = static_cast<int>(q == DType::kFloat16 ? with_q(TypeTag<half>{})
+                                                        : with_q(TypeTag<nv_bfloat16>{}));
+}
+
+}  // namespace detail
 }  // namespace flashserve

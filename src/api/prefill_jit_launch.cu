@@ -36,6 +36,7 @@ PrefillJitLauncher launcher() {
   PrefillJitLauncher l;
   l.threads = Traits::kNumThreads;
   l.smem_bytes = Traits::kSmemBytes;
+  l.args_bytes = static_cast<int>(sizeof(attention::sm90::PrefillKernelArgs<Traits>));
   l.launch = &launch_jit<Element, kHeadDim, kKind, kPaged, kHeadDimV, kBlockM>;
   return l;
 }

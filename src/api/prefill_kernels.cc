@@ -72,10 +72,14 @@ Status check(const runtime::KernelSpec& s) {
 // Explicitly instantiates the template the prebuilt build instantiates through
 // launch_prefill_sm90<Element, hd, kind, paged, hdv, bm> (prefill_kernel_sm90.cuh): prefill_kernel<
 // PrefillTraits<Element, hd, kind == plain, paged, hdv, bm>, kind>, so a compiled-at-first-use
-// kernel is the same code.
+// kernel is the same code. The library launches it with its own idea of the block size, the
+// shared memory and the argument (prefill_jit_launch.cu): the source asserts them, so headers
+// that differ from the library's (FLASHSERVE_INCLUDE_DIR) fail to compile instead of faulting.
 runtime::KernelSource generate(const runtime::KernelSpec& s) {
   const PrefillKind kind = kKinds[s.fields[2]];
   const int hdv = s.fields[4] != 0 ? s.fields[4] : s.fields[1];
+  const PrefillJitLauncher& host = prefill_jit_launcher(kQTypes[s.fields[0]], s.fields[1], kind,
+                                                        s.fields[3] == 1, s.fields[4], s.fields[5]);
   const std::string traits =
       std::string("PrefillTraits<") + element_type(kQTypes[s.fields[0]]) + ", " +
       std::to_string(s.fields[1]) + ", " + (kind == PrefillKind::kPlain ? "true" : "false") + ", " +
@@ -89,7 +93,15 @@ runtime::KernelSource generate(const runtime::KernelSpec& s) {
       "template __global__ void prefill_kernel<" +
       traits + ", PrefillKind::" + kind_enumerator(kind) +
       ">(\n    const __grid_constant__ PrefillKernelArgs<" + traits +
-      ">);\n}  // namespace flashserve::attention::sm90\n";
+      ">);\n\n"
+      "// What the library launches this kernel with.\n"
+      "static_assert(" +
+      traits + "::kNumThreads == " + std::to_string(host.threads) + " && " + traits +
+      "::kSmemBytes == " + std::to_string(host.smem_bytes) + " && sizeof(PrefillKernelArgs<" +
+      traits + ">) == " + std::to_string(host.args_bytes) +
+      ",\n    \"these headers do not match the flashserve library (block size, shared memory or "
+      "kernel argument): compile with the headers the library was built with\");\n"
+      "}  // namespace flashserve::attention::sm90\n";
   src.entries = {"prefill_kernel"};
   return src;
 }

@@ -47,6 +47,7 @@ extern const PrefillPrebuilt kPrefillPrebuilt[];
 struct PrefillJitLauncher {
   int threads = 0;     // block size
   int smem_bytes = 0;  // dynamic shared memory
+  int args_bytes = 0;  // sizeof(PrefillKernelArgs<Traits>): the kernel's one argument
   // Launches the loaded `kernel` (prefill_kernel<PrefillTraits<..., paged>, kind>) over `grid`
   // CTAs.
   Status (*launch)(const runtime::LoadedKernel& kernel, const attention::PrefillParams& p, int grid,
