@@ -28,13 +28,13 @@ struct DecodePrebuilt {
 // cmake/prebuilt_kernels.cmake.
 extern const DecodePrebuilt kDecodePrebuilt[];
 
-// The registry id of the decode family (registered on the first call).
 // The block size, dynamic shared memory and argument size (sizeof(DecodeParams<TQ, TKV>)) the
 // library launches a decode specialization with (decode.cu): a kernel compiled at first use
 // asserts them in its source (decode_kernels.cc).
 void decode_launch_shape(DType q, DType kv, int head_dim, int* threads, int* smem_bytes,
                          int* params_bytes);
 
+// The registry id of the decode family (registered on the first call).
 int decode_kernel_family();
 // The spec of a decode specialization (cc left 0: the caller sets the device's).
 runtime::KernelSpec decode_kernel_spec(DType q, DType kv, int head_dim);
