@@ -1,8 +1,10 @@
 // Phase timestamps of the paged decode kernel, for tuning (not part of the build):
 //   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_DECODE_TRACE \
 //     -Iinclude -Isrc bench/tools/decode_trace.cu src/plan/decode_plan.cc -o decode_trace
-//   ./decode_trace batch kv_len q_heads kv_heads [fixed_split [static [target_mult [ragged]]]]
-//   (bf16, head_dim 128, page 16, NHD; static = 1: items by static striding instead of tickets)
+//   ./decode_trace batch kv_len q_heads kv_heads [fixed_split [static [target_mult [ragged
+//   [wide]]]]] (bf16, head_dim 128 or -DFS_HD=64 / 256, page 16, NHD; static = 1: items by static
+//   striding instead of tickets; wide = 1: the 8-warp CTA, one per SM, whatever the plan would
+//   pick)
 // Prints, per phase, the median and max over CTAs (their last item) of the time since the
 // previous point, and the spread of CTA start and end times. The merge points are those of the
 // units' last items.
@@ -32,7 +34,12 @@ int main(int argc, char** argv) {
   const int target_mult = argc > 7 ? std::atoi(argv[7]) : 1;         // split target: SMs x 2 x this
   // ragged = 1: request lengths uniform in [kv_len / 4, 7 kv_len / 4) (fixed seed), mean kv_len.
   const bool ragged = argc > 8 && std::atoi(argv[8]) != 0;
-  constexpr int D = 128, PS = 16;
+  const bool wide = argc > 9 && std::atoi(argv[9]) != 0;
+#ifndef FS_HD
+#define FS_HD 128
+#endif
+  constexpr int D = FS_HD, PS = 16;
+  const int ctas_per_sm = wide ? 1 : fa::kDecodeCtasPerSm;
   std::vector<int> lens(batch, kv_len);
   std::mt19937 len_rng(7);
   if (ragged) {
@@ -62,7 +69,8 @@ int main(int argc, char** argv) {
   in.num_kv_heads = kvh;
   in.group = qh / kvh;
   in.head_dim = D;
-  in.target_ctas = sms * fa::kDecodeCtasPerSm * target_mult;
+  in.target_ctas = sms * ctas_per_sm * target_mult;
+  in.cta_threads = wide ? fa::kDecodeWideWarps * 32 : 128;
   in.deterministic = fixed_split > 0;
   in.fixed_split_tokens = fixed_split;
   flashserve::plan::DecodeSchedule s;
@@ -112,15 +120,21 @@ int main(int argc, char** argv) {
   p.partial_lse = reinterpret_cast<float*>(ws + s.layout.partial_lse);
   p.merge_counters = reinterpret_cast<int32_t*>(ws + s.layout.counters);
   p.group_counters = p.merge_counters + s.capacity.merge;
-  const int grid =
-      static_cast<int>(std::min<int64_t>(s.capacity.work, int64_t{sms} * fa::kDecodeCtasPerSm));
+  const int grid = static_cast<int>(std::min<int64_t>(s.capacity.work, int64_t{sms} * ctas_per_sm));
+  auto launch = [&](cudaStream_t st) {
+    if (wide) {
+      fa::launch_decode<D, T, T, true>(p, grid, st);
+    } else {
+      fa::launch_decode<D, T, T, false>(p, grid, st);
+    }
+  };
   for (int it = 0; it < 20; ++it)
-    fa::launch_decode<D>(p, grid, nullptr);
+    launch(nullptr);
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
   cudaEventRecord(a);
-  fa::launch_decode<D>(p, grid, nullptr);
+  launch(nullptr);
   cudaEventRecord(b);
   cudaEventSynchronize(b);
   float ms = 0;
@@ -132,7 +146,7 @@ int main(int argc, char** argv) {
   cudaGraphExec_t ge;
   cudaStreamBeginCapture(gs, cudaStreamCaptureModeGlobal);
   for (int it = 0; it < 50; ++it)
-    fa::launch_decode<D>(p, grid, gs);
+    launch(gs);
   cudaStreamEndCapture(gs, &g);
   cudaGraphInstantiate(&ge, g, 0);
   cudaGraphLaunch(ge, gs);

@@ -55,6 +55,10 @@ struct DecodePlan {
   KVLayout layout = KVLayout::kNHD;
   bool deterministic = false;
   int split_tokens = 0;  // kv tokens per split; 0 when no request is split
+  // Warps of a decode CTA: 4 (two CTAs per SM), or 8 (one per SM) where the capacity allows few
+  // (request, kv head) units (batch 1..2 at head_dim 128, up to ~SMs / 2 units at 256): fewer,
+  // longer splits and a 256-thread merge. Fixed by the capacity, like the fields below.
+  int cta_warps = 4;
   int num_work = 0, num_merge = 0, num_partials = 0;
   // Fixed by the capacity (the same for every re-plan of one capacity):
   int64_t work_capacity = 0, merge_capacity = 0, partial_capacity = 0;

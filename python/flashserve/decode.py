@@ -39,6 +39,7 @@ _CAPACITY_FIELDS = (
     "partial_capacity",
     "num_sms",
     "workspace_bytes",
+    "cta_warps",
 )
 
 

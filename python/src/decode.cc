@@ -16,7 +16,7 @@
 namespace flashserve::python {
 namespace {
 
-constexpr int64_t kPlanMagic = 0x46535044'00000001;  // "FSPD", format 1
+constexpr int64_t kPlanMagic = 0x46535044'00000002;  // "FSPD", format 2
 
 // Field order of the encoded plan; the Python layer reads names from _C.DECODE_PLAN_FIELDS.
 constexpr std::array<const char*, 25> kPlanFieldNames = {"magic",
@@ -43,7 +43,7 @@ constexpr std::array<const char*, 25> kPlanFieldNames = {"magic",
                                                          "merge_offset",
                                                          "partial_out_offset",
                                                          "partial_lse_offset",
-                                                         "reserved"};
+                                                         "cta_warps"};
 constexpr size_t kPlanFields = kPlanFieldNames.size();
 
 std::vector<int64_t> encode(const DecodePlan& p) {
@@ -71,7 +71,7 @@ std::vector<int64_t> encode(const DecodePlan& p) {
           static_cast<int64_t>(p.merge_offset),
           static_cast<int64_t>(p.partial_out_offset),
           static_cast<int64_t>(p.partial_lse_offset),
-          0};
+          p.cta_warps};
 }
 
 DecodePlan decode(const char* op, const Array& a) {
@@ -100,6 +100,7 @@ DecodePlan decode(const char* op, const Array& a) {
   p.merge_offset = static_cast<size_t>(f[21]);
   p.partial_out_offset = static_cast<size_t>(f[22]);
   p.partial_lse_offset = static_cast<size_t>(f[23]);
+  p.cta_warps = static_cast<int>(f[24]);
   return p;
 }
 

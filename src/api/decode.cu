@@ -77,10 +77,16 @@ plan::DecodeScheduleInput schedule_input(const DecodePlanRequest& r, int sms) {
   in.head_dim = r.head_dim;
   in.deterministic = r.deterministic;
   in.fixed_split_tokens = r.fixed_split_tokens;
-  in.target_ctas = sms * attention::kDecodeCtasPerSm;
   in.max_batch_size = r.max_batch_size;
   in.max_q_tokens = r.max_q_tokens;
   in.max_kv_tokens = r.max_kv_tokens;
+  // The wide CTA where the capacity allows few units (tile_policy.h, decode_wide_max_units): a
+  // function of the capacity, so every re-plan of one capacity keeps the kernel a graph holds.
+  const bool wide = !r.deterministic && plan::decode_capacity_units(in) <=
+                                            attention::decode_wide_max_units(
+                                                r.head_dim, dtype_size(r.kv_dtype), in.group, sms);
+  in.cta_threads = (wide ? attention::kDecodeWideWarps : 4) * 32;
+  in.target_ctas = sms * (wide ? 1 : attention::kDecodeCtasPerSm);
   return in;
 }
 
@@ -90,6 +96,8 @@ Status validate_run(const DecodePlan& plan, const DecodeArgs& a, const void* wor
   ArgCheck check(kRunOp);
   check.require(plan.workspace_bytes > 0 && plan.num_kv_heads > 0,
                 "plan: expected a plan made by decode_plan");
+  check.require(plan.cta_warps == 4 || plan.cta_warps == attention::kDecodeWideWarps,
+                "plan: expected a plan made by decode_plan (cta_warps 4 or 8)");
   check.require(workspace != nullptr,
                 "workspace: expected the device workspace given to decode_plan");
   check.require(reinterpret_cast<uintptr_t>(workspace) % 16 == 0,
@@ -267,14 +275,22 @@ int decode_grid(const DecodePlan& plan, int blocks_per_sm) {
       std::min<int64_t>(plan.work_capacity, int64_t{plan.num_sms} * std::max(blocks_per_sm, 1))));
 }
 
-// Threads and dynamic shared memory of the decode kernel (the same tile for a prebuilt and a
-// run-time-compiled specialization); plain constants, no kernel is instantiated here.
-void kernel_shape(int head_dim, int kv_bytes, int* threads, int* smem) {
+// Threads and dynamic shared memory of the decode kernel, 4-warp or wide (the same tile for a
+// prebuilt and a run-time-compiled specialization); plain constants, no kernel is instantiated.
+void kernel_shape(int head_dim, int kv_bytes, bool wide, int* threads, int* smem) {
   dispatch_int<64, 128, 256>(head_dim, [&](auto hd) {
     dispatch_int<1, 2>(kv_bytes, [&](auto kb) {
-      using Tile = attention::DecodeTile<decltype(hd)::value, decltype(kb)::value>;
-      *threads = Tile::kThreads;
-      *smem = attention::decode_smem_bytes<Tile>();
+      auto set = [&](auto tile) {
+        using Tile = decltype(tile);
+        *threads = Tile::kThreads;
+        *smem = attention::decode_smem_bytes<Tile>();
+      };
+      if (wide) {
+        set(attention::DecodeTile<decltype(hd)::value, decltype(kb)::value,
+                                  attention::kDecodeWideWarps>{});
+      } else {
+        set(attention::DecodeTile<decltype(hd)::value, decltype(kb)::value>{});
+      }
     });
   });
 }
@@ -283,16 +299,21 @@ template <class TQ, class TKV>
 Status run_typed(const DecodePlan& plan, const DecodeArgs& a, void* ws, cudaStream_t stream,
                  const runtime::ResolvedKernel& k) {
   attention::DecodeParams<TQ, TKV> p = make_params<TQ, TKV>(plan, a, ws);
+  const bool wide = plan.cta_warps == attention::kDecodeWideWarps;
   if (k.prebuilt != nullptr) {
     const auto& fns = *static_cast<const detail::DecodeKernelFns*>(k.prebuilt);
     int blocks_per_sm = 0;
-    cudaError_t err = fns.blocks_per_sm(&blocks_per_sm);
-    if (err == cudaSuccess) err = fns.launch(&p, decode_grid(plan, blocks_per_sm), stream);
+    cudaError_t err = fns.blocks_per_sm(&blocks_per_sm, wide);
+    if (err == cudaSuccess) err = fns.launch(&p, decode_grid(plan, blocks_per_sm), wide, stream);
     if (err != cudaSuccess) return launch_status(kRunOp, err);
   } else {
     int threads = 0, smem = 0, blocks_per_sm = 0;
-    kernel_shape(plan.head_dim, static_cast<int>(sizeof(TKV)), &threads, &smem);
-    runtime::LoadedKernel& kernel = k.module->kernel(0);
+    kernel_shape(plan.head_dim, static_cast<int>(sizeof(TKV)), wide, &threads, &smem);
+    if (k.module->size() <= (wide ? 1u : 0u)) {
+      return Status(StatusCode::kInternal,
+                    std::string(kRunOp) + ": " + k.name + ": the image has no wide kernel");
+    }
+    runtime::LoadedKernel& kernel = k.module->kernel(wide ? 1 : 0);
     Status st = runtime::prepare_kernel(kernel, threads, smem, &blocks_per_sm);
     runtime::KernelLaunch launch;
     launch.grid = dim3(static_cast<unsigned>(decode_grid(plan, blocks_per_sm)));
@@ -344,10 +365,12 @@ Status resolve_kernel(const char* op, DType q, DType kv, int head_dim, bool may_
   }
   st = registry.resolve(spec, out);
   if (st.ok() && (*out)->module) {
-    // Prepared here, outside capture: decode_run then only launches.
-    int threads = 0, smem = 0, blocks = 0;
-    kernel_shape(head_dim, dtype_size(kv), &threads, &smem);
-    st = runtime::prepare_kernel((*out)->module->kernel(0), threads, smem, &blocks);
+    // Prepared here, outside capture: decode_run then only launches (either kernel).
+    for (size_t i = 0; st.ok() && i < (*out)->module->size() && i < 2; ++i) {
+      int threads = 0, smem = 0, blocks = 0;
+      kernel_shape(head_dim, dtype_size(kv), i == 1, &threads, &smem);
+      st = runtime::prepare_kernel((*out)->module->kernel(i), threads, smem, &blocks);
+    }
   }
   if (!st.ok()) return Status(st.code(), std::string(op) + ": " + st.message());
   return Status();
@@ -379,7 +402,11 @@ Status decode_plan(const DecodePlanRequest& req, void* workspace, size_t workspa
   int sms = 0;
   if (st.ok()) st = resolve_num_sms(kPlanOp, req.num_sms, &sms);
   plan::DecodeSchedule s;
-  if (st.ok()) st = plan::make_decode_schedule(kPlanOp, schedule_input(req, sms), &s);
+  plan::DecodeScheduleInput in;
+  if (st.ok()) {
+    in = schedule_input(req, sms);
+    st = plan::make_decode_schedule(kPlanOp, in, &s);
+  }
   if (st.ok() && (workspace == nullptr || workspace_bytes < s.layout.total)) {
     st =
         invalid(kPlanOp, "workspace: too small: " + str(static_cast<int64_t>(s.layout.total)) +
@@ -415,6 +442,7 @@ Status decode_plan(const DecodePlanRequest& req, void* workspace, size_t workspa
   p.layout = req.layout;
   p.deterministic = req.deterministic;
   p.split_tokens = s.split_tokens;
+  p.cta_warps = in.cta_threads / 32;
   p.num_work = static_cast<int>(s.work.size());
   p.num_merge = static_cast<int>(s.merge.size());
   p.num_partials = static_cast<int>(s.num_partials);
@@ -474,9 +502,14 @@ Status decode_run(const DecodePlan& plan, const DecodeArgs& args, void* workspac
 
 namespace detail {
 
-void decode_launch_shape(DType q, DType kv, int head_dim, int* threads, int* smem_bytes,
+bool decode_has_wide_kernel(DType kv, int head_dim) {
+  return attention::decode_wide_max_units(head_dim, dtype_size(kv), attention::kDecodeMaxRows,
+                                          1 << 20) > 0;
+}
+
+void decode_launch_shape(DType q, DType kv, int head_dim, bool wide, int* threads, int* smem_bytes,
                          int* params_bytes) {
-  kernel_shape(head_dim, dtype_size(kv), threads, smem_bytes);
+  kernel_shape(head_dim, dtype_size(kv), wide, threads, smem_bytes);
   auto with_q = [&](auto qtag) {
     using TQ = typename decltype(qtag)::type;
     switch (kv) {

@@ -11,11 +11,12 @@
 
 namespace flashserve::detail {
 
-// A prebuilt decode kernel: the two calls decode_run makes on it (see decode_prebuilt.cuh).
+// A prebuilt decode kernel: the two calls decode_run makes on it (see decode_prebuilt.cuh); `wide`
+// selects the wide CTA's kernel (DecodePlan::cta_warps == 8).
 struct DecodeKernelFns {
-  cudaError_t (*blocks_per_sm)(int* blocks);
+  cudaError_t (*blocks_per_sm)(int* blocks, bool wide);
   // `params`: the attention::DecodeParams<TQ, TKV> of the specialization.
-  cudaError_t (*launch)(const void* params, int grid, cudaStream_t stream);
+  cudaError_t (*launch)(const void* params, int grid, bool wide, cudaStream_t stream);
 };
 
 struct DecodePrebuilt {
@@ -29,10 +30,13 @@ struct DecodePrebuilt {
 extern const DecodePrebuilt kDecodePrebuilt[];
 
 // The block size, dynamic shared memory and argument size (sizeof(DecodeParams<TQ, TKV>)) the
-// library launches a decode specialization with (decode.cu): a kernel compiled at first use
-// asserts them in its source (decode_kernels.cc).
-void decode_launch_shape(DType q, DType kv, int head_dim, int* threads, int* smem_bytes,
+// library launches a decode specialization's kernel with (decode.cu; `wide`: the wide CTA's): a
+// kernel compiled at first use asserts them in its source (decode_kernels.cc).
+void decode_launch_shape(DType q, DType kv, int head_dim, bool wide, int* threads, int* smem_bytes,
                          int* params_bytes);
+// Whether the specialization has a wide kernel (decode_has_wide in decode_kernel.cuh): the run-time
+// compiled image then holds it as its second entry.
+bool decode_has_wide_kernel(DType kv, int head_dim);
 
 // The registry id of the decode family (registered on the first call).
 int decode_kernel_family();

@@ -58,17 +58,33 @@ int64_t row_chunks(int64_t n, int group) {
 
 }  // namespace
 
-DecodeCapacity decode_capacity(const DecodeScheduleInput& in) {
+namespace {
+
+DecodeCapacity capacity_sizes(const DecodeScheduleInput& in) {
   DecodeCapacity c;
   c.batch = in.max_batch_size > 0 ? in.max_batch_size : in.batch;
   c.q_tokens = in.max_q_tokens > 0
                    ? in.max_q_tokens
                    : std::max(in.max_batch_size > 0 ? c.batch : total_q(in), c.batch);
   c.kv_tokens = in.max_kv_tokens > 0 ? in.max_kv_tokens : total_kv(in);
-  // Units (request, kv head, row chunk): sum over requests of ceil(n_b * group / 8) is below
-  // q_tokens * group / 8 + batch.
-  const int64_t units =
-      in.num_kv_heads * (c.batch + ceil_div(c.q_tokens * in.group, kDecodeMaxRows));
+  return c;
+}
+
+// Units (request, kv head, row chunk): sum over requests of ceil(n_b * group / 8) is below
+// q_tokens * group / 8 + batch.
+int64_t units_of(const DecodeScheduleInput& in, const DecodeCapacity& c) {
+  return in.num_kv_heads * (c.batch + ceil_div(c.q_tokens * in.group, kDecodeMaxRows));
+}
+
+}  // namespace
+
+int64_t decode_capacity_units(const DecodeScheduleInput& in) {
+  return units_of(in, capacity_sizes(in));
+}
+
+DecodeCapacity decode_capacity(const DecodeScheduleInput& in) {
+  DecodeCapacity c = capacity_sizes(in);
+  const int64_t units = units_of(in, c);
   if (in.deterministic) {
     // Each unit adds at most kv_len / F items beyond its first; a request has at most `group`
     // row chunks (8 query tokens x group rows / 8).
@@ -202,8 +218,8 @@ Status make_decode_schedule(const char* op, const DecodeScheduleInput& in, Decod
           w.merge = static_cast<int32_t>(s.merge.size());
           w.num_partials = static_cast<int32_t>(splits);
           w.partial_begin = static_cast<int32_t>(partial);
-          w.merge_group =
-              decode_merge_group(static_cast<int>(splits), w.row_end - w.row_begin, in.head_dim);
+          w.merge_group = decode_merge_group(static_cast<int>(splits), w.row_end - w.row_begin,
+                                             in.head_dim, in.cta_threads);
           if (w.merge_group > 0) groups = ceil_div(splits, w.merge_group);
           DecodeMergeItem m;
           m.request = w.request;

@@ -35,6 +35,7 @@ struct DecodeScheduleInput {
   bool deterministic = false;
   int fixed_split_tokens = 0;  // deterministic split length; 0 = kDefaultFixedSplit
   int target_ctas = 0;         // items the non-deterministic policy aims for (SMs x CTAs/SM)
+  int cta_threads = 128;       // the kernel's CTA (DecodeTile::kThreads): the merge rules' threads
   int64_t max_batch_size = 0;  // capacity; 0 = this batch
   int64_t max_q_tokens = 0;    // capacity; 0 = this batch's (at least max_batch_size)
   int64_t max_kv_tokens = 0;   // capacity (deterministic mode); 0 = this batch's
@@ -80,6 +81,9 @@ struct DecodeSchedule {
 
 // Capacity of the work lists for `in` (its capacity fields, or this batch where they are 0).
 DecodeCapacity decode_capacity(const DecodeScheduleInput& in);
+// The most units (request, kv head, row chunk) a batch within `in`'s capacity can have (a bound:
+// num_kv_heads x (batch + ceil(q_tokens x group / 8))); independent of target_ctas.
+int64_t decode_capacity_units(const DecodeScheduleInput& in);
 DecodeWorkspaceLayout decode_workspace_layout(const DecodeCapacity& cap, int head_dim);
 
 // Validates the host arrays (indptr sorted from 0, last_page_len in range, 0..8 query tokens per

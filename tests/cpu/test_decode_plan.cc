@@ -97,7 +97,7 @@ void expect_cover(const DecodeScheduleInput& in, const std::vector<int>& lens,
       continue;
     }
     const int expected = flashserve::attention::decode_merge_group(
-        w.num_partials, w.row_end - w.row_begin, in.head_dim);
+        w.num_partials, w.row_end - w.row_begin, in.head_dim, in.cta_threads);
     EXPECT_EQ(w.merge_group, expected) << "merge " << w.merge;
     group_of_merge[w.merge] = w.merge_group;
   }
@@ -149,6 +149,36 @@ TEST(DecodePlan, Batch1LongContextFillsTheChip) {
   EXPECT_GE(static_cast<int64_t>(s.work.size()), 132 * 2 * 3 / 4);
   EXPECT_GE(s.split_tokens, flashserve::plan::kMinSplitTokens);
   EXPECT_EQ(s.split_tokens % flashserve::plan::kSplitGranularity, 0);
+}
+
+// The wide CTA (one 8-warp CTA per SM): its plans aim for one item per SM and merge with 256
+// threads; decode_run takes it where the capacity's unit bound is within decode_wide_max_units.
+TEST(DecodePlan, WideCtaSchedule) {
+  using flashserve::attention::decode_wide_max_units;
+  EXPECT_EQ(decode_wide_max_units(128, 2, 7, 132), 16);  // 256-byte rows, > 4 rows a unit
+  EXPECT_EQ(decode_wide_max_units(128, 2, 4, 132), 0);   // 4 rows merge in one round anyway
+  EXPECT_EQ(decode_wide_max_units(256, 1, 8, 132), 16);
+  EXPECT_EQ(decode_wide_max_units(256, 2, 1, 132), 66);  // 512-byte rows
+  EXPECT_EQ(decode_wide_max_units(64, 2, 8, 132), 0);    // 128-byte rows: never
+  EXPECT_EQ(decode_wide_max_units(128, 1, 8, 132), 0);
+  Table t({4096}, 16);
+  auto in = t.input(4, 7, 16);  // Qwen2.5-7B: 28 / 4 heads
+  EXPECT_EQ(flashserve::plan::decode_capacity_units(in), 4 * (1 + 1));
+  in.max_batch_size = 64;
+  EXPECT_EQ(flashserve::plan::decode_capacity_units(in), 4 * (64 + 56));
+  in.max_batch_size = 0;
+  in.target_ctas = 132;
+  in.cta_threads = 256;
+  DecodeSchedule s;
+  ASSERT_TRUE(make_decode_schedule("test", in, &s).ok());
+  expect_cover(in, {4096}, {1}, s);
+  EXPECT_EQ(s.work.size(), 4u * 32);  // 128-token splits (the shortest), one wave of 132
+  for (const auto& w : s.work) {
+    EXPECT_EQ(w.merge_group, 0);  // 32 partials of 224 columns: one round of 256 threads
+    EXPECT_EQ(flashserve::attention::decode_merge_rounds(w.num_partials, w.row_end - w.row_begin,
+                                                         128, in.cta_threads),
+              1);
+  }
 }
 
 TEST(DecodePlan, LargeBatchIsNotSplit) {
@@ -237,26 +267,35 @@ TEST(DecodePlan, RejectsBadTables) {
 TEST(DecodePlan, MergeRoundsAndTwoLevelTrees) {
   using flashserve::attention::decode_merge_group;
   using flashserve::attention::decode_merge_rounds;
-  EXPECT_EQ(decode_merge_rounds(33, 4, 128), 2);  // Llama-3-8B 1 x 4k: 128 columns, 32 per round
-  EXPECT_EQ(decode_merge_rounds(66, 7, 128), 5);  // Qwen2.5-7B 1 x 32k: 2 columns x 16 per round
-  EXPECT_EQ(decode_merge_rounds(16, 1, 128), 1);  // 32 columns: 4 groups of 4 partials
-  EXPECT_EQ(decode_merge_rounds(40, 8, 256), 5);  // 4 columns per thread x 8 per round
-  EXPECT_EQ(decode_merge_group(33, 4, 128), 0);
-  EXPECT_EQ(decode_merge_group(32, 4, 128), 0);
-  EXPECT_EQ(decode_merge_group(33, 8, 128), 0);
-  EXPECT_GT(decode_merge_group(66, 7, 128), 0);
-  for (int d : {64, 128, 256}) {
-    for (int rows = 1; rows <= flashserve::attention::kDecodeMaxRows; ++rows) {
-      for (int n = 2; n <= 700; ++n) {
-        const int k = decode_merge_group(n, rows, d);
-        if (k == 0) continue;
-        const int ng = (n + k - 1) / k;
-        ASSERT_GE(k, 4);
-        ASSERT_GE(n, 2 * k);
-        ASSERT_LE(8 * ng, 3 * n) << "n " << n << " k " << k;
-        ASSERT_LE(decode_merge_rounds(k, rows, d) + decode_merge_rounds(ng, rows, d),
-                  decode_merge_rounds(n, rows, d) - 2)
-            << "n " << n << " rows " << rows << " d " << d;
+  EXPECT_EQ(decode_merge_rounds(33, 4, 128, 128), 2);  // Llama-3-8B 1 x 4k: 128 columns, 32 a round
+  EXPECT_EQ(decode_merge_rounds(66, 7, 128, 128), 5);  // Qwen2.5-7B 1 x 32k: 2 columns x 16 a round
+  EXPECT_EQ(decode_merge_rounds(16, 1, 128, 128), 1);  // 32 columns: 4 groups of 4 partials
+  EXPECT_EQ(decode_merge_rounds(40, 8, 256, 128), 5);  // 4 columns per thread x 8 per round
+  // The wide CTA's 256 threads: Qwen2.5-7B 1 x 4k (32 partials of 224 columns) in one round, an
+  // 8-row head_dim 256 unit with 2 columns per thread x 16 partials a round.
+  EXPECT_EQ(decode_merge_rounds(32, 7, 128, 128), 2);
+  EXPECT_EQ(decode_merge_rounds(32, 7, 128, 256), 1);
+  EXPECT_EQ(decode_merge_rounds(40, 8, 256, 256), 3);
+  EXPECT_EQ(decode_merge_rounds(16, 4, 64, 256), 1);  // 64 columns: 4 groups of 4
+  EXPECT_EQ(decode_merge_group(33, 4, 128, 128), 0);
+  EXPECT_EQ(decode_merge_group(32, 4, 128, 128), 0);
+  EXPECT_EQ(decode_merge_group(33, 8, 128, 128), 0);
+  EXPECT_GT(decode_merge_group(66, 7, 128, 128), 0);
+  for (int threads : {128, 256}) {
+    for (int d : {64, 128, 256}) {
+      for (int rows = 1; rows <= flashserve::attention::kDecodeMaxRows; ++rows) {
+        for (int n = 2; n <= 700; ++n) {
+          const int k = decode_merge_group(n, rows, d, threads);
+          if (k == 0) continue;
+          const int ng = (n + k - 1) / k;
+          ASSERT_GE(k, 4);
+          ASSERT_GE(n, 2 * k);
+          ASSERT_LE(8 * ng, 3 * n) << "n " << n << " k " << k;
+          ASSERT_LE(
+              decode_merge_rounds(k, rows, d, threads) + decode_merge_rounds(ng, rows, d, threads),
+              decode_merge_rounds(n, rows, d, threads) - 2)
+              << "n " << n << " rows " << rows << " d " << d << " threads " << threads;
+        }
       }
     }
   }

@@ -597,12 +597,23 @@ TEST_F(RegistryJitTest, GeneratedDecodeSourceCompiles) {
   EXPECT_EQ(info.name, "decode q=fp16 kv=fp8_e4m3 hd=128");
   EXPECT_EQ(info.entries, std::vector<std::string>{"decode_kernel"});
   // The image holds the instantiation of the prebuilt template (Itanium-mangled name).
-  EXPECT_NE(image.find("13decode_kernelINS0_10DecodeTileILi128ELi1EEE6__half13__nv_fp8_e4m3"),
+  EXPECT_NE(image.find("13decode_kernelINS0_10DecodeTileILi128ELi1ELi4EEE6__half13__nv_fp8_e4m3"),
             std::string::npos);
   bool dep = false;
   for (const std::string& d : info.deps)
     dep |= d == "flashserve/attention/decode_kernel.cuh";
   EXPECT_TRUE(dep);
+  // A specialization with a wide CTA (256-byte rows: bf16 at head_dim 128) holds both kernels,
+  // the 4-warp one first (decode_run's kernel(0) and kernel(1)).
+  const rt::KernelSpec w =
+      flashserve::detail::decode_kernel_spec(DType::kBFloat16, DType::kBFloat16, 128);
+  rt::CompileReport wide;
+  ASSERT_TRUE(registry().compile(w, {"90a"}, false, &wide).ok());
+  ASSERT_EQ(rt::read_artifact(wide.path, &info, &image), rt::ArtifactState::kOk);
+  EXPECT_EQ(info.entries, (std::vector<std::string>{"decode_kernel", "decode_kernel_wide"}));
+  EXPECT_NE(image.find("13decode_kernelINS0_10DecodeTileILi128ELi2ELi4EEE"), std::string::npos);
+  EXPECT_NE(image.find("18decode_kernel_wideINS0_10DecodeTileILi128ELi2ELi8EEE"),
+            std::string::npos);
 }
 
 }  // namespace

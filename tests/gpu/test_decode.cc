@@ -36,7 +36,8 @@ struct DecodeCase {
   bool sinks = false;
   bool deterministic = false;
   int fixed_split = 0;
-  int num_sms = 0;  // 0 = the device's
+  int num_sms = 0;         // 0 = the device's
+  int max_batch_size = 0;  // capacity; 0 = the batch's
 };
 
 std::string describe(const DecodeCase& c) {
@@ -96,6 +97,7 @@ struct DecodeSetup {
     r.deterministic = c.deterministic;
     r.fixed_split_tokens = c.fixed_split;
     r.num_sms = c.num_sms;
+    r.max_batch_size = c.max_batch_size;
     return r;
   }
   flashserve::DecodeArgs args() const {
@@ -187,7 +189,7 @@ Status plan_and_run(DecodeSetup* s, cudaStream_t stream = nullptr,
   return flashserve::decode_run(plan, s->args(), s->ws.data(), stream);
 }
 
-void check_against_reference(const DecodeSetup& s) {
+ref::DecodeRef reference_of(const DecodeSetup& s) {
   ref::DecodeProblem p;
   p.num_qo_heads = s.c.qo_heads;
   p.num_kv_heads = s.c.kv_heads;
@@ -197,9 +199,12 @@ void check_against_reference(const DecodeSetup& s) {
   p.window_left = s.c.window_left;
   if (s.c.sinks) p.sinks = s.sinks;
   std::vector<int> q_indptr(s.q_indptr.begin(), s.q_indptr.end());
-  const auto r = ref::decode(
+  return ref::decode(
       p, s.q, s.c.lens, q_indptr, [&](int b, int t, int h, int d) { return s.kval(b, t, h, d); },
       [&](int b, int t, int h, int d) { return s.vval(b, t, h, d); });
+}
+
+void check_against_reference(const DecodeSetup& s, const ref::DecodeRef& r) {
   cuda_check(cudaDeviceSynchronize(), "decode");
   if (s.q_tokens() == 0) return;
   const std::vector<float> out = s.dout.download();
@@ -217,6 +222,10 @@ void check_against_reference(const DecodeSetup& s) {
   }
 }
 
+void check_against_reference(const DecodeSetup& s) {
+  check_against_reference(s, reference_of(s));
+}
+
 class Decode : public GpuTest {
  protected:
   void run_case(const DecodeCase& c) {
@@ -225,13 +234,30 @@ class Decode : public GpuTest {
     SCOPED_TRACE("seed " + std::to_string(seed));
     DecodeSetup s;
     make_setup(&s, c, seed);
-    const Status st = plan_and_run(&s);
+    flashserve::DecodePlan plan;
+    Status st = plan_and_run(&s, nullptr, &plan);
     ASSERT_TRUE(st.ok()) << st.to_string();
-    check_against_reference(s);
+    const ref::DecodeRef r = reference_of(s);
+    check_against_reference(s, r);
+    if (plan.cta_warps == 8 && s.c.max_batch_size == 0) {
+      // The plan took the wide CTA (few units): the same inputs through the 4-warp kernel too, by
+      // a capacity with many units.
+      SCOPED_TRACE("4-warp CTAs (capacity of 256 requests)");
+      s.c.max_batch_size = 256;
+      st = plan_and_run(&s, nullptr, &plan);
+      ASSERT_TRUE(st.ok()) << st.to_string();
+      EXPECT_EQ(plan.cta_warps, 4);
+      check_against_reference(s, r);
+      s.c.max_batch_size = 0;
+    }
   }
   // One request of `len` tokens in deterministic mode: bitwise identical across runs and inside a
   // bigger batch, and right.
   void check_deterministic(int len, int qo_heads, int fixed_split);
+  // Captures a run of c1 with a plan of `capacity` requests, re-plans c2 into the same workspace,
+  // replays: the plan's CTA must be `cta_warps` wide and both outputs right.
+  void graph_replay_after_replan(const DecodeCase& c1, const DecodeCase& c2, int capacity,
+                                 int cta_warps);
 };
 
 const std::vector<int> kRagged{1, 17, 0, 1000, 5};
@@ -280,6 +306,58 @@ TEST_F(Decode, LongContextSplitsAndMerges) {
       c.qo_heads = group;
       run_case(c);
     }
+  }
+}
+
+// Which CTA a plan takes (tile_policy.h, decode_wide_max_units): the wide one for few units at
+// head_dim 128 (bf16, group > 4) and 256, never at 64 or in deterministic mode; both right at batch
+// 1 x 33000 (the shape it is for: Qwen2.5-7B's 28 / 4 heads, a 7-row merge of 32 partials in one
+// round).
+TEST_F(Decode, WideCtaChoice) {
+  struct Want {
+    int head_dim;
+    DType kv;
+    std::vector<int> lens;
+    int qo_heads, kv_heads;
+    bool det;
+    int max_batch;
+    int warps;
+  };
+  const std::vector<Want> wants = {
+      {128, DType::kBFloat16, {33000}, 28, 4, false, 0, 8},
+      {128, DType::kBFloat16, {4096}, 64, 8, false, 0, 8},
+      {128, DType::kBFloat16, {4096}, 32, 8, false, 0, 4},        // 4-row units: one merge round
+      {128, DType::kBFloat16, {4096, 4096}, 64, 8, false, 0, 4},  // 8 x (2 + 2) units > 16
+      {128, DType::kBFloat16, {4096}, 64, 8, false, 64, 4},
+      {128, DType::kBFloat16, {4096}, 64, 8, true, 0, 4},
+      {256, DType::kBFloat16, {4096, 100, 7, 1}, 32, 8, false, 0, 8},
+      {256, DType::kFloat8E4M3, {4096}, 64, 8, false, 0, 8},
+      {128, DType::kFloat8E4M3, {4096}, 32, 8, false, 0, 4},
+      {64, DType::kBFloat16, {4096}, 32, 8, false, 0, 4},
+  };
+  for (const Want& w : wants) {
+    DecodeCase c;
+    c.lens = w.lens;
+    c.head_dim = w.head_dim;
+    c.kv_dtype = w.kv;
+    c.qo_heads = w.qo_heads;
+    c.kv_heads = w.kv_heads;
+    c.deterministic = w.det;
+    c.max_batch_size = w.max_batch;
+    if (flashserve::is_fp8(w.kv)) {
+      c.k_scale = 0.05f;
+      c.v_scale = 0.03f;
+    }
+    SCOPED_TRACE(describe(c) + " max_batch " + std::to_string(w.max_batch));
+    const uint64_t seed = next_seed();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    DecodeSetup s;
+    make_setup(&s, c, seed);
+    flashserve::DecodePlan plan;
+    const Status st = plan_and_run(&s, nullptr, &plan);
+    ASSERT_TRUE(st.ok()) << st.to_string();
+    EXPECT_EQ(plan.cta_warps, w.warps);
+    if (w.lens.size() == 1 && w.lens[0] == 33000) run_case(c);  // both kernels, both right
   }
 }
 
@@ -417,11 +495,22 @@ TEST_F(Decode, DynamicScheduleOnFewCtas) {
 }
 
 TEST_F(Decode, GraphReplayAfterReplan) {
-  // Capacity for 8 requests; capture with one batch, re-plan another, replay.
+  // Capacity for 8 requests (4-warp CTAs), then for 2 at group 8 (the wide CTA: 2 x (2 + 2) units).
   DecodeCase c1;
   c1.lens = {4000, 10, 0, 700, 20000, 3, 1, 64};
   DecodeCase c2 = c1;
   c2.lens = {20000, 5, 200};
+  graph_replay_after_replan(c1, c2, 8, 4);
+  c1.lens = {33000, 10};
+  c1.qo_heads = 16;  // group 8: 8-row units
+  c2 = c1;
+  c2.lens = {0, 20000};
+  graph_replay_after_replan(c1, c2, 2, 8);
+}
+
+void Decode::graph_replay_after_replan(const DecodeCase& c1, const DecodeCase& c2, int capacity,
+                                       int cta_warps) {
+  SCOPED_TRACE(describe(c1) + " then " + describe(c2));
   const uint64_t seed = next_seed();
   SCOPED_TRACE("seed " + std::to_string(seed));
   DecodeSetup s1, s2;
@@ -432,13 +521,14 @@ TEST_F(Decode, GraphReplayAfterReplan) {
   cudaStream_t stream;
   cuda_check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "stream");
   auto req1 = s1.request();
-  req1.max_batch_size = 8;
-  req1.max_q_tokens = 8;
+  req1.max_batch_size = capacity;
+  req1.max_q_tokens = capacity;
   size_t bytes = 0;
   ASSERT_TRUE(flashserve::decode_workspace_size(req1, &bytes).ok());
   DeviceTensor ws(DType::kUInt8, {static_cast<int64_t>(bytes)});
   flashserve::DecodePlan plan;
   ASSERT_TRUE(flashserve::decode_plan(req1, ws.data(), bytes, stream, &plan).ok());
+  EXPECT_EQ(plan.cta_warps, cta_warps);
   s1.dout.poison();
   cudaGraph_t graph;
   cuda_check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "capture");
@@ -453,8 +543,8 @@ TEST_F(Decode, GraphReplayAfterReplan) {
 
   // Re-plan batch 2 into the same workspace; copy its data into s1's buffers; replay.
   auto req2 = s2.request();
-  req2.max_batch_size = 8;
-  req2.max_q_tokens = 8;
+  req2.max_batch_size = capacity;
+  req2.max_q_tokens = capacity;
   flashserve::DecodePlan plan2;
   ASSERT_TRUE(flashserve::decode_plan(req2, ws.data(), bytes, stream, &plan2).ok());
   auto copy = [&](const DeviceTensor& from, const DeviceTensor& to) {

@@ -383,9 +383,12 @@ def test_plan_workspace_checks():
     )
 
 
+DECODE_MAGIC = 0x4653504400000002  # "FSPD", format 2 (cta_warps in the last field)
+
+
 def fake_plan(**fields):
     base = dict(
-        magic=0x4653504400000001,
+        magic=DECODE_MAGIC,
         batch_size=2,
         q_tokens=2,
         num_qo_heads=32,
@@ -398,6 +401,7 @@ def fake_plan(**fields):
         work_capacity=64,
         num_sms=132,
         workspace_bytes=1 << 20,
+        cta_warps=4,
     )
     base.update(fields)
     return host_int64([base.get(name, 0) for name in _C.DECODE_PLAN_FIELDS])
@@ -419,7 +423,7 @@ def run_args(plan, q_heads=32, lse=None):
 def test_run_rejects_a_foreign_plan():
     bad = host_int64([1] * len(_C.DECODE_PLAN_FIELDS))
     invalid(lambda: _C.decode_run(*run_args(bad)), "decode_run", "plan", "returned by decode_plan")
-    short = host_int64([0x4653504400000001, 1, 2])
+    short = host_int64([DECODE_MAGIC, 1, 2])
     invalid(lambda: _C.decode_run(*run_args(short)), "decode_run", "plan", "int64[")
 
 
@@ -433,12 +437,18 @@ def test_run_checks_tensors_against_the_plan():
     lse = arr((2, 32), "bfloat16", slot=8)
     invalid(lambda: _C.decode_run(*run_args(fake_plan(), lse=lse)), "decode_run", "lse", "float32")
     accepted(lambda: _C.decode_run(*run_args(fake_plan())), "decode_run")
+    accepted(lambda: _C.decode_run(*run_args(fake_plan(cta_warps=8))), "decode_run")
+    invalid(
+        lambda: _C.decode_run(*run_args(fake_plan(cta_warps=6))), "decode_run", "plan", "cta_warps"
+    )
 
 
 def test_plan_field_names_are_stable():
     fields = _C.DECODE_PLAN_FIELDS
     assert fields[0] == "magic" and len(fields) == 25
-    assert {"split_tokens", "num_work", "work_capacity", "workspace_bytes"} <= set(fields)
+    assert {"split_tokens", "num_work", "work_capacity", "workspace_bytes", "cta_warps"} <= set(
+        fields
+    )
 
 
 # ---- prefill plan / run --------------------------------------------------------------------------

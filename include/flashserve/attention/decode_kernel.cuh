@@ -68,8 +68,8 @@ struct DecodeSmem {
   static constexpr int kBytes = Tile::kPipeBytes + (kQFloats + kPFloats) * 4;
   // The occupancy the plan's split target assumes (tile_policy.h): 228 KiB per SM, 1 KiB reserved
   // per CTA.
-  static_assert(kDecodeCtasPerSm * (kBytes + 1024) <= 228 * 1024,
-                "kDecodeCtasPerSm CTAs must fit an SM's shared memory");
+  static_assert(Tile::kCtasPerSm * (kBytes + 1024) <= 228 * 1024,
+                "Tile::kCtasPerSm CTAs must fit an SM's shared memory");
 };
 
 template <class Tile>
@@ -937,10 +937,11 @@ __device__ void merge_unit(const DecodeParams<TQ, TKV>& p, const DecodeWorkItem&
   constexpr int T = Tile::kThreads;
   constexpr int kVecsPerRow = D / 4;
   constexpr int kSlotVecs = kDecodeMaxRows * kVecsPerRow;  // one partial in the workspace
-  constexpr int kCols = kSlotVecs / T;                     // columns per thread at most
-  static_assert(kCols >= 1 && kSlotVecs % T == 0, "whole columns per thread");
+  // Columns per thread at most (decode_merge_rounds, which the plan's merge rules use, assumes
+  // these for T = Tile::kThreads threads).
+  constexpr int kCols = kSlotVecs >= T ? kSlotVecs / T : 1;
+  static_assert(kSlotVecs % T == 0 || T % kSlotVecs == 0, "whole columns per thread");
   static_assert(kMergeLoads % kCols == 0, "equal loads per column");
-  static_assert(T == kDecodeMergeThreads, "the plan's merge rules assume this many threads");
   static_assert(T * (sizeof(float4) + 2 * sizeof(float)) <= Tile::kPipeBytes,
                 "the groups' partial sums fit the pipeline buffers");
   const int t = threadIdx.x;
@@ -1075,9 +1076,11 @@ __device__ __forceinline__ DecodeWorkItem load_work_item(const DecodeWorkItem* s
 // Otherwise items of at most kDecodeSmallRows rows (GQA group <= 4 with one query token:
 // Llama-3-8B, Qwen2.5-7B) run a body that computes only those rows (half the QK/PV FMAs and q loads
 // of the 8-row body); the choice is per item and warp-uniform, so any plan runs on the same kernel.
+// decode_kernel (4-warp tiles) and decode_kernel_wide (DecodeTile<..., kDecodeWideWarps>, one CTA
+// per SM; tile_policy.h) run this body; two kernel names so that a run-time-compiled image holds
+// one instantiation of each (runtime/kernel_loader.cc finds a template's kernel by name).
 template <class Tile, class TQ, class TKV>
-__global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
-    decode_kernel(const __grid_constant__ DecodeParams<TQ, TKV> p) {
+__device__ __forceinline__ void decode_kernel_body(const DecodeParams<TQ, TKV>& p) {
   extern __shared__ __align__(128) uint8_t smem[];
   __shared__ int next_item;
   FS_DTRACE(0);
@@ -1112,12 +1115,47 @@ __global__ void __launch_bounds__(Tile::kThreads, kDecodeCtasPerSm)
   }
 }
 
+template <class Tile, class TQ, class TKV>
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kCtasPerSm)
+    decode_kernel(const __grid_constant__ DecodeParams<TQ, TKV> p) {
+  static_assert(Tile::kWarps == 4, "decode_kernel_wide runs the wide tile");
+  decode_kernel_body<Tile>(p);
+}
+
+template <class Tile, class TQ, class TKV>
+__global__ void __launch_bounds__(Tile::kThreads, Tile::kCtasPerSm)
+    decode_kernel_wide(const __grid_constant__ DecodeParams<TQ, TKV> p) {
+  static_assert(Tile::kWarps == kDecodeWideWarps, "decode_kernel runs the 4-warp tile");
+  decode_kernel_body<Tile>(p);
+}
+
+// The tile of a (head_dim, TKV) specialization, 4-warp or wide.
+template <int kHeadDim, class TKV, bool kWide>
+using DecodeTileOf =
+    DecodeTile<kHeadDim, static_cast<int>(sizeof(TKV)), kWide ? kDecodeWideWarps : 4>;
+
+// Whether a specialization has a wide kernel at all (decode_wide_max_units > 0 for some device).
+template <int kHeadDim, class TKV>
+constexpr bool decode_has_wide() {
+  return decode_wide_max_units(kHeadDim, static_cast<int>(sizeof(TKV)), kDecodeMaxRows, 1 << 20) >
+         0;
+}
+
+template <class Tile, class TQ, class TKV>
+constexpr auto decode_kernel_fn() {
+  if constexpr (Tile::kWarps == 4) {
+    return &decode_kernel<Tile, TQ, TKV>;
+  } else {
+    return &decode_kernel_wide<Tile, TQ, TKV>;
+  }
+}
+
 // Blocks the kernel can keep resident per SM (for sizing the persistent grid). The shared-memory
 // opt-in and the occupancy query run once per device: together they cost several microseconds,
 // more than the launch itself, on every decode step otherwise.
-template <int kHeadDim, class TQ, class TKV>
+template <int kHeadDim, class TQ, class TKV, bool kWide = false>
 cudaError_t decode_blocks_per_sm(int* blocks) {
-  using Tile = DecodeTile<kHeadDim, static_cast<int>(sizeof(TKV))>;
+  using Tile = DecodeTileOf<kHeadDim, TKV, kWide>;
   constexpr int smem = decode_smem_bytes<Tile>();
   constexpr int kMaxDevices = 64;
   static std::atomic<int> cache[kMaxDevices];  // blocks + 1; 0: not prepared on that device
@@ -1131,11 +1169,10 @@ cudaError_t decode_blocks_per_sm(int* blocks) {
       return cudaSuccess;
     }
   }
-  err = cudaFuncSetAttribute(decode_kernel<Tile, TQ, TKV>,
-                             cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  constexpr auto kernel = decode_kernel_fn<Tile, TQ, TKV>();
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
   if (err != cudaSuccess) return err;
-  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, decode_kernel<Tile, TQ, TKV>,
-                                                      Tile::kThreads, smem);
+  err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, Tile::kThreads, smem);
   if (err == cudaSuccess && device < kMaxDevices) {
     cache[device].store(*blocks + 1, std::memory_order_release);
   }
@@ -1143,14 +1180,15 @@ cudaError_t decode_blocks_per_sm(int* blocks) {
 }
 
 // Launches the persistent grid; prepares the kernel on this device first if needed.
-template <int kHeadDim, class TQ, class TKV>
+template <int kHeadDim, class TQ, class TKV, bool kWide = false>
 cudaError_t launch_decode(const DecodeParams<TQ, TKV>& p, int grid, cudaStream_t stream) {
-  using Tile = DecodeTile<kHeadDim, static_cast<int>(sizeof(TKV))>;
+  using Tile = DecodeTileOf<kHeadDim, TKV, kWide>;
   constexpr int smem = decode_smem_bytes<Tile>();
   int blocks = 0;
-  cudaError_t err = decode_blocks_per_sm<kHeadDim, TQ, TKV>(&blocks);
+  cudaError_t err = decode_blocks_per_sm<kHeadDim, TQ, TKV, kWide>(&blocks);
   if (err != cudaSuccess) return err;
-  decode_kernel<Tile, TQ, TKV><<<grid, Tile::kThreads, smem, stream>>>(p);
+  constexpr auto kernel = decode_kernel_fn<Tile, TQ, TKV>();
+  kernel<<<grid, Tile::kThreads, smem, stream>>>(p);
   return cudaGetLastError();
 }
 

@@ -5,7 +5,9 @@
 // pipeline, so warps never wait on each other until the final combine. A tile is 32 lanes wide:
 // each token's K row is split over kLanesPerToken lanes of 128 bytes, so a tile is always 4 KiB of
 // K plus 4 KiB of V (32 tokens at head_dim 64 bf16 / 128 fp8, 16 at 128 bf16, 8 at 256 bf16):
-// 8 KiB per stage, 64 KiB per CTA (+ ~6 KiB of q and p), 2 CTAs per SM (kDecodeCtasPerSm).
+// 8 KiB per stage, 64 KiB per CTA (+ ~6 KiB of q and p), 2 CTAs per SM (kDecodeCtasPerSm). Plans
+// whose capacity has few units take the wide CTA instead: 8 warps, one per SM
+// (decode_wide_max_units below).
 //
 // Why 2 stages: with 3 stages (104.5 KB per CTA) and 168 registers; ncu on an H200
 // (bf16, 32/8 heads x 128, page 16, batch 64 x kv 2048) showed 12.5% theoretical occupancy,
@@ -32,12 +34,20 @@ constexpr bool kDecodeFp8UseMma = true;
 // false: the previous order (wait, then issue the next tile; q first).
 constexpr bool kDecodeEarlyPrefetch = true;
 
-template <int kHeadDim_, int kKVBytes_>
+// The wide CTA (kDecodeWideWarps warps, one CTA per SM) for plans whose capacity has few units;
+// see decode_use_wide_ctas below.
+constexpr int kDecodeWideWarps = 8;
+
+template <int kHeadDim_, int kKVBytes_, int kWarps_ = 4>
 struct DecodeTile {
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kKVBytes = kKVBytes_;  // bytes per cache element (2, or 1 for fp8)
-  static constexpr int kWarps = 4;
+  static constexpr int kWarps = kWarps_;      // 4, or kDecodeWideWarps for the wide CTA
+  static_assert(kWarps == 4 || kWarps == kDecodeWideWarps, "4 or 8 warps a CTA");
   static constexpr int kThreads = kWarps * 32;
+  // CTAs per SM the kernel is built for (__launch_bounds__ min blocks; the shared-memory fit is
+  // static_asserted in decode_kernel.cuh): two 4-warp CTAs or one wide CTA, 8 warps either way.
+  static constexpr int kCtasPerSm = 8 / kWarps;
   static constexpr int kStages = 2;
   static constexpr int kRowBytes = kHeadDim * kKVBytes;  // one token's K (or V) of one head
   static constexpr int kLanesPerToken = kRowBytes >= 128 ? kRowBytes / 128 : 1;
@@ -75,37 +85,63 @@ struct DecodeTile {
 // Measured on an H200 (bf16, 32/8 x 128, page 16), 2-stage pipeline: 2 CTAs/SM (no spills)
 // 3.10 / 3.32 TB/s at b64 x kv4096 / 32768; 3 CTAs/SM (168-register cap, 72 B spills) 2.76 / 2.98
 // there but 2.91 vs 2.68 at b16 x 4096. Large batches decide: 2.
-// CTAs per SM the kernel is built for (__launch_bounds__ min blocks, so <= 255 registers; the smem
-// fit is static_asserted in decode_kernel.cuh) and the non-deterministic split policy aims to fill
-// (src/api/decode.cu: target_ctas = SMs x this), so batch-1 long-context splits fill every slot.
+// CTAs per SM of the 4-warp tile (DecodeTile::kCtasPerSm), which the non-deterministic split
+// policy aims to fill (src/api/decode.cu: target_ctas = SMs x this), so batch-1 long-context splits
+// fill every slot.
 constexpr int kDecodeCtasPerSm = 2;
+
+// The wide CTA: 8 warps and one CTA per SM instead of two 4-warp CTAs (the same warps and shared
+// memory per SM), so a unit is cut into half as many splits, each warp keeps its tiles, and the
+// merge has 256 threads and half the partials. Measured on the H100 with bench/tools/decode_trace
+// (bf16, page 16, graph; 4-warp -> wide, us):
+//  - 256-byte rows (head_dim 128): batch 1 x 4k Llama-3-70B 11.27 -> 9.95, Qwen2.5-7B 10.79 ->
+//    8.64, Qwen3-14B 10.69 -> 9.82, Llama-3-8B 9.90 -> 9.88 (its merge already took one round);
+//    1 x 32k Qwen2.5 34.1 -> 31.2, Llama-3-8B 53.3 -> 53.6; but b2 x 4k Llama-3-8B 12.5 -> 12.8,
+//    b16 x 4k 97 -> 101, b64 x 2k 184 -> 187, b256 x 1k 362 -> 375 (a CTA's item changes idle
+//    the whole SM).
+//  - 512-byte rows (head_dim 256, CUDA-core body): 1 x 4k 28.4 -> 19.8, Qwen2.5 28.1 -> 18.3, 1 x
+//  32k
+//    115 -> 105, b16 x 4k 197 -> 196, b64 x 2k 370 -> 373.
+//  - 128-byte rows (head_dim 64): 1 x 4k 8.27 -> 8.43, b16 x 4k 54.8 -> 59.0: never.
+// The gain at 256-byte rows is the merge's second round of loads, which a unit of more than 4 rows
+// (group > 4 for one query token) needs with 128 threads; Llama-3-8B's 4-row units merge in one
+// and gained nothing (bench beside cuDNN: 1 x 32k 52.2 -> 54.0 us across two sessions).
+// So the plan takes it (non-deterministic plans only: the warps' combine order is part of the
+// bits) when the units its capacity allows (decode_capacity_units in src/plan/decode_plan.h) are
+// at most this many; 0: never.
+constexpr int decode_wide_max_units(int head_dim, int kv_bytes, int group, int num_sms) {
+  const int row_bytes = head_dim * kv_bytes;
+  return row_bytes >= 512 ? num_sms / 2 : row_bytes >= 256 && group > 4 ? 16 : 0;
+}
 
 // CUDA-core path (tiles without kUseMma): items with at most this many rows run the reduced-row
 // body (GQA group 4 x 1 query token: half the per-token FMAs and shared-memory q reads of the 8-row
 // body).
 constexpr int kDecodeSmallRows = 4;
 
-// The split-KV merge (merge_unit in decode_kernel.cuh) by the CTA of a unit's last item: its
-// 128 threads load partials straight into registers, up to kDecodeMergeLoads 16-byte loads per
-// thread and round; a round costs one L2 round trip (0.6..1 us at batch 1 on the H100: the
-// partials were just written by other SMs). A column is 4 dims of one row: with at most 128 columns
-// the partials are shared out between 128 / columns thread groups, otherwise each thread takes
-// head_dim / 64 columns, kDecodeMergeLoads / (head_dim / 64) partials of each per round.
+// The split-KV merge (merge_unit in decode_kernel.cuh) by the CTA of a unit's last item: its T
+// threads (128, or 256 in the wide CTA) load partials straight into registers, up to
+// kDecodeMergeLoads 16-byte loads per thread and round; a round costs one L2 round trip (0.6..1 us
+// at batch 1 on the H100: the partials were just written by other SMs). A column is 4 dims of one
+// row: with at most T columns the partials are shared out between T / columns thread groups,
+// otherwise each thread takes 2 x head_dim / T columns (an 8-row partial's share),
+// kDecodeMergeLoads / (2 x head_dim / T) partials of each per round.
 // 32 (was 24): batch 1 x 4096 units (32 partials of 4..8 rows) need one round fewer; the merge
 // runs after the tiles, so its registers are free (ptxas, sm_90a: 222..255 registers, no spills;
 // 40 spills at head_dim 256). Trace tool A/B on the H100: b1 x 4k -0.35..-0.55 us a model.
-constexpr int kDecodeMergeThreads = 128;  // DecodeTile::kThreads (static_asserted in the kernel)
 constexpr int kDecodeMergeLoads = 32;
 
-// Rounds of loads to merge n partials of `rows` rows in one CTA.
-constexpr int decode_merge_rounds(int n, int rows, int head_dim) {
+// Rounds of loads to merge n partials of `rows` rows in one CTA of `threads` threads
+// (DecodeTile::kThreads).
+constexpr int decode_merge_rounds(int n, int rows, int head_dim, int threads) {
   const int cols = rows * head_dim / 4;
-  if (cols <= kDecodeMergeThreads) {
-    const int groups = kDecodeMergeThreads / cols < n ? kDecodeMergeThreads / cols : n;
+  if (cols <= threads) {
+    const int groups = threads / cols < n ? threads / cols : n;
     const int per_thread = (n + groups - 1) / groups;
     return (per_thread + kDecodeMergeLoads - 1) / kDecodeMergeLoads;
   }
-  const int per_round = kDecodeMergeLoads / (head_dim >= 128 ? head_dim / 64 : 1);
+  // merge_unit's columns per thread: those of an 8-row partial (kDecodeMaxRows x head_dim / 4).
+  const int per_round = kDecodeMergeLoads / (2 * head_dim / threads);
   return (n + per_round - 1) / per_round;
 }
 
@@ -114,12 +150,13 @@ constexpr int decode_merge_rounds(int n, int rows, int head_dim) {
 // (an acq_rel atomic, ~0.8 us) on top of its rounds, so a tree is used only where it saves >= 2
 // rounds (Qwen2.5-7B, 7 rows, at 1 x 32k: 66 partials, 6 rounds -> 1 + 1). Returns k, or 0 for one
 // level; k >= 4 and n >= 2k, so a unit adds ceil(n / k) <= 3n / 8 group partials.
-constexpr int decode_merge_group(int n, int rows, int head_dim) {
-  const int single = decode_merge_rounds(n, rows, head_dim);
+constexpr int decode_merge_group(int n, int rows, int head_dim, int threads) {
+  const int single = decode_merge_rounds(n, rows, head_dim, threads);
   int best_k = 0, best_r = single - 1, best_w = 0;
   for (int k = 4; 2 * k <= n; ++k) {
     const int ng = (n + k - 1) / k;
-    const int r = decode_merge_rounds(k, rows, head_dim) + decode_merge_rounds(ng, rows, head_dim);
+    const int r = decode_merge_rounds(k, rows, head_dim, threads) +
+                  decode_merge_rounds(ng, rows, head_dim, threads);
     const int w = k > ng ? k : ng;  // ties: the most even split of the two levels
     if (r < best_r || (r == best_r && best_k > 0 && w < best_w)) {
       best_k = k;
