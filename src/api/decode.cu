@@ -502,11 +502,6 @@ Status decode_run(const DecodePlan& plan, const DecodeArgs& args, void* workspac
 
 namespace detail {
 
-bool decode_has_wide_kernel(DType kv, int head_dim) {
-  return attention::decode_wide_max_units(head_dim, dtype_size(kv), attention::kDecodeMaxRows,
-                                          1 << 20) > 0;
-}
-
 void decode_launch_shape(DType q, DType kv, int head_dim, bool wide, int* threads, int* smem_bytes,
                          int* params_bytes) {
   kernel_shape(head_dim, dtype_size(kv), wide, threads, smem_bytes);

@@ -88,7 +88,8 @@ runtime::KernelSource generate(const runtime::KernelSpec& s) {
     src.entries.push_back(kernel);
   };
   add("decode_kernel", false);
-  if (decode_has_wide_kernel(kv, hd)) add("decode_kernel_wide", true);
+  // The wide kernel, where the specialization has one, is the image's second entry.
+  if (attention::decode_has_wide(hd, dtype_size(kv))) add("decode_kernel_wide", true);
   src.code += "}  // namespace flashserve::attention\n";
   return src;
 }

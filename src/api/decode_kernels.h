@@ -34,9 +34,6 @@ extern const DecodePrebuilt kDecodePrebuilt[];
 // kernel compiled at first use asserts them in its source (decode_kernels.cc).
 void decode_launch_shape(DType q, DType kv, int head_dim, bool wide, int* threads, int* smem_bytes,
                          int* params_bytes);
-// Whether the specialization has a wide kernel (decode_has_wide in decode_kernel.cuh): the run-time
-// compiled image then holds it as its second entry.
-bool decode_has_wide_kernel(DType kv, int head_dim);
 
 // The registry id of the decode family (registered on the first call).
 int decode_kernel_family();

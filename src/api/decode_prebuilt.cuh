@@ -14,7 +14,7 @@ namespace flashserve::detail {
 
 template <int kHeadDim, class TQ, class TKV>
 cudaError_t prebuilt_decode_blocks(int* blocks, bool wide) {
-  if constexpr (attention::decode_has_wide<kHeadDim, TKV>()) {
+  if constexpr (attention::decode_has_wide(kHeadDim, sizeof(TKV))) {
     if (wide) return attention::decode_blocks_per_sm<kHeadDim, TQ, TKV, true>(blocks);
   }
   if (wide) return cudaErrorInvalidValue;  // the plan never picks it (decode_wide_max_units)
@@ -24,7 +24,7 @@ cudaError_t prebuilt_decode_blocks(int* blocks, bool wide) {
 template <int kHeadDim, class TQ, class TKV>
 cudaError_t prebuilt_decode_launch(const void* params, int grid, bool wide, cudaStream_t stream) {
   const auto& p = *static_cast<const attention::DecodeParams<TQ, TKV>*>(params);
-  if constexpr (attention::decode_has_wide<kHeadDim, TKV>()) {
+  if constexpr (attention::decode_has_wide(kHeadDim, sizeof(TKV))) {
     if (wide) return attention::launch_decode<kHeadDim, TQ, TKV, true>(p, grid, stream);
   }
   if (wide) return cudaErrorInvalidValue;

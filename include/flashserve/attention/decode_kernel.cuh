@@ -1134,13 +1134,6 @@ template <int kHeadDim, class TKV, bool kWide>
 using DecodeTileOf =
     DecodeTile<kHeadDim, static_cast<int>(sizeof(TKV)), kWide ? kDecodeWideWarps : 4>;
 
-// Whether a specialization has a wide kernel at all (decode_wide_max_units > 0 for some device).
-template <int kHeadDim, class TKV>
-constexpr bool decode_has_wide() {
-  return decode_wide_max_units(kHeadDim, static_cast<int>(sizeof(TKV)), kDecodeMaxRows, 1 << 20) >
-         0;
-}
-
 template <class Tile, class TQ, class TKV>
 constexpr auto decode_kernel_fn() {
   if constexpr (Tile::kWarps == 4) {

@@ -114,6 +114,12 @@ constexpr int decode_wide_max_units(int head_dim, int kv_bytes, int group, int n
   return row_bytes >= 512 ? num_sms / 2 : row_bytes >= 256 && group > 4 ? 16 : 0;
 }
 
+// Whether a (head_dim, cache element bytes) specialization has a wide kernel at all: some group
+// and device take it. The prebuilt and run-time-compiled images instantiate it only then.
+constexpr bool decode_has_wide(int head_dim, int kv_bytes) {
+  return decode_wide_max_units(head_dim, kv_bytes, /*group=*/8, /*num_sms=*/1 << 20) > 0;
+}
+
 // CUDA-core path (tiles without kUseMma): items with at most this many rows run the reduced-row
 // body (GQA group 4 x 1 query token: half the per-token FMAs and shared-memory q reads of the 8-row
 // body).
