@@ -2,9 +2,11 @@
 //   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_DECODE_TRACE \
 //     -Iinclude -Isrc bench/tools/decode_trace.cu src/plan/decode_plan.cc -o decode_trace
 //   ./decode_trace batch kv_len q_heads kv_heads [fixed_split [static [target_mult [ragged
-//   [wide]]]]] (bf16, head_dim 128 or -DFS_HD=64 / 256, page 16, NHD; static = 1: items by static
-//   striding instead of tickets; wide = 1: the 8-warp CTA, one per SM, whatever the plan would
-//   pick)
+//   [wide [hnd [fit]]]]]]]] (bf16, head_dim 128 or -DFS_HD=64 / 256, page 16; static = 1: items
+//   by static striding instead of tickets; target_mult < 0: a split target of -target_mult items;
+//   wide = 1: the 8-warp CTA, one per SM, whatever the plan would pick; hnd = 1: HND pages (else
+//   NHD); fit = 0: proportional splits only (DecodeScheduleInput::fit_uniform_splits)).
+//   Environment: GRID=n caps the grid; DUMP=1 prints each CTA's SM, item and times.
 // Prints, per phase, the median and max over CTAs (their last item) of the time since the
 // previous point, and the spread of CTA start and end times. The merge points are those of the
 // units' last items.
@@ -35,6 +37,8 @@ int main(int argc, char** argv) {
   // ragged = 1: request lengths uniform in [kv_len / 4, 7 kv_len / 4) (fixed seed), mean kv_len.
   const bool ragged = argc > 8 && std::atoi(argv[8]) != 0;
   const bool wide = argc > 9 && std::atoi(argv[9]) != 0;
+  const bool hnd = argc > 10 && std::atoi(argv[10]) != 0;     // 1: HND pages
+  const bool fit = !(argc > 11 && std::atoi(argv[11]) == 0);  // 0: proportional splits only
 #ifndef FS_HD
 #define FS_HD 128
 #endif
@@ -69,9 +73,10 @@ int main(int argc, char** argv) {
   in.num_kv_heads = kvh;
   in.group = qh / kvh;
   in.head_dim = D;
-  in.target_ctas = sms * ctas_per_sm * target_mult;
+  in.target_ctas = target_mult > 0 ? sms * ctas_per_sm * target_mult : -target_mult;  // < 0: this
   in.cta_threads = wide ? fa::kDecodeWideWarps * 32 : 128;
   in.deterministic = fixed_split > 0;
+  in.fit_uniform_splits = fit;
   in.fixed_split_tokens = fixed_split;
   flashserve::plan::DecodeSchedule s;
   if (!flashserve::plan::make_decode_schedule("trace", in, &s).ok()) return 1;
@@ -104,7 +109,8 @@ int main(int argc, char** argv) {
   p.out_stride_head = D;
   p.k_cache = kc;
   p.v_cache = vc;
-  p.k_strides = {int64_t{PS} * kvh * D, int64_t{kvh} * D, D};
+  p.k_strides = hnd ? fa::KVStrides{int64_t{PS} * kvh * D, D, int64_t{PS} * D}
+                    : fa::KVStrides{int64_t{PS} * kvh * D, int64_t{kvh} * D, D};
   p.v_strides = p.k_strides;
   p.indptr = d_indptr;
   p.indices = d_indices;
@@ -120,7 +126,8 @@ int main(int argc, char** argv) {
   p.partial_lse = reinterpret_cast<float*>(ws + s.layout.partial_lse);
   p.merge_counters = reinterpret_cast<int32_t*>(ws + s.layout.counters);
   p.group_counters = p.merge_counters + s.capacity.merge;
-  const int grid = static_cast<int>(std::min<int64_t>(s.capacity.work, int64_t{sms} * ctas_per_sm));
+  int grid = static_cast<int>(std::min<int64_t>(s.capacity.work, int64_t{sms} * ctas_per_sm));
+  if (getenv("GRID")) grid = std::min(grid, std::atoi(getenv("GRID")));
   auto launch = [&](cudaStream_t st) {
     if (wide) {
       fa::launch_decode<D, T, T, true>(p, grid, st);
@@ -167,6 +174,16 @@ int main(int argc, char** argv) {
     printf("error: the ticket counter is %d after the launches (expected 0)\n", left.next_work);
     return 3;
   }
+  {
+    std::vector<int32_t> ctr(s.capacity.merge + s.capacity.partials);
+    cudaMemcpy(ctr.data(), ws + s.layout.counters, 4 * ctr.size(), cudaMemcpyDeviceToHost);
+    for (size_t i = 0; i < ctr.size(); ++i) {
+      if (ctr[i] != 0) {
+        printf("error: counter %zu is %d after the launches (expected 0)\n", i, ctr[i]);
+        return 4;
+      }
+    }
+  }
   std::vector<unsigned long long> tr(4096 * 16);
   cudaMemcpyFromSymbol(tr.data(), fa::g_decode_trace, tr.size() * 8);
   const int ctas = std::min(4096, grid);
@@ -210,5 +227,35 @@ int main(int argc, char** argv) {
   };
   pct(st, "CTA start");
   pct(en, "CTA end  ");
+  // Balance estimate (CTAs with one item each): each CTA's K/V rate over its tiles phase; a unit
+  // whose splits shared its tiles dynamically would end at (its first start) + tokens / (sum of
+  // its CTAs' rates); all units sharing all CTAs: total tokens / all rates.
+  const size_t nu = s.capacity.merge + 4096;
+  std::vector<double> unit_tok(nu, 0), unit_rate(nu, 0), unit_start(nu, 1e30), unit_end(nu, 0);
+  double tot_tok = 0, tot_rate = 0, max_end = 0;
+  for (int c = 0; c < ctas; ++c) {
+    if (tr[c * 16 + 6] == 0 || tr[c * 16 + 4] <= tr[c * 16 + 1]) continue;
+    const auto& it = s.work[tr[c * 16 + 13]];
+    const int u = it.merge >= 0 ? it.merge : static_cast<int>(s.capacity.merge) + c;
+    const double tok = it.kv_end - it.kv_begin;
+    const double dur = (tr[c * 16 + 4] - tr[c * 16 + 1]) / 1000.0;
+    unit_tok[u] += tok;
+    unit_rate[u] += tok / dur;
+    unit_start[u] = std::min(unit_start[u], (tr[c * 16 + 1] - t0) / 1000.0);
+    unit_end[u] = std::max(unit_end[u], (tr[c * 16 + 4] - t0) / 1000.0);
+    tot_tok += tok;
+    tot_rate += tok / dur;
+    max_end = std::max(max_end, (tr[c * 16 + 4] - t0) / 1000.0);
+    if (getenv("DUMP"))
+      printf("cta %d sm %llu item %llu unit %d tok %.0f start %.2f tiles_end %.2f end %.2f\n", c,
+             tr[c * 16 + 12], tr[c * 16 + 13], u, tok, (tr[c * 16 + 1] - t0) / 1000.0,
+             (tr[c * 16 + 4] - t0) / 1000.0, (tr[c * 16 + 6] - t0) / 1000.0);
+  }
+  double pair_end = 0;
+  for (size_t u = 0; u < unit_tok.size(); ++u)
+    if (unit_rate[u] > 0) pair_end = std::max(pair_end, unit_start[u] + unit_tok[u] / unit_rate[u]);
+  printf(
+      "tiles end: static max %.2f us; unit-shared estimate %.2f us; all-shared estimate %.2f us\n",
+      max_end, pair_end, st[st.size() / 2] + tot_tok / tot_rate);
   return 0;
 }

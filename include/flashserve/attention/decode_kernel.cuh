@@ -47,11 +47,20 @@ __device__ __forceinline__ void decode_trace_point(int i) {
     unsigned long long t;
     asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
     g_decode_trace[blockIdx.x][i] = t;
+    if (i == 0) {
+      unsigned smid;
+      asm volatile("mov.u32 %0, %%smid;" : "=r"(smid));
+      g_decode_trace[blockIdx.x][12] = smid;  // not a time: the SM
+    }
   }
 }
+// The CTA's last item (not a time).
+#define FS_DTRACE_ITEM(i) \
+  if (threadIdx.x == 0 && blockIdx.x < 4096) g_decode_trace[blockIdx.x][13] = (i)
 #define FS_DTRACE(i) decode_trace_point(i)
 #else
 #define FS_DTRACE(i)
+#define FS_DTRACE_ITEM(i)
 #endif
 
 template <class Tile>
@@ -1091,6 +1100,7 @@ __device__ __forceinline__ void decode_kernel_body(const DecodeParams<TQ, TKV>& 
   int i = blockIdx.x;
   DecodeWorkItem w = load_work_item(p.work + i);
   while (i < num_work) {
+    FS_DTRACE_ITEM(i);
     if constexpr (Tile::kUseMma) {
       decode_item_mma<Tile>(p, w, smem, claim);
     } else if (w.row_end - w.row_begin <= kDecodeSmallRows) {
