@@ -36,6 +36,9 @@ struct DecodeScheduleInput {
   int fixed_split_tokens = 0;  // deterministic split length; 0 = kDefaultFixedSplit
   int target_ctas = 0;         // items the non-deterministic policy aims for (SMs x CTAs/SM)
   int cta_threads = 128;       // the kernel's CTA (DecodeTile::kThreads): the merge rules' threads
+  // Near-uniform batches (longest unit <= 9/8 of the shortest) take the shortest split whose items
+  // fit target_ctas when the proportional split would exceed it (tools: false = proportional only).
+  bool fit_uniform_splits = true;
   int64_t max_batch_size = 0;  // capacity; 0 = this batch
   int64_t max_q_tokens = 0;    // capacity; 0 = this batch's (at least max_batch_size)
   int64_t max_kv_tokens = 0;   // capacity (deterministic mode); 0 = this batch's

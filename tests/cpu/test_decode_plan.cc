@@ -181,6 +181,53 @@ TEST(DecodePlan, WideCtaSchedule) {
   }
 }
 
+// Near-uniform batches whose proportional split would give more items than CTA slots take the
+// shortest split that fits (one wave instead of a partial second one); ragged batches keep the
+// proportional split; both cover every token once.
+TEST(DecodePlan, UniformBatchSplitsFitTheSlots) {
+  const int64_t target = 132 * 2;
+  {
+    const std::vector<int> lens(12, 4096);  // proportional: 1536 -> 3 pieces a unit, 288 items
+    Table t(lens, 16);
+    auto in = t.input(8, 4, 16);
+    DecodeSchedule s;
+    ASSERT_TRUE(make_decode_schedule("test", in, &s).ok());
+    expect_cover(in, lens, std::vector<int>(lens.size(), 1), s);
+    EXPECT_EQ(s.split_tokens, 2048);
+    EXPECT_EQ(s.work.size(), 12u * 8 * 2);
+    in.fit_uniform_splits = false;
+    DecodeSchedule p;
+    ASSERT_TRUE(make_decode_schedule("test", in, &p).ok());
+    EXPECT_EQ(p.split_tokens, 1536);
+    EXPECT_GT(static_cast<int64_t>(p.work.size()), target);
+  }
+  {
+    const std::vector<int> lens{
+        4096, 4000, 4100, 3900, 4096, 4096, 4050, 4096, 4096, 4096, 4096,
+        4010, 4096, 4096, 4096, 4096, 4096, 4096, 4096, 4096};  // within 9/8: fitted (no split)
+    Table t(lens, 16);
+    const auto in = t.input(8, 4, 16);
+    DecodeSchedule s;
+    ASSERT_TRUE(make_decode_schedule("test", in, &s).ok());
+    expect_cover(in, lens, std::vector<int>(lens.size(), 1), s);
+    EXPECT_LE(static_cast<int64_t>(s.work.size()), target);
+    EXPECT_EQ(s.split_tokens, 0);
+  }
+  {
+    const std::vector<int> lens{1000, 7000, 3000, 4096, 2000, 6000, 5000, 1500,
+                                4000, 3500, 2500, 6500, 800,  7100, 4100, 2900};  // ragged
+    Table t(lens, 16);
+    auto in = t.input(8, 4, 16);
+    DecodeSchedule s, p;
+    ASSERT_TRUE(make_decode_schedule("test", in, &s).ok());
+    in.fit_uniform_splits = false;
+    ASSERT_TRUE(make_decode_schedule("test", in, &p).ok());
+    expect_cover(in, lens, std::vector<int>(lens.size(), 1), s);
+    EXPECT_EQ(s.split_tokens, p.split_tokens);
+    EXPECT_EQ(s.work.size(), p.work.size());
+  }
+}
+
 TEST(DecodePlan, LargeBatchIsNotSplit) {
   Table t(std::vector<int>(128, 4096), 16);
   DecodeSchedule s;
