@@ -3,9 +3,9 @@
 #include "flashserve/attention/tile_policy.h"
 
 #include <algorithm>
-#include <functional>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <string>
 
 namespace flashserve::plan {
@@ -138,7 +138,6 @@ std::vector<int64_t> split_lengths(const DecodeScheduleInput& in, int64_t split)
 // 24 x 4k and 32 x 8k with lengths in [kv / 4, 7 kv / 4), where the model predicted the opposite).
 int64_t fit_uniform_split(const DecodeScheduleInput& in, int64_t split, int64_t units,
                           int64_t target) {
-  if (static_cast<int64_t>(split_lengths(in, split).size()) <= target) return split;
   int64_t shortest = INT64_MAX, longest = 0;
   for (int64_t b = 0; b < in.batch; ++b) {
     if (q_count(in, b) == 0) continue;
@@ -147,6 +146,8 @@ int64_t fit_uniform_split(const DecodeScheduleInput& in, int64_t split, int64_t 
     longest = std::max(longest, len);
   }
   if (longest == 0 || longest * 8 > shortest * 9) return split;
+  const std::vector<int64_t> proportional = split_lengths(in, split);
+  if (static_cast<int64_t>(proportional.size()) <= target) return split;
   const int64_t pieces = target / units;
   int64_t fitted = 0;
   if (pieces > 1) {
@@ -154,7 +155,7 @@ int64_t fit_uniform_split(const DecodeScheduleInput& in, int64_t split, int64_t 
     fitted = ceil_div(fitted, kSplitGranularity) * kSplitGranularity;
   }
   const double kb_per_token = 2.0 * in.head_dim * 2 / 1024.0;  // K and V, 16-bit
-  const double t_split = schedule_time_us(split_lengths(in, split), target, kb_per_token);
+  const double t_split = schedule_time_us(proportional, target, kb_per_token);
   const double t_fitted = schedule_time_us(split_lengths(in, fitted), target, kb_per_token);
   return t_fitted <= 0.97 * t_split ? fitted : split;
 }
