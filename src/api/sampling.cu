@@ -1,6 +1,8 @@
 // Public entry points of the sampling family: validate, log, plan the cluster layout, launch.
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <string>
 
 #include "api/common.h"
@@ -53,6 +55,18 @@ sampling::SeedParams seed_params(const TensorView& seed, const TensorView& offse
   return s;
 }
 
+// FLASHSERVE_SAMPLING_LAYOUT=stream | resident forces the layout of sampling calls (tests and
+// experiments; read on every call); unset or anything else: the tile policy's choice.
+enum class SamplingLayout { kAuto, kStream, kResident };
+
+SamplingLayout sampling_layout() {
+  const char* v = std::getenv("FLASHSERVE_SAMPLING_LAYOUT");
+  if (v == nullptr) return SamplingLayout::kAuto;
+  if (std::strcmp(v, "stream") == 0) return SamplingLayout::kStream;
+  if (std::strcmp(v, "resident") == 0) return SamplingLayout::kResident;
+  return SamplingLayout::kAuto;
+}
+
 // Every CTA's slice of every row starts 16-byte aligned (tile chunks are multiples of 8).
 bool rows_aligned(const TensorView& t) {
   const int64_t esize = dtype_size(t.dtype);
@@ -97,6 +111,20 @@ cudaError_t launch_filter_call(const FilterCall& c, const DeviceLimits& dev, cud
   SamplingTile tile;
   cudaError_t err = sampling::plan_filter<T, kLogits>(p.rows, p.vocab, dev, &tile);
   if (err != cudaSuccess) return err;
+  if (c.out_ids != nullptr && tile.resident) {
+    const SamplingLayout layout = sampling_layout();
+    // Streaming decides top-p rounds from its histograms; a filter whose first candidates are
+    // mostly rejected (min-p) would read the rows twice, and top-k takes the threshold path.
+    const bool only_top_p = kLogits && p.top_k.per_row == nullptr &&
+                            !sampling::filters_top_k(p.top_k.value, p.vocab) &&
+                            p.min_p.per_row == nullptr && !(p.min_p.value > 0.f);
+    if (layout == SamplingLayout::kStream ||
+        (layout == SamplingLayout::kAuto && only_top_p &&
+         sampling::prefer_stream(p.rows, p.vocab, dev.num_sms, tile))) {
+      err = sampling::plan_filter_stream<T, kLogits>(p.rows, p.vocab, dev, &tile);
+      if (err != cudaSuccess) return err;
+    }
+  }
   p.chunk = tile.chunk;
   return sampling::launch_filter<T, kLogits>(p, tile, dev, stream);
 }

@@ -47,7 +47,7 @@ TEST(SamplingPolicy, LargeAndSmallVocabularies) {
   const fs::SamplingTile c = fs::choose_sampling_tile(2, 1000003, kSms, kMaxDyn, 16);
   EXPECT_FALSE(c.resident);
   EXPECT_EQ(c.cluster, 16);
-  EXPECT_EQ(c.smem_bytes, 0);
+  EXPECT_EQ(c.smem_bytes, fs::stream_hist_bytes(c.threads));
   EXPECT_GE(int64_t{c.chunk} * c.cluster, 1000003);
   // Tiny rows: one CTA.
   const fs::SamplingTile d = fs::choose_sampling_tile(1, 7, kSms, kMaxDyn, 16);
@@ -55,6 +55,39 @@ TEST(SamplingPolicy, LargeAndSmallVocabularies) {
   EXPECT_EQ(d.chunk, 8);
   EXPECT_EQ(d.threads, fs::kSmallChunkThreads);
   EXPECT_EQ(a.threads, fs::kSamplingThreads);
+}
+
+TEST(SamplingPolicy, LargeBatchesStream) {
+  // 256 x 128256 resident needs 2048 CTAs of 64 KB (eight waves of two a SM): streaming, one CTA a
+  // row. 64 rows (4 CTAs a row if streamed) and 128 (2) measured slower streamed: resident.
+  for (int64_t rows : {133, 256, 1024}) {
+    const fs::SamplingTile r = fs::choose_sampling_tile(rows, 128256, kSms, kMaxDyn, 16);
+    EXPECT_TRUE(fs::prefer_stream(rows, 128256, kSms, r)) << rows;
+    EXPECT_EQ(fs::choose_stream_tile(rows, 128256, kSms, 16).cluster, 1);
+  }
+  for (int64_t rows : {1, 16, 32, 64, 128, 132}) {
+    const fs::SamplingTile r = fs::choose_sampling_tile(rows, 151936, kSms, kMaxDyn, 16);
+    EXPECT_FALSE(fs::prefer_stream(rows, 151936, kSms, r)) << rows;
+  }
+  EXPECT_EQ(fs::choose_stream_tile(64, 128256, kSms, 16).cluster, 4);
+  EXPECT_EQ(fs::choose_stream_tile(128, 128256, kSms, 16).cluster, 2);
+  const fs::SamplingTile s = fs::choose_stream_tile(256, 128256, kSms, 16);
+  EXPECT_FALSE(s.resident);
+  EXPECT_EQ(s.chunk, 128256);
+  EXPECT_EQ(s.threads, fs::kSamplingThreads);
+  EXPECT_EQ(s.smem_bytes, fs::stream_hist_bytes(fs::kSamplingThreads));
+  // Short rows stay resident however many.
+  const fs::SamplingTile r1k = fs::choose_sampling_tile(100000, 1000, kSms, kMaxDyn, 16);
+  EXPECT_FALSE(fs::prefer_stream(100000, 1000, kSms, r1k));
+  // Every streaming tile covers the row and runs at most two CTAs a SM when rows allow.
+  for (int64_t rows : {1, 3, 17, 64, 100, 131, 132, 133, 264, 265, 4096}) {
+    for (int64_t vocab : {1, 4096, 16384, 128256, 151936, 256000}) {
+      const fs::SamplingTile t = fs::choose_stream_tile(rows, vocab, kSms, 16);
+      ASSERT_GE(int64_t{t.chunk} * t.cluster, vocab);
+      ASSERT_EQ(t.chunk % fs::kChunkAlign, 0);
+      ASSERT_TRUE(t.cluster == 1 || rows * t.cluster <= 2 * kSms) << rows << " x " << vocab;
+    }
+  }
 }
 
 TEST(SamplingPolicy, Invariants) {
@@ -78,7 +111,7 @@ TEST(SamplingPolicy, Invariants) {
       ASSERT_EQ(t.smem_bytes, int64_t{t.chunk} * 4);
       ASSERT_LE(t.smem_bytes, max_dyn);
     } else {
-      ASSERT_EQ(t.smem_bytes, 0);
+      ASSERT_EQ(t.smem_bytes, fs::stream_hist_bytes(t.threads));
       ASSERT_GT(fs::sampling_chunk(vocab, max_cluster) * 4, max_dyn);
     }
   }

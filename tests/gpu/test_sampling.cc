@@ -7,9 +7,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <numeric>
 #include <random>
+#include <string>
 
 #include "flashserve/sampling.h"
 #include "gpu_test.h"
@@ -131,15 +133,21 @@ class SamplingFilterTest : public SamplingTest {
       const auto it = std::lower_bound(r.begin(), r.end(), c.want_min_p);
       c.filter.min_p = it == r.begin() || it == r.end() ? c.want_min_p : (*it + *(it - 1)) / 2;
     }
-    const std::vector<char> keep = ref::kept(p, c.filter);
+    check_row(c.logits, c.dtype, host, p, c.filter);
+  }
+  // Draws from `host` (already rounded to dtype; p its distribution) against the kept set and its
+  // distribution.
+  void check_row(bool logits, DType dtype, const std::vector<float>& host,
+                 const std::vector<double>& p, const ref::Filter& filter) {
+    const std::vector<char> keep = ref::kept(p, filter);
     const std::vector<double> want = ref::restrict_to(p, keep);
-    const DeviceTensor row = device_row(c.dtype, host);
+    const DeviceTensor row = device_row(dtype, host);
     SamplingArgs a = seeded();
-    a.top_k_value = c.filter.top_k;
-    a.top_p_value = static_cast<float>(c.filter.top_p);
-    a.min_p_value = static_cast<float>(c.filter.min_p);
-    a.order = c.filter.top_k_first ? FilterOrder::kTopKFirst : FilterOrder::kJoint;
-    const std::vector<int64_t> tokens = sample_calls(c.logits, repeated_rows(row, 1 << 17), a, 4);
+    a.top_k_value = filter.top_k;
+    a.top_p_value = static_cast<float>(filter.top_p);
+    a.min_p_value = static_cast<float>(filter.min_p);
+    a.order = filter.top_k_first ? FilterOrder::kTopKFirst : FilterOrder::kJoint;
+    const std::vector<int64_t> tokens = sample_calls(logits, repeated_rows(row, 1 << 17), a, 4);
     EXPECT_EQ(count_outside(tokens, keep), 0);
     const std::vector<double> wrong = perturbed(want);
     EXPECT_TRUE(matches_distribution(tokens, want, &wrong));
@@ -241,6 +249,60 @@ TEST_F(SamplingFilterTest, LargeVocabulariesSplitOverClusters) {
   c.sigma = 5.f;
   c.want_top_p = 0.6;
   run(c);
+}
+
+// Forces sampling calls onto one layout (FLASHSERVE_SAMPLING_LAYOUT) for its scope.
+class LayoutScope {
+ public:
+  explicit LayoutScope(const char* layout) {
+    const char* v = std::getenv(kName);
+    had_ = v != nullptr;
+    if (had_) saved_ = v;
+    setenv(kName, layout, 1);
+  }
+  ~LayoutScope() {
+    if (had_) {
+      setenv(kName, saved_.c_str(), 1);
+    } else {
+      unsetenv(kName);
+    }
+  }
+
+ private:
+  static constexpr const char* kName = "FLASHSERVE_SAMPLING_LAYOUT";
+  bool had_ = false;
+  std::string saved_;
+};
+
+TEST_F(SamplingFilterTest, StreamedRowsDecideByHistogramBounds) {
+  // The streaming layout bounds each top-p round's mass above its candidate from per-warp
+  // histograms of the values and sweeps the row again only when the bounds straddle the target
+  // (stream_hist.cuh). Rows that move the warps' anchors on nearly every group (ascending
+  // values), that leave the binning's range (logits near 2e5: every round sweeps), whose top
+  // token outweighs top_p (the candidate's own count left out of its bounds), and that spread
+  // over more than 32 octaves (the open-ended bottom bin): the draws follow the kept set's
+  // distribution as the resident layout's do.
+  LayoutScope stream("stream");
+  const int vocab = 4000;
+  auto top_p_case = [&](bool logits, std::vector<float> host, double want_top_p) {
+    const std::vector<double> p = logits ? ref::softmax(host, 1.0) : normalized(host);
+    ref::Filter f;
+    f.top_p = ref::safe_top_p(p, all_kept(p), want_top_p);
+    check_row(logits, DType::kFloat32, host, p, f);
+  };
+  std::vector<float> up(vocab);
+  for (int i = 0; i < vocab; ++i)
+    up[i] = 0.01f * static_cast<float>(i);
+  top_p_case(true, up, 0.9);
+  std::vector<float> far = random_normal(vocab, next_seed(), 0.f, 2.f);
+  for (float& v : far)
+    v += 2e5f;
+  top_p_case(true, far, 0.8);
+  std::vector<float> peak = random_normal(vocab, next_seed(), 0.f, 1.f);
+  peak[1234] = 14.f;  // ~99.5% of the mass
+  top_p_case(true, peak, 0.9);
+  top_p_case(true, random_normal(vocab, next_seed(), 0.f, 20.f), 0.95);
+  top_p_case(false, lognormal_probs(vocab, 3.f), 0.7);
 }
 
 TEST_F(SamplingTest, CrossingBinBeyondTheListCapacity) {

@@ -12,8 +12,12 @@
 //    the whole grid still has at most one CTA per SM and each chunk keeps >= kMinSplitChunk
 //    elements: a single row then spreads over 16 SMs, which cuts its latency.
 //  - short rows (<= kSmallChunk elements per CTA): 128 threads a CTA.
-//  - rows too long for even max_cluster CTAs (> ~800k elements): streaming. Nothing is kept in
-//    shared memory and each pass reads the row again from global memory (L2 for the later passes).
+//  - rows too long for even max_cluster CTAs (> ~800k elements): streaming. Nothing of the row is
+//    kept in shared memory (only each warp's value histogram, stream_hist.cuh) and a pass after
+//    the load reads the row again from global memory.
+//  - sampling from logits in batches of more rows than SMs, which the resident layout runs in
+//    waves (prefer_stream): streaming as well, one CTA a row (choose_stream_tile), every row's
+//    CTA resident at once and the memory streaming without pause.
 #pragma once
 
 #include <algorithm>
@@ -29,7 +33,15 @@ constexpr int64_t kMinSplitChunk = 4096;
 // its warps and hold registers that other rows' CTAs could use.
 constexpr int64_t kSmallChunk = 2048;
 constexpr int kSmallChunkThreads = 128;
+// Streaming: each warp's histogram of its values (stream_hist.cuh), in dynamic shared memory.
+constexpr int kHistBins = 1024;
+// Streaming pays for its histogram and later passes over global memory only when the rows are
+// long enough that the resident layout's waves cost more.
+constexpr int64_t kMinStreamVocab = 16384;
 
+inline int64_t stream_hist_bytes(int threads) {
+  return static_cast<int64_t>(threads / 32) * kHistBins * 4;
+}
 struct SamplingTile {
   int cluster = 1;  // CTAs per row
   int threads = kSamplingThreads;
@@ -61,7 +73,7 @@ inline SamplingTile choose_sampling_tile(int64_t rows, int64_t vocab, int num_sm
     t.cluster = max_cluster;
     t.resident = false;
     t.chunk = static_cast<int>(sampling_chunk(vocab, max_cluster));
-    t.smem_bytes = 0;
+    t.smem_bytes = stream_hist_bytes(t.threads);
     return t;
   }
   while (cluster < max_cluster && rows * cluster * 2 <= num_sms &&
@@ -72,6 +84,35 @@ inline SamplingTile choose_sampling_tile(int64_t rows, int64_t vocab, int num_sm
   t.chunk = static_cast<int>(sampling_chunk(vocab, cluster));
   t.smem_bytes = bytes(cluster);
   t.threads = t.chunk <= kSmallChunk ? kSmallChunkThreads : kSamplingThreads;
+  return t;
+}
+
+// Whether a sampling call from logits (token ids, no top-k or min-p filter on any row) streams:
+// when the resident tile `resident` would need more than one wave of two CTAs a SM, the rows are
+// long, and there are more rows than SMs, so that each row streams through one CTA. Measured on
+// the H100 (bench/NOTES.md, sampling v10): top-p 0.9 from fp32 logits at 256 x 128256 113 -> 102
+// us, 512 rows 214 -> 171; but 128 rows (two CTAs a row) 64 -> 67 and 64 rows (four) 35 -> 38:
+// with a few load rounds per CTA the rows that sweep again set the time.
+inline bool prefer_stream(int64_t rows, int64_t vocab, int num_sms, const SamplingTile& resident) {
+  return resident.resident && vocab >= kMinStreamVocab && rows > num_sms &&
+         rows * resident.cluster > 2 * static_cast<int64_t>(num_sms);
+}
+
+// The streaming tile: the largest cluster (a power of two, at most max_cluster) whose CTAs, two a
+// SM, all run at once (at least one CTA a row), 512 threads, each warp's histogram in dynamic
+// shared memory.
+inline SamplingTile choose_stream_tile(int64_t rows, int64_t vocab, int num_sms, int max_cluster) {
+  SamplingTile t;
+  int cluster = 1;
+  while (cluster < max_cluster && rows * cluster * 2 <= 2 * static_cast<int64_t>(num_sms) &&
+         sampling_chunk(vocab, cluster * 2) >= kMinSplitChunk) {
+    cluster *= 2;
+  }
+  t.cluster = cluster;
+  t.chunk = static_cast<int>(sampling_chunk(vocab, cluster));
+  t.resident = false;
+  t.threads = kSamplingThreads;
+  t.smem_bytes = stream_hist_bytes(t.threads);
   return t;
 }
 

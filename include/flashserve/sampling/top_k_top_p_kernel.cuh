@@ -36,6 +36,7 @@
 #include "flashserve/sampling/params.h"
 #include "flashserve/sampling/radix_select.cuh"
 #include "flashserve/sampling/rejection_draw.cuh"
+#include "flashserve/sampling/stream_hist.cuh"
 #include "flashserve/sampling/row_keys.cuh"
 
 namespace flashserve::sampling {
@@ -101,6 +102,11 @@ struct FastShared {
   unsigned long long warp_above[2][kSamplingThreads / 32];  // rounds: each warp's masses
   unsigned long long warp_total[2][kSamplingThreads / 32];
   unsigned long long u_local[2], u_choice[2];  // exchange e's random bits at [e & 1]
+  // Streaming: each round's bounds on the mass above its candidate (stream_hist.cuh), exchange
+  // b (counted apart from the others) in slots and barrier b & 1.
+  unsigned long long bar_bound[2];
+  uint4 bound[2][16];
+  float2 warp_bound[kSamplingThreads / 32];
 };
 
 // The top-k draw by thread maxima (topk_draw): each CTA's keys above the bound, pushed into rank
@@ -571,6 +577,7 @@ __device__ __forceinline__ void init_round_barriers(FastShared& sh, unsigned n) 
   for (int i = 0; i < 2; ++i) {
     mbar_init_bytes(&sh.bar[i], n * 16u);
     mbar_init_bytes(&sh.bar_cand[i], n * 16u);
+    mbar_init_bytes(&sh.bar_bound[i], n * 16u);
   }
   fence_mbarrier_init();
 }
@@ -660,8 +667,8 @@ __device__ __forceinline__ void round_bits(FastShared& sh, uint64_t seed, uint64
 // finds the warp holding the target (lane i takes warp i's mass, in units of the CTA's maximum);
 // that warp finds the thread, then the thread's element (warp_walk over the groups it loaded),
 // and pushes. Every warp returns with every CTA's push (lane r: CTA r's).
-template <class T, bool kLogits>
-__device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const ChunkLayout& L,
+template <class T, bool kLogits, class RawAt>
+__device__ RoundPush draw_loaded(FastShared& sh, const RawAt& raw_at, const ChunkLayout& L,
                                  bool vec, const LoadMass& lm, float local_max, float scale,
                                  uint64_t seed, uint64_t offset, int64_t row) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
@@ -722,7 +729,7 @@ __device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const Chu
             return 4 * (g0 + (u - vec_units) * bd);
           },
           [&](int e) -> float {
-            const float x = __uint_as_float(keys[e]);
+            const float x = __uint_as_float(raw_at(e));
             if constexpr (kLogits) {
               return logit_weight(x, mw, scale);
             } else {
@@ -733,7 +740,7 @@ __device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const Chu
     }
     FS_STAMP(3);
     RoundPush v;
-    v.x = pos >= 0 ? __uint_as_float(keys[pos]) : 0.f;
+    v.x = pos >= 0 ? __uint_as_float(raw_at(pos)) : 0.f;
     v.index = pos >= 0 ? static_cast<uint32_t>(L.begin + pos) : kNoCandidate;
     v.m = m;
     v.w = total;
@@ -746,8 +753,9 @@ __device__ RoundPush draw_loaded(FastShared& sh, const uint32_t* keys, const Chu
 }
 
 struct FirstPick {
-  float max;  // the row maximum
-  float x;    // round 1's candidate
+  float max;    // the row maximum
+  float total;  // the row's float mass (key units: logits against the row maximum)
+  float x;      // round 1's candidate
   uint32_t index;
 };
 
@@ -775,6 +783,7 @@ __device__ __forceinline__ FirstPick choose_first(const RoundPush& r, unsigned l
   const int src = win != 0u ? __ffs(win) - 1 : 0;
   FirstPick f;
   f.max = M;
+  f.total = total;
   f.x = __shfl_sync(0xffffffffu, r.x, src);
   const uint32_t index = __shfl_sync(0xffffffffu, r.index, src);
   f.index = win != 0u ? index : kNoCandidate;
@@ -1084,6 +1093,87 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
   return true;
 }
 
+#ifdef FLASHSERVE_STREAM_DEBUG  // decision counts of the streaming draw (bench tools only)
+__device__ unsigned long long g_stream_stats[4];  // rejected, undecided, kept by the bounds
+#endif
+
+// Resident rows: no histograms, every top-p round sweeps shared memory.
+struct NoStream {
+  static constexpr bool kOn = false;
+};
+
+// Streamed rows: this warp's histogram from the load, and the load's layout (to find the warp
+// that counted a candidate).
+struct StreamRound {
+  static constexpr bool kOn = true;
+  WarpHist h;
+  bool vec;
+  int per_vec;  // elements of one vector load
+  float sr;     // scale * kHistPerLog2, as the load binned the logits
+};
+
+// Streaming, a top-p round: +1 when the histograms' bounds keep the candidate, -1 when they
+// reject it, 0 when undecided; the same on every CTA (bounds exchange `bx`). Exact: the bounds
+// contain the integer masses of key_math.h (keys against the row maximum, rounded; their total
+// `exact_total` when known, else the load's float total within its rounding), so a decided round
+// decides as the sweep would.
+template <bool kLogits>
+__device__ int bounds_decision(FastShared& sh, const StreamRound& st, int bx, const ChunkLayout& L,
+                               int vocab, float x, uint32_t kc, uint32_t index, float ms,
+                               uint32_t max_key, float top_p, bool have_total, uint64_t exact_total,
+                               float float_total) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = static_cast<int>(blockDim.x >> 5);
+  const unsigned n = cluster.num_blocks(), self = cluster.block_rank();
+  const int nc = kLogits ? logit_bin_n(x, st.sr) : prob_bin_n(kc);
+  int exclude = -1;  // the candidate's own count, in the warp that loaded it
+  const int64_t pos = static_cast<int64_t>(index) - L.begin;
+  if (pos >= 0 && pos < L.len && st.h.anchor != kNoAnchor &&
+      load_warp_of(static_cast<int>(pos), L.len, st.vec, st.per_vec) == warp) {
+    const uint32_t b = static_cast<uint32_t>(st.h.anchor - nc);
+    exclude = b < kHistBins - 1 ? static_cast<int>(b) : kHistBins - 1;
+  }
+  MassBounds mb;
+  if constexpr (kLogits) {
+    mb = logit_warp_bounds(st.h, nc, ms, exclude);
+  } else {
+    mb = prob_warp_bounds(st.h, nc, exclude);
+  }
+  if (!st.h.ok) {  // values beyond the binning's range: no bounds
+    mb.lo = 0.f;
+    mb.hi = INFINITY;
+  }
+  if (lane == 0) sh.warp_bound[warp] = make_float2(mb.lo, mb.hi);
+  __syncthreads();
+  if (warp == 0) {
+    const float2 w = lane < nwarps ? sh.warp_bound[lane] : make_float2(0.f, 0.f);
+    const float lo = warp_reduce(w.x, SumOp()), hi = warp_reduce(w.y, SumOp());
+    if (lane < static_cast<int>(n)) {
+      push_v4(&sh.bound[bx & 1][self], make_uint4(__float_as_uint(lo), __float_as_uint(hi), 0u, 0u),
+              &sh.bar_bound[bx & 1], lane, n);
+    }
+  }
+  receive_pushes(&sh.bar_bound[bx & 1], bx >> 1);
+  const uint4 r = lane < static_cast<int>(n) ? sh.bound[bx & 1][lane] : make_uint4(0u, 0u, 0u, 0u);
+  const float lo = warp_reduce(__uint_as_float(r.x), SumOp());
+  const float hi = warp_reduce(__uint_as_float(r.y), SumOp());
+  // Integer mass units: S per key unit; each element's mass is rounded (half a unit each).
+  const double S = kLogits ? 0x1p30 : ldexp(1.0, 157 - mass_exponent(max_key));
+  const double V = 0.5 * static_cast<double>(vocab) + 1.0;
+  double tlo = static_cast<double>(exact_total), thi = tlo;
+  if (!have_total) {
+    tlo = static_cast<double>(float_total) * S * (1.0 - 3e-4) - V;
+    thi = static_cast<double>(float_total) * S * (1.0 + 3e-4) + V;
+  }
+  const double alo = static_cast<double>(lo) * S * (1.0 - 1e-4) - V;
+  const double ahi = static_cast<double>(hi) * S * (1.0 + 1e-4) + V;
+  const double p = static_cast<double>(top_p);
+  if (ahi < p * tlo) return 1;               // mass above < top_p * total: kept
+  if (alo >= fmax(1.0, p * thi)) return -1;  // >= the target: rejected
+  return 0;
+}
+
 // The rounds of the rejection draw after exchange 0 (`first`: round 1's candidate). Round e's
 // sweep gives each thread its mass above the pivot (and, in the first top-p round, the row's
 // total); exchange e sums them and picks the CTA whose candidate is next. Each CTA draws that
@@ -1091,12 +1181,15 @@ __device__ bool topk_draw(const FilterParams<T>& p, FilterShared& sh, const Chun
 // round rejects (a candidate exchange). Returns true when a candidate was accepted (rank 0 stored
 // it), false after kMaxRounds (the caller takes the threshold path: the keys in shared memory are
 // still raw logits for logit rows). Every warp of every CTA takes the same decisions, from the
-// same pushes.
-template <bool kLogits, class T>
+// same pushes. `groups` visits the slice's keys (shared memory, or global memory when streamed),
+// `raw_at` reads one; streamed rows (Stream::kOn) try each top-p round's histogram bounds first
+// and sweep only when they leave it undecided or reject.
+template <bool kLogits, class T, class Groups, class RawAt, class Stream>
 __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const ChunkLayout& L,
                                  int64_t row, const RowFilter& f, const FirstPick& first,
                                  uint32_t max_key, const LogitKey& logit_key,
-                                 uint32_t min_p_threshold, float scale, const uint4* keys) {
+                                 uint32_t min_p_threshold, float scale, const Groups& groups,
+                                 const RawAt& raw_at, const Stream& st) {
   const MassScale ms = mass_scale(mass_exponent(max_key));
   const auto key_of = [&](uint32_t raw) -> uint32_t {
     if constexpr (kLogits) {
@@ -1115,17 +1208,30 @@ __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const
   const uint64_t seed = seed_value(p.seed), offset = offset_value(p.seed);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nwarps = static_cast<int>(blockDim.x >> 5);
-  const uint32_t* raw = reinterpret_cast<const uint32_t*>(keys);
   float x = first.x;
   uint32_t index = first.index;
   uint32_t kc = index != kNoCandidate ? key_of(__float_as_uint(x)) : 0u;
   bool alive = kc != 0u && kc >= min_p_threshold;  // kept by min-p (and drawable)
-  uint64_t target = 0;
+  uint64_t target = 0, exact_total = 0;
   bool have_total = false;
-  int c = 0;  // candidate exchanges so far
+  int c = 0;   // candidate exchanges so far
+  int bx = 0;  // bounds exchanges so far (streaming)
   for (int e = 1;; ++e) {
     if (alive && f.top_p >= 1.f) break;
     if (e > kMaxRounds) return false;
+    if constexpr (Stream::kOn) {
+      if (alive) {
+        const float ms = kLogits ? __fmul_rn(first.max, scale) : 0.f;
+        const int d = bounds_decision<kLogits>(sh, st, bx++, L, p.vocab, x, kc, index, ms, max_key,
+                                               f.top_p, have_total, exact_total, first.total);
+#ifdef FLASHSERVE_STREAM_DEBUG
+        if (threadIdx.x == 0 && cg::this_cluster().block_rank() == 0) {
+          atomicAdd(&g_stream_stats[d + 1], 1ull);
+        }
+#endif
+        if (d > 0) break;  // kept; a rejection still sweeps for the next candidate
+      }
+    }
     // Keys above the pivot: above the candidate's (its own acceptance needs their mass), or, when
     // min-p rejected it, those min-p keeps.
     const uint32_t pivot = alive ? kc : (min_p_threshold > 0u ? min_p_threshold - 1u : 0u);
@@ -1135,7 +1241,7 @@ __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const
     const float x_skip = kLogits && alive ? x - 0x1p-6f / scale : -INFINITY;
     const bool need_total = f.top_p < 1.f && !have_total;
     uint64_t above = 0, total = 0;
-    for_each_group(L, SmemKeys{keys}, [&](int, const uint32_t(&r)[4], bool active) {
+    groups([&](int, const uint32_t(&r)[4], bool active) {
       if (!active) return;
       if (!need_total) {
         if constexpr (kLogits) {
@@ -1204,7 +1310,7 @@ __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const
             return v < L.vec_end ? 4 * v : -1;
           },
           [&](int i) -> uint64_t {
-            const uint32_t k = key_of(raw[i]);
+            const uint32_t k = key_of(raw_at(i));
             return k > pivot ? mass_of(k) : 0u;
           },
           rest_cta - src_excl);
@@ -1214,12 +1320,13 @@ __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const
     if (warp == 0) FS_STAMP(12);
     if (need_total) {
       target = top_p_target(f.top_p, mp.total);
+      exact_total = mp.total;
       have_total = true;
     }
     if (alive && mp.above < target) break;  // top-p keeps the candidate
     // Rejected, and with it every key <= the pivot: the next candidate lies above it.
     if (warp == walker) {
-      push_cand(sh, c, pos >= 0 ? __uint_as_float(raw[pos]) : 0.f,
+      push_cand(sh, c, pos >= 0 ? __uint_as_float(raw_at(pos)) : 0.f,
                 pos >= 0 ? static_cast<uint32_t>(L.begin + pos) : kNoCandidate);
     }
     receive_pushes(&sh.bar_cand[c & 1], c >> 1);
@@ -1279,11 +1386,11 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     temp = t == t ? t : 1.f;
   }
   const float scale = 1.4426950408889634f / temp;
-  // The rejection draw (rejection_draw.cuh): resident rows, sampling without top-k, at a
-  // positive temperature. Everything else takes the threshold path directly.
+  // The rejection draw (rejection_draw.cuh): sampling without top-k, at a positive temperature;
+  // streamed rows decide top-p rounds by their histograms (stream_hist.cuh). Everything else takes
+  // the threshold path directly.
   const bool positive_t = !kLogits || (temp > 0.f && scale <= FLT_MAX);
-  const bool fast =
-      kPath != kTopKPath && kResident && p.out_ids != nullptr && !need_k && positive_t;
+  const bool fast = kPath != kTopKPath && p.out_ids != nullptr && !need_k && positive_t;
   // Sampling with a small top-k: topk_draw (needs each thread's maximum from the load).
   const bool tk_fast = kPath != kNoTopKPath && kResident && p.out_ids != nullptr && need_k &&
                        f.top_k <= kTkMaxK && positive_t &&
@@ -1300,6 +1407,11 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
 #endif
   float row_max;
   FirstPick first{};
+  // Streaming: this warp's histogram (dynamic shared memory) and its anchor.
+  WarpHist hist;
+  hist.bins = reinterpret_cast<uint32_t*>(smem_keys) + (threadIdx.x >> 5) * kHistBins;
+  const float sr = __fmul_rn(scale, static_cast<float>(kHistPerLog2));
+  const GlobalRaw<T, kLogits> global_raw{in, L.len, p.vec_loads};
   if (fast) {
     // The first cluster-barrier phase: arrived now (after the exchanges' barriers are set up),
     // waited for before exchange 0's pushes.
@@ -1308,31 +1420,68 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
     if (threadIdx.x < 32) round_bits(sh.fast, seed_value(p.seed), offset_value(p.seed), row, 0);
     LoadMass lm;
     float local_max = -INFINITY;  // probabilities (logits: lm.m)
-    load_groups(in, L.len, p.vec_loads, reinterpret_cast<uint32_t*>(smem_keys), 4 * L.nvec,
-                kLogits ? -INFINITY : 0.f, kLogits ? 0xff800000u : 0u,
-                [&](const float(&x)[4], int, uint32_t(&k)[4]) {
-                  if constexpr (kLogits) {
+    if constexpr (kResident) {
+      load_groups(in, L.len, p.vec_loads, reinterpret_cast<uint32_t*>(smem_keys), 4 * L.nvec,
+                  kLogits ? -INFINITY : 0.f, kLogits ? 0xff800000u : 0u,
+                  [&](const float(&x)[4], int, uint32_t(&k)[4]) {
+                    if constexpr (kLogits) {
 #pragma unroll
-                    for (int j = 0; j < 4; ++j)
-                      k[j] = __float_as_uint(x[j]);
-                    lm.add<true>(x, scale);
-                  } else {
-                    float v[4];
+                      for (int j = 0; j < 4; ++j)
+                        k[j] = __float_as_uint(x[j]);
+                      lm.add<true>(x, scale);
+                    } else {
+                      float v[4];
 #pragma unroll
-                    for (int j = 0; j < 4; ++j) {
-                      k[j] = prob_key(x[j]);
-                      v[j] = __uint_as_float(k[j]);
-                      local_max = fmaxf(local_max, v[j]);
+                      for (int j = 0; j < 4; ++j) {
+                        k[j] = prob_key(x[j]);
+                        v[j] = __uint_as_float(k[j]);
+                        local_max = fmaxf(local_max, v[j]);
+                      }
+                      lm.add<false>(v, scale);
                     }
-                    lm.add<false>(v, scale);
-                  }
-                });
+                  });
+    } else {
+      hist.clear();
+      stream_groups(in, L.len, p.vec_loads, kLogits ? -INFINITY : 0.f,
+                    [&](const float(&x)[4], bool active) {
+                      int nb[4];
+                      if constexpr (kLogits) {
+                        lm.add<true>(x, scale);
+#pragma unroll
+                        for (int j = 0; j < 4; ++j)
+                          nb[j] = logit_bin_n(x[j], sr);
+                      } else {
+                        float v[4];
+#pragma unroll
+                        for (int j = 0; j < 4; ++j) {
+                          const uint32_t k = prob_key(x[j]);
+                          v[j] = __uint_as_float(k);
+                          local_max = fmaxf(local_max, v[j]);
+                          nb[j] = prob_bin_n(k);
+                        }
+                        lm.add<false>(v, scale);
+                      }
+                      const int top = max(max(nb[0], nb[1]), max(nb[2], nb[3]));
+                      hist.fit(active ? top : INT_MIN, kLogits ? kLogitHeadroom : kProbHeadroom);
+                      if (active) {
+#pragma unroll
+                        for (int j = 0; j < 4; ++j)
+                          hist.add(nb[j]);
+                      }
+                    });
+    }
     FS_TRACE(1);
-    prefetch_next(p, row, L);
+    if constexpr (kResident) prefetch_next(p, row, L);
+    const auto draw_raw = [&](int e) -> uint32_t {
+      if constexpr (kResident) {
+        return reinterpret_cast<const uint32_t*>(smem_keys)[e];
+      } else {
+        return global_raw(e);
+      }
+    };
     first = choose_first<kLogits>(
-        draw_loaded<T, kLogits>(sh.fast, reinterpret_cast<const uint32_t*>(smem_keys), L,
-                                p.vec_loads, lm, local_max, scale, seed_value(p.seed),
-                                offset_value(p.seed), row),
+        draw_loaded<T, kLogits>(sh.fast, draw_raw, L, p.vec_loads, lm, local_max, scale,
+                                seed_value(p.seed), offset_value(p.seed), row),
         sh.fast.u_choice[0], scale);
     FS_TRACE(11);
     row_max = first.max;
@@ -1402,8 +1551,21 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
                                          min_p_threshold, smem_keys);
       }
       if (fast && !logit_key.greedy) {
-        drawn = rejection_rounds<kLogits>(p, sh.fast, L, row, f, first, max_key, logit_key,
-                                          min_p_threshold, scale, smem_keys);
+        drawn = rejection_rounds<kLogits>(
+            p, sh.fast, L, row, f, first, max_key, logit_key, min_p_threshold, scale,
+            [&](auto&& g) { for_each_group(L, SmemKeys{smem_keys}, g); },
+            [&](int e) { return reinterpret_cast<const uint32_t*>(smem_keys)[e]; }, NoStream{});
+      }
+    } else {
+      if (fast && !logit_key.greedy) {
+        StreamRound st;
+        st.h = hist;
+        st.vec = p.vec_loads;
+        st.per_vec = 16 / static_cast<int>(sizeof(T));
+        st.sr = sr;
+        drawn = rejection_rounds<kLogits>(
+            p, sh.fast, L, row, f, first, max_key, logit_key, min_p_threshold, scale,
+            [&](auto&& g) { for_each_group_ahead<4>(L, global_raw, g); }, global_raw, st);
       }
     }
     if (drawn || tk_drawn) {
@@ -1444,10 +1606,25 @@ cudaError_t plan_filter(int64_t rows, int64_t vocab, const DeviceLimits& dev, Sa
   return plan_tile(filter_kernel<T, kLogits, true>, rows, vocab, dev, tile);
 }
 
+// The streaming tile for a sampling call (choose_stream_tile with the cluster sizes the kernel
+// accepts).
+template <class T, bool kLogits>
+cudaError_t plan_filter_stream(int64_t rows, int64_t vocab, const DeviceLimits& dev,
+                               SamplingTile* tile) {
+  *tile = choose_stream_tile(rows, vocab, dev.num_sms,
+                             max_cluster_size(filter_kernel<T, kLogits, false, kNoTopKPath>));
+  return cudaSuccess;
+}
+
 template <class T, bool kLogits>
 cudaError_t launch_filter(const FilterParams<T>& p, const SamplingTile& tile,
                           const DeviceLimits& dev, cudaStream_t stream) {
   if (!tile.resident) {
+    if (p.out_ids != nullptr && p.top_k.per_row == nullptr &&
+        !filters_top_k(p.top_k.value, p.vocab)) {
+      return launch_clusters(filter_kernel<T, kLogits, false, kNoTopKPath>, p, p.rows, tile, dev,
+                             stream);
+    }
     return launch_clusters(filter_kernel<T, kLogits, false>, p, p.rows, tile, dev, stream);
   }
   FilterParams<T> q = p;
