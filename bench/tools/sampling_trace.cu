@@ -2,7 +2,11 @@
 //   nvcc -std=c++17 -arch=sm_90a -O3 --expt-relaxed-constexpr -DFLASHSERVE_SAMPLING_TRACE \
 //     -Iinclude bench/tools/sampling_trace.cu -o sampling_trace && ./sampling_trace 64 128256 0 0.9
 // (rows, vocab, top_k, top_p[, cluster size instead of the tile policy's]). Prints, per trace point
-// reached, the median and max over CTAs of the time since the CTA started.
+// reached, the median and max over CTAs of the time since the CTA started. FS_STREAM=1: the
+// streaming layout (stream_hist.cuh) instead of the resident one. Without
+// -DFLASHSERVE_SAMPLING_TRACE it times 20 launches; with -DFLASHSERVE_STREAM_DEBUG as well it
+// counts how a streamed row's top-p rounds were decided (histogram bounds: kept / rejected /
+// undecided).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -35,6 +39,9 @@ int main(int argc, char** argv) {
   cudaDeviceGetAttribute(&dev.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
   fs::SamplingTile tile;
   if (fs::plan_filter<float, true>(rows, vocab, dev, &tile) != cudaSuccess) return 1;
+  if (std::getenv("FS_STREAM") && std::atoi(std::getenv("FS_STREAM")) != 0) {
+    fs::plan_filter_stream<float, true>(rows, vocab, dev, &tile);
+  }
   if (argc > 5) {  // an experiment: another cluster size than the policy's
     tile.cluster = std::atoi(argv[5]);
     tile.chunk = static_cast<int>(fs::sampling_chunk(vocab, tile.cluster));
@@ -60,6 +67,10 @@ int main(int argc, char** argv) {
   cudaEventCreate(&a);
   cudaEventCreate(&b);
 #ifndef FLASHSERVE_SAMPLING_TRACE  // a plain timing (and a binary for ncu): the mean of 20 launches
+#ifdef FLASHSERVE_STREAM_DEBUG
+  unsigned long long stats[4] = {0, 0, 0, 0};
+  cudaMemcpyToSymbol(fs::g_stream_stats, stats, sizeof(stats));
+#endif
   cudaEventRecord(a);
   for (int it = 0; it < 20; ++it)
     fs::launch_filter<float, true>(p, tile, dev, nullptr);
@@ -70,6 +81,11 @@ int main(int argc, char** argv) {
   printf("rows %d vocab %d top_k %d top_p %.2f cluster %d chunk %d: %.2f us per launch (%s)\n",
          rows, vocab, top_k, top_p, tile.cluster, tile.chunk, total_ms * 50,
          cudaGetErrorString(cudaGetLastError()));
+#ifdef FLASHSERVE_STREAM_DEBUG
+  cudaMemcpyFromSymbol(stats, fs::g_stream_stats, sizeof(stats));
+  printf("streamed top-p rounds over 20 launches: kept %llu, rejected %llu, undecided %llu\n",
+         stats[2], stats[0], stats[1]);
+#endif
   return 0;
 #else
   {
