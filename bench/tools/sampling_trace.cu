@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   cudaDeviceGetAttribute(&dev.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0);
   fs::SamplingTile tile;
   if (fs::plan_filter<float, true>(rows, vocab, dev, &tile) != cudaSuccess) return 1;
+  const fs::SamplingTile resident = tile;  // the resume launch of a streamed call
   if (std::getenv("FS_STREAM") && std::atoi(std::getenv("FS_STREAM")) != 0) {
     fs::plan_filter_stream<float, true>(rows, vocab, dev, &tile);
   }
@@ -61,8 +62,11 @@ int main(int argc, char** argv) {
   p.seed.seed = 1;
   p.out_ids = d_ids;
   if (const char* d = std::getenv("FS_PREFETCH_ROWS")) p.prefetch_rows = std::atoi(d);  // -1: none
+  // FS_RESUME=0: streamed rows finish on their own (no resume launch).
+  const fs::SamplingTile* resume =
+      std::getenv("FS_RESUME") && std::atoi(std::getenv("FS_RESUME")) == 0 ? nullptr : &resident;
   for (int it = 0; it < 5; ++it)
-    fs::launch_filter<float, true>(p, tile, dev, nullptr);
+    fs::launch_filter<float, true>(p, tile, dev, nullptr, resume);
   cudaEvent_t a, b;
   cudaEventCreate(&a);
   cudaEventCreate(&b);
@@ -73,7 +77,7 @@ int main(int argc, char** argv) {
 #endif
   cudaEventRecord(a);
   for (int it = 0; it < 20; ++it)
-    fs::launch_filter<float, true>(p, tile, dev, nullptr);
+    fs::launch_filter<float, true>(p, tile, dev, nullptr, resume);
   cudaEventRecord(b);
   cudaEventSynchronize(b);
   float total_ms = 0;
@@ -94,7 +98,7 @@ int main(int argc, char** argv) {
     cudaMemcpyToSymbol(fs::g_sampling_trace_value, zero.data(), 4096 * 8);
   }
   cudaEventRecord(a);
-  fs::launch_filter<float, true>(p, tile, dev, nullptr);
+  fs::launch_filter<float, true>(p, tile, dev, nullptr, resume);
   cudaEventRecord(b);
   cudaEventSynchronize(b);
   float ms = 0;

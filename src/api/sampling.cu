@@ -111,6 +111,7 @@ cudaError_t launch_filter_call(const FilterCall& c, const DeviceLimits& dev, cud
   SamplingTile tile;
   cudaError_t err = sampling::plan_filter<T, kLogits>(p.rows, p.vocab, dev, &tile);
   if (err != cudaSuccess) return err;
+  const SamplingTile resident = tile;  // a streamed call's resume launch
   if (c.out_ids != nullptr && tile.resident) {
     const SamplingLayout layout = sampling_layout();
     // Streaming decides top-p rounds from its histograms; a filter whose first candidates are
@@ -118,15 +119,17 @@ cudaError_t launch_filter_call(const FilterCall& c, const DeviceLimits& dev, cud
     const bool only_top_p = kLogits && p.top_k.per_row == nullptr &&
                             !sampling::filters_top_k(p.top_k.value, p.vocab) &&
                             p.min_p.per_row == nullptr && !(p.min_p.value > 0.f);
+    const bool plain = only_top_p && p.top_p.per_row == nullptr && !(p.top_p.value < 1.f);
     if (layout == SamplingLayout::kStream ||
         (layout == SamplingLayout::kAuto && only_top_p &&
-         sampling::prefer_stream(p.rows, p.vocab, dev.num_sms, tile))) {
+         sampling::prefer_stream(p.rows, p.vocab, dev.num_sms, tile, plain))) {
       err = sampling::plan_filter_stream<T, kLogits>(p.rows, p.vocab, dev, &tile);
       if (err != cudaSuccess) return err;
     }
   }
   p.chunk = tile.chunk;
-  return sampling::launch_filter<T, kLogits>(p, tile, dev, stream);
+  return sampling::launch_filter<T, kLogits>(p, tile, dev, stream,
+                                             resident.resident ? &resident : nullptr);
 }
 
 Status run_filter(const FilterCall& c, const Status& validation, cudaStream_t stream) {

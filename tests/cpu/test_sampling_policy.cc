@@ -59,15 +59,22 @@ TEST(SamplingPolicy, LargeAndSmallVocabularies) {
 
 TEST(SamplingPolicy, LargeBatchesStream) {
   // 256 x 128256 resident needs 2048 CTAs of 64 KB (eight waves of two a SM): streaming, one CTA a
-  // row. 64 rows (4 CTAs a row if streamed) and 128 (2) measured slower streamed: resident.
-  for (int64_t rows : {133, 256, 1024}) {
-    const fs::SamplingTile r = fs::choose_sampling_tile(rows, 128256, kSms, kMaxDyn, 16);
-    EXPECT_TRUE(fs::prefer_stream(rows, 128256, kSms, r)) << rows;
-    EXPECT_EQ(fs::choose_stream_tile(rows, 128256, kSms, 16).cluster, 1);
-  }
-  for (int64_t rows : {1, 16, 32, 64, 128, 132}) {
-    const fs::SamplingTile r = fs::choose_sampling_tile(rows, 151936, kSms, kMaxDyn, 16);
-    EXPECT_FALSE(fs::prefer_stream(rows, 151936, kSms, r)) << rows;
+  // row. Top-p (a resume launch for the undecided rows) streams from ~SMs rows (128: 2 CTAs a
+  // row), plain sampling from 100; 64 rows (4 CTAs a row if streamed) measured slower: resident.
+  for (bool plain : {true, false}) {
+    for (int64_t rows : {133, 256, 1024}) {
+      const fs::SamplingTile r = fs::choose_sampling_tile(rows, 128256, kSms, kMaxDyn, 16);
+      EXPECT_TRUE(fs::prefer_stream(rows, 128256, kSms, r, plain)) << rows;
+      EXPECT_EQ(fs::choose_stream_tile(rows, 128256, kSms, 16).cluster, 1);
+    }
+    for (int64_t rows : {1, 16, 32, 64}) {
+      const fs::SamplingTile r = fs::choose_sampling_tile(rows, 151936, kSms, kMaxDyn, 16);
+      EXPECT_FALSE(fs::prefer_stream(rows, 151936, kSms, r, plain)) << rows;
+    }
+    const fs::SamplingTile r128 = fs::choose_sampling_tile(128, 151936, kSms, kMaxDyn, 16);
+    EXPECT_TRUE(fs::prefer_stream(128, 151936, kSms, r128, plain));
+    const fs::SamplingTile r100 = fs::choose_sampling_tile(100, 128256, kSms, kMaxDyn, 16);
+    EXPECT_EQ(fs::prefer_stream(100, 128256, kSms, r100, plain), plain);
   }
   EXPECT_EQ(fs::choose_stream_tile(64, 128256, kSms, 16).cluster, 4);
   EXPECT_EQ(fs::choose_stream_tile(128, 128256, kSms, 16).cluster, 2);
@@ -78,7 +85,7 @@ TEST(SamplingPolicy, LargeBatchesStream) {
   EXPECT_EQ(s.smem_bytes, fs::stream_hist_bytes(fs::kSamplingThreads));
   // Short rows stay resident however many.
   const fs::SamplingTile r1k = fs::choose_sampling_tile(100000, 1000, kSms, kMaxDyn, 16);
-  EXPECT_FALSE(fs::prefer_stream(100000, 1000, kSms, r1k));
+  EXPECT_FALSE(fs::prefer_stream(100000, 1000, kSms, r1k, true));
   // Every streaming tile covers the row and runs at most two CTAs a SM when rows allow.
   for (int64_t rows : {1, 3, 17, 64, 100, 131, 132, 133, 264, 265, 4096}) {
     for (int64_t vocab : {1, 4096, 16384, 128256, 151936, 256000}) {

@@ -55,6 +55,11 @@ struct FilterParams {
   // streams the rows after it. 0: d = the clusters resident at once (launch_filter sets it);
   // > 0: d = prefetch_rows; < 0: no prefetch.
   int prefetch_rows = 0;
+  // Streaming with a resume launch (launch_filter): the streaming kernel decides only what its
+  // first candidate and histograms decide and leaves every other row to the resident kernel,
+  // marking it in out_ids (pending_id); `resume`: the resident kernel takes only the marked rows.
+  bool defer = false;
+  bool resume = false;
 };
 
 // Exact top-k of each row (values + indices, ascending index order), or the top-k mask of logits.

@@ -13,10 +13,12 @@
 // bounds it: bins two or more above the candidate's are surely above, bins within one are
 // maybe above, each bin's keys lie between known powers of two; with the load's float total the
 // bounds decide most rounds exactly (the same decision as the integer masses of key_math.h, whose
-// rounding the bounds' slack covers). Only a round whose bounds straddle the target, or that
-// rejects (its next candidate is drawn above the rejected key), sweeps the row again from global
-// memory. Rows whose values leave the binning's range (|x / T| beyond ~2 x 10^4) never decide by the
-// bounds: every round sweeps, as exact as before.
+// rounding the bounds' slack covers). A round whose bounds straddle the target, or that rejects
+// (its next candidate is drawn above the rejected key), needs the row again: with a resume launch
+// (FilterParams::defer, launch_filter) the row is left to the resident kernel, which goes on from
+// the same candidate; without one (rows too long for a resident tile) the streaming kernel sweeps
+// the row again from global memory. Rows whose values leave the binning's range (|x / T| beyond
+// ~2 x 10^4) never decide by the bounds.
 #pragma once
 
 #include <cuda_runtime.h>

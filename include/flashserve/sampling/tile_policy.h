@@ -15,9 +15,10 @@
 //  - rows too long for even max_cluster CTAs (> ~800k elements): streaming. Nothing of the row is
 //    kept in shared memory (only each warp's value histogram, stream_hist.cuh) and a pass after
 //    the load reads the row again from global memory.
-//  - sampling from logits in batches of more rows than SMs, which the resident layout runs in
-//    waves (prefer_stream): streaming as well, one CTA a row (choose_stream_tile), every row's
-//    CTA resident at once and the memory streaming without pause.
+//  - sampling from logits in batches of about as many rows as SMs or more, which the resident
+//    layout runs in waves (prefer_stream): streaming as well, one or two CTAs a row
+//    (choose_stream_tile), every row's CTAs resident at once and the memory streaming without
+//    pause; the rows it leaves undecided go to a resume launch of the resident kernel.
 #pragma once
 
 #include <algorithm>
@@ -93,9 +94,16 @@ inline SamplingTile choose_sampling_tile(int64_t rows, int64_t vocab, int num_sm
 // the H100 (bench/NOTES.md, sampling v10): top-p 0.9 from fp32 logits at 256 x 128256 113 -> 102
 // us, 512 rows 214 -> 171; but 128 rows (two CTAs a row) 64 -> 67 and 64 rows (four) 35 -> 38:
 // with a few load rounds per CTA the rows that sweep again set the time.
-inline bool prefer_stream(int64_t rows, int64_t vocab, int num_sms, const SamplingTile& resident) {
-  return resident.resident && vocab >= kMinStreamVocab && rows > num_sms &&
-         rows * resident.cluster > 2 * static_cast<int64_t>(num_sms);
+// `plain`: no filter on any row (the streaming kernel decides every row itself); else rows it
+// leaves undecided go to a resume launch of the resident kernel (launch_filter), which pays off
+// from about as many rows as SMs (measured on the H100: 128 rows faster streamed, 100 slower;
+// plain sampling faster streamed from 100 rows, 2 CTAs a row).
+inline bool prefer_stream(int64_t rows, int64_t vocab, int num_sms, const SamplingTile& resident,
+                          bool plain) {
+  const int64_t sms = num_sms;
+  const bool enough = plain ? 2 * rows > sms : 8 * rows > 7 * sms;
+  return resident.resident && vocab >= kMinStreamVocab && enough &&
+         rows * resident.cluster > 2 * sms;
 }
 
 // The streaming tile: the largest cluster (a power of two, at most max_cluster) whose CTAs, two a

@@ -25,8 +25,11 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cfloat>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <type_traits>
 
 #include "flashserve/sampling/cluster_ops.cuh"
@@ -49,6 +52,141 @@ __device__ __forceinline__ void store_id(const FilterParams<T>& p, int64_t row, 
   } else {
     static_cast<int32_t*>(p.out_ids)[row] = static_cast<int32_t>(id);
   }
+}
+
+// A row the streaming kernel left to the resume launch (FilterParams::defer): out_ids holds
+// -1 - i when round 1's candidate i is still undecided or was rejected (the resident kernel goes on
+// from it), kRestartId when the row is drawn again from the start (no candidate drawn: greedy,
+// top-k, threshold-path rows). Every marker is negative; token ids are not.
+constexpr int64_t kRestartId = INT64_MIN;
+
+template <class T>
+__device__ __forceinline__ void store_pending(const FilterParams<T>& p, int64_t row,
+                                              uint32_t candidate) {
+  if (candidate != kNoCandidate) {
+    store_id(p, row, -1 - static_cast<int64_t>(candidate));
+  } else {
+    store_id(p, row, p.ids_int64 ? kRestartId : static_cast<int64_t>(INT32_MIN));
+  }
+}
+
+// A marked row a resume cluster has taken (compare-and-swap): negative, so that the other
+// clusters' scans still count it, and no marker (candidates are < 2^30: launch_filter defers only
+// rows shorter than that).
+constexpr int64_t kClaimedId = INT64_MIN + 1;
+
+template <class T>
+__device__ __forceinline__ int64_t load_id(const FilterParams<T>& p, int64_t r) {
+  return p.ids_int64 ? static_cast<int64_t>(__ldcg(static_cast<const long long*>(p.out_ids) + r))
+                     : static_cast<int64_t>(__ldcg(static_cast<const int*>(p.out_ids) + r));
+}
+
+// Rank 0's thread block: takes a marked row for cluster c. First try: the c-th marked row, taken or
+// not (so that clusters starting late still pick what the others did not), none when fewer than
+// c + 1 are marked (the clusters before c take them). Then, and after a lost compare-and-swap:
+// the (c mod count)-th of the count rows not yet taken, until none is left.
+template <class T>
+__device__ bool claim_in_block(const FilterParams<T>& p, int64_t c, bool first_try, int64_t* row,
+                               int64_t* marker) {
+  __shared__ int warp_count[kSamplingThreads / 32];
+  __shared__ long long pick[2];
+  __shared__ int total;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = static_cast<int>(blockDim.x >> 5);
+  const int64_t restart = p.ids_int64 ? kRestartId : static_cast<int64_t>(INT32_MIN);
+  const int64_t claimed = p.ids_int64 ? kClaimedId : static_cast<int64_t>(INT32_MIN) + 1;
+  for (;;) {
+    // Count the open markers, then find the k-th.
+    int open = 0;
+    for (int64_t r = threadIdx.x; r < p.rows; r += blockDim.x) {
+      const int64_t v = load_id(p, r);
+      open += v < 0 && (first_try || v != claimed);
+    }
+    open = warp_reduce(open, SumOp());
+    if (lane == 0) warp_count[warp] = open;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      int t = 0;
+      for (int w = 0; w < nwarps; ++w)
+        t += warp_count[w];
+      total = t;
+      pick[0] = -1;
+    }
+    __syncthreads();
+    const int count = total;
+    if (count == 0 || (first_try && c >= count)) return false;
+    const int64_t k = first_try ? c : c % count;
+    int64_t seen = 0;
+    for (int64_t r0 = 0; r0 < p.rows; r0 += blockDim.x) {
+      const int64_t r = r0 + threadIdx.x;
+      const int64_t v = r < p.rows ? load_id(p, r) : 0;
+      const bool is_open = v < 0 && (first_try || v != claimed);
+      const unsigned ballot = __ballot_sync(0xffffffffu, is_open);
+      __syncthreads();  // (warp_count's previous use)
+      if (lane == 0) warp_count[warp] = __popc(ballot);
+      __syncthreads();
+      int64_t before = seen;
+      int block = 0;
+      for (int w = 0; w < nwarps; ++w) {
+        if (w < warp) before += warp_count[w];
+        block += warp_count[w];
+      }
+      before += __popc(ballot & ((1u << lane) - 1u));
+      if (is_open && before == k) {
+        pick[0] = r;
+        pick[1] = v;
+      }
+      seen += block;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0 && pick[0] >= 0) {
+      const int64_t r = pick[0], v = pick[1];
+      bool won = false;
+      if (v == claimed) {
+        // another cluster's (first try only)
+      } else if (p.ids_int64) {
+        won = atomicCAS(static_cast<unsigned long long*>(p.out_ids) + r,
+                        static_cast<unsigned long long>(v),
+                        static_cast<unsigned long long>(claimed)) ==
+              static_cast<unsigned long long>(v);
+      } else {
+        won = atomicCAS(static_cast<int*>(p.out_ids) + r, static_cast<int>(v),
+                        static_cast<int>(claimed)) == static_cast<int>(v);
+      }
+      if (!won) pick[0] = -1;
+    }
+    __syncthreads();
+    if (pick[0] >= 0) {
+      *row = pick[0];
+      *marker = pick[1] == restart ? kRestartId : pick[1];
+      return true;
+    }
+    first_try = false;  // lost the race (or the rows moved on): look again
+  }
+}
+
+// Every CTA of resume cluster c: the row it takes next and its round-1 candidate (kNoCandidate:
+// drawn from the start); false when no marked row is left for it.
+template <class T>
+__device__ bool claim_pending(const FilterParams<T>& p, int64_t c, bool first_try, int64_t* row,
+                              uint32_t* candidate) {
+  __shared__ long long claim[2];
+  cg::cluster_group cluster = cg::this_cluster();
+  if (cluster.block_rank() == 0) {
+    int64_t r = -1, m = kRestartId;
+    if (!claim_in_block(p, c, first_try, &r, &m)) r = -1;
+    if (threadIdx.x == 0) {
+      claim[0] = r;
+      claim[1] = m;
+    }
+  }
+  cluster.sync();
+  const long long* src = cluster.map_shared_rank(claim, 0);
+  const long long r = src[0], m = src[1];
+  cluster.sync();  // rank 0 may exit (or write its next claim) only after every CTA read this one
+  *row = r;
+  *candidate = m == kRestartId ? kNoCandidate : static_cast<uint32_t>(-1 - m);
+  return r >= 0;
 }
 
 #ifdef FLASHSERVE_SAMPLING_TRACE  // phase timestamps for tuning (bench/tools/sampling_trace.cu)
@@ -790,6 +928,44 @@ __device__ __forceinline__ FirstPick choose_first(const RoundPush& r, unsigned l
   return f;
 }
 
+// A resumed row (FilterParams::resume) with round 1's candidate from the streaming kernel:
+// exchange 0 carries only each CTA's maximum (the row maximum, and the first phase of bar[0] as a
+// draw's exchange 0 would), round 1's random bits are made meanwhile, and the candidate is read
+// back from the row (its raw key as the draws store it).
+template <class T, bool kLogits>
+__device__ FirstPick resume_first(FastShared& sh, const FilterParams<T>& p, int64_t row,
+                                  uint32_t candidate, float thread_max) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int nwarps = static_cast<int>(blockDim.x >> 5);
+  const int n = static_cast<int>(cg::this_cluster().num_blocks());
+  const float mw = warp_reduce(thread_max, MaxOp());
+  if (lane == 0) sh.warp_m[warp] = mw;
+  __syncthreads();
+  cluster_wait();  // every CTA has started (the kernel's first arrival): pushes may go out
+  if (warp == 0) {
+    RoundPush v{};
+    v.x = 0.f;
+    v.index = kNoCandidate;
+    v.m = warp_reduce(lane < nwarps ? sh.warp_m[lane] : -INFINITY, MaxOp());
+    v.w = 0.f;
+    push_first(sh, v);
+  } else if (warp == 1) {
+    round_bits(sh, seed_value(p.seed), offset_value(p.seed), row, 1);
+  }
+  const RoundPush r = receive_first(sh);
+  FirstPick f;
+  f.max = warp_reduce(lane < n ? r.m : -INFINITY, MaxOp());
+  f.total = 0.f;
+  const float x = to_float(p.input[row * p.input_stride + candidate]);
+  if constexpr (kLogits) {
+    f.x = x;
+  } else {
+    f.x = __uint_as_float(prob_key(x));
+  }
+  f.index = candidate;
+  return f;
+}
+
 struct MassPick {
   uint64_t above, total;  // the row's mass above the pivot, and in all (when asked)
   int src;                // the CTA whose candidate is next, if the round rejects (-1: none)
@@ -1174,6 +1350,34 @@ __device__ int bounds_decision(FastShared& sh, const StreamRound& st, int bx, co
   return 0;
 }
 
+// Streaming with a resume launch: round 1 only, decided by the histograms' bounds when they can
+// (the candidate kept by top-p, or no top-p filter). False leaves the row to the resume launch,
+// which goes on from the same candidate (an undecided round) or rejects it there exactly.
+template <bool kLogits>
+__device__ bool stream_first_round(FastShared& sh, const StreamRound& st, const ChunkLayout& L,
+                                   int vocab, const RowFilter& f, const FirstPick& first,
+                                   uint32_t max_key, const LogitKey& logit_key,
+                                   uint32_t min_p_threshold, float scale) {
+  if (first.index == kNoCandidate) return false;
+  uint32_t kc;
+  if constexpr (kLogits) {
+    kc = logit_key(first.x);
+  } else {
+    kc = __float_as_uint(first.x);
+  }
+  if (kc == 0u || kc < min_p_threshold) return false;  // min-p rejects it (or not drawable)
+  if (f.top_p >= 1.f) return true;
+  const float ms = kLogits ? __fmul_rn(first.max, scale) : 0.f;
+  const int d = bounds_decision<kLogits>(sh, st, 0, L, vocab, first.x, kc, first.index, ms, max_key,
+                                         f.top_p, false, 0ull, first.total);
+#ifdef FLASHSERVE_STREAM_DEBUG
+  if (threadIdx.x == 0 && cg::this_cluster().block_rank() == 0) {
+    atomicAdd(&g_stream_stats[d + 1], 1ull);
+  }
+#endif
+  return d > 0;
+}
+
 // The rounds of the rejection draw after exchange 0 (`first`: round 1's candidate). Round e's
 // sweep gives each thread its mass above the pivot (and, in the first top-p round, the row's
 // total); exchange e sums them and picks the CTA whose candidate is next. Each CTA draws that
@@ -1363,12 +1567,14 @@ __device__ __forceinline__ void prefetch_next(const FilterParams<T>& p, int64_t 
 // hot loops.
 enum FilterPath : int { kAnyPath = 0, kNoTopKPath = 1, kTopKPath = 2 };
 
-template <class T, bool kLogits, bool kResident, int kPath = kAnyPath>
-__global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const FilterParams<T> p) {
+// One row of filter_kernel. `resume_cand`: a resumed row's round-1 candidate (kNoCandidate: drawn
+// from the start).
+template <class T, bool kLogits, bool kResident, int kPath>
+__device__ __forceinline__ void filter_row(const FilterParams<T>& p, int64_t row,
+                                           uint32_t resume_cand) {
   extern __shared__ uint4 smem_keys[];
   __shared__ FilterShared sh;
   cg::cluster_group cluster = cg::this_cluster();
-  const int64_t row = blockIdx.x / cluster.num_blocks();
   const ChunkLayout L = make_chunk_layout(p.vocab, p.chunk, cluster.block_rank());
   const T* in = p.input + row * p.input_stride + L.begin;
   clear_histograms(sh.select);
@@ -1396,6 +1602,12 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
                        f.top_k <= kTkMaxK && positive_t &&
                        2 * static_cast<int>(blockDim.x) >= kBins;
   float thread_max = -INFINITY;
+  if constexpr (!kResident) {
+    if (p.defer && !fast) {  // the resident kernel draws it (no load here)
+      if (cluster.block_rank() == 0 && threadIdx.x == 0) store_pending(p, row, kNoCandidate);
+      return;
+    }
+  }
 
   FS_TRACE(0);
 #ifdef FLASHSERVE_SAMPLING_TRACE
@@ -1479,10 +1691,14 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
         return global_raw(e);
       }
     };
-    first = choose_first<kLogits>(
-        draw_loaded<T, kLogits>(sh.fast, draw_raw, L, p.vec_loads, lm, local_max, scale,
-                                seed_value(p.seed), offset_value(p.seed), row),
-        sh.fast.u_choice[0], scale);
+    if (kResident && resume_cand != kNoCandidate) {
+      first = resume_first<T, kLogits>(sh.fast, p, row, resume_cand, kLogits ? lm.m : local_max);
+    } else {
+      first = choose_first<kLogits>(
+          draw_loaded<T, kLogits>(sh.fast, draw_raw, L, p.vec_loads, lm, local_max, scale,
+                                  seed_value(p.seed), offset_value(p.seed), row),
+          sh.fast.u_choice[0], scale);
+    }
     FS_TRACE(11);
     row_max = first.max;
   } else {
@@ -1563,9 +1779,25 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
         st.vec = p.vec_loads;
         st.per_vec = 16 / static_cast<int>(sizeof(T));
         st.sr = sr;
-        drawn = rejection_rounds<kLogits>(
-            p, sh.fast, L, row, f, first, max_key, logit_key, min_p_threshold, scale,
-            [&](auto&& g) { for_each_group_ahead<4>(L, global_raw, g); }, global_raw, st);
+        if (p.defer) {
+          const bool kept = stream_first_round<kLogits>(sh.fast, st, L, p.vocab, f, first, max_key,
+                                                        logit_key, min_p_threshold, scale);
+          if (cluster.block_rank() == 0 && threadIdx.x == 0) {
+            if (kept) {
+              store_id(p, row, first.index);
+            } else {
+              store_pending(p, row, first.index);
+            }
+          }
+          drawn = true;  // (or left to the resume launch: nothing more here)
+        } else {
+          drawn = rejection_rounds<kLogits>(
+              p, sh.fast, L, row, f, first, max_key, logit_key, min_p_threshold, scale,
+              [&](auto&& g) { for_each_group_ahead<4>(L, global_raw, g); }, global_raw, st);
+        }
+      } else if (p.defer) {  // greedy (an infinite maximum): the resident kernel draws it
+        if (cluster.block_rank() == 0 && threadIdx.x == 0) store_pending(p, row, kNoCandidate);
+        drawn = true;
       }
     }
     if (drawn || tk_drawn) {
@@ -1601,6 +1833,27 @@ __global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const Filte
   FS_TRACE(10);
 }
 
+// kResume: a resume launch (FilterParams::resume), the clusters taking the marked rows
+// (claim_pending) until none is left; a separate instance (the loop around the row costs the
+// plain launches ~3 us a CTA).
+template <class T, bool kLogits, bool kResident, int kPath = kAnyPath, bool kResume = false>
+__global__ void __launch_bounds__(kSamplingThreads, 2) filter_kernel(const FilterParams<T> p) {
+  const unsigned n = cg::this_cluster().num_blocks();
+  if constexpr (kResume) {
+    static_assert(kResident && kPath != kTopKPath, "resume launches are resident, with the draw");
+    for (bool first_try = true;; first_try = false) {
+      int64_t row;
+      uint32_t candidate;
+      if (!claim_pending(p, blockIdx.x / n, first_try, &row, &candidate)) return;
+      filter_row<T, kLogits, kResident, kPath>(p, row, candidate);
+      __syncthreads();
+      cg::this_cluster().sync();  // the next row reuses every CTA's shared memory and barriers
+    }
+  } else {
+    filter_row<T, kLogits, kResident, kPath>(p, blockIdx.x / n, kNoCandidate);
+  }
+}
+
 template <class T, bool kLogits>
 cudaError_t plan_filter(int64_t rows, int64_t vocab, const DeviceLimits& dev, SamplingTile* tile) {
   return plan_tile(filter_kernel<T, kLogits, true>, rows, vocab, dev, tile);
@@ -1616,16 +1869,63 @@ cudaError_t plan_filter_stream(int64_t rows, int64_t vocab, const DeviceLimits& 
   return cudaSuccess;
 }
 
+// The resident kernel instance for p's top_k (scalar: only the draws it can reach).
+template <class T, bool kLogits>
+cudaError_t launch_resident(const FilterParams<T>& q, int64_t clusters, const SamplingTile& tile,
+                            const DeviceLimits& dev, cudaStream_t stream) {
+  if (q.resume) {  // (scalar top-k too: the instance with every path)
+    const bool plain = q.top_k.per_row == nullptr && !filters_top_k(q.top_k.value, q.vocab);
+    return plain ? launch_clusters(filter_kernel<T, kLogits, true, kNoTopKPath, true>, q, clusters,
+                                   tile, dev, stream)
+                 : launch_clusters(filter_kernel<T, kLogits, true, kAnyPath, true>, q, clusters,
+                                   tile, dev, stream);
+  }
+  if (q.top_k.per_row == nullptr) {
+    const bool need_k = filters_top_k(q.top_k.value, q.vocab);
+    return need_k ? launch_clusters(filter_kernel<T, kLogits, true, kTopKPath>, q, clusters, tile,
+                                    dev, stream)
+                  : launch_clusters(filter_kernel<T, kLogits, true, kNoTopKPath>, q, clusters, tile,
+                                    dev, stream);
+  }
+  return launch_clusters(filter_kernel<T, kLogits, true>, q, clusters, tile, dev, stream);
+}
+
+// Launches the filter for `tile`. A streaming tile for sampling (out_ids) with `resume_tile`, a
+// resident tile of the same shape: the streaming kernel decides the rows its first candidate and
+// histograms decide and marks the others, then the resident kernel (as many clusters as run at
+// once, two CTAs a SM) takes the marked rows. Without it, streamed rows finish on their own
+// (every further round a pass over global memory).
 template <class T, bool kLogits>
 cudaError_t launch_filter(const FilterParams<T>& p, const SamplingTile& tile,
-                          const DeviceLimits& dev, cudaStream_t stream) {
+                          const DeviceLimits& dev, cudaStream_t stream,
+                          const SamplingTile* resume_tile = nullptr) {
   if (!tile.resident) {
+    FilterParams<T> s = p;
+    // Plain sampling (no filter on any row, a positive temperature) decides every row in the
+    // streaming kernel: no resume launch (~8 us even with nothing to take).
+    const bool plain = p.top_k.per_row == nullptr && !filters_top_k(p.top_k.value, p.vocab) &&
+                       p.top_p.per_row == nullptr && !(p.top_p.value < 1.f) &&
+                       p.min_p.per_row == nullptr && !(p.min_p.value > 0.f) &&
+                       p.temperature.per_row == nullptr && p.temperature.value > 0.f;
+    s.defer = resume_tile != nullptr && resume_tile->resident && p.out_ids != nullptr &&
+              p.vocab < (1 << 30) && !plain;
+    cudaError_t err;
     if (p.out_ids != nullptr && p.top_k.per_row == nullptr &&
         !filters_top_k(p.top_k.value, p.vocab)) {
-      return launch_clusters(filter_kernel<T, kLogits, false, kNoTopKPath>, p, p.rows, tile, dev,
-                             stream);
+      err = launch_clusters(filter_kernel<T, kLogits, false, kNoTopKPath>, s, p.rows, tile, dev,
+                            stream);
+    } else {
+      err = launch_clusters(filter_kernel<T, kLogits, false>, s, p.rows, tile, dev, stream);
     }
-    return launch_clusters(filter_kernel<T, kLogits, false>, p, p.rows, tile, dev, stream);
+    if (err != cudaSuccess || !s.defer || p.rows == 0) return err;
+    FilterParams<T> r = p;
+    r.chunk = resume_tile->chunk;
+    r.prefetch_rows = -1;
+    r.resume = true;
+    const int64_t at_once =
+        std::max<int64_t>(1, 2 * static_cast<int64_t>(dev.num_sms) / resume_tile->cluster);
+    return launch_resident<T, kLogits>(r, std::min<int64_t>(p.rows, at_once), *resume_tile, dev,
+                                       stream);
   }
   FilterParams<T> q = p;
   if (p.prefetch_rows == 0) {
@@ -1634,14 +1934,7 @@ cudaError_t launch_filter(const FilterParams<T>& p, const SamplingTile& tile,
     const int64_t resident_rows = 2 * static_cast<int64_t>(dev.num_sms) / tile.cluster;
     q.prefetch_rows = p.rows > resident_rows ? static_cast<int>(resident_rows) : -1;
   }
-  if (p.top_k.per_row == nullptr) {  // one top_k for every row: the instance of its draws
-    const bool need_k = filters_top_k(p.top_k.value, p.vocab);
-    return need_k ? launch_clusters(filter_kernel<T, kLogits, true, kTopKPath>, q, p.rows, tile,
-                                    dev, stream)
-                  : launch_clusters(filter_kernel<T, kLogits, true, kNoTopKPath>, q, p.rows, tile,
-                                    dev, stream);
-  }
-  return launch_clusters(filter_kernel<T, kLogits, true>, q, p.rows, tile, dev, stream);
+  return launch_resident<T, kLogits>(q, p.rows, tile, dev, stream);
 }
 
 }  // namespace flashserve::sampling
