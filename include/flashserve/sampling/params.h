@@ -57,7 +57,8 @@ struct FilterParams {
   int prefetch_rows = 0;
   // Streaming with a resume launch (launch_filter): the streaming kernel decides only what its
   // first candidate and histograms decide and leaves every other row to the resident kernel,
-  // marking it in out_ids (pending_id); `resume`: the resident kernel takes only the marked rows.
+  // marking it in out_ids (store_pending); `resume`: the resident kernel takes only the marked
+  // rows.
   bool defer = false;
   bool resume = false;
 };

@@ -56,24 +56,26 @@ __device__ __forceinline__ void store_id(const FilterParams<T>& p, int64_t row, 
 
 // A row the streaming kernel left to the resume launch (FilterParams::defer): out_ids holds
 // -1 - i when round 1's candidate i is still undecided or was rejected (the resident kernel goes on
-// from it), kRestartId when the row is drawn again from the start (no candidate drawn: greedy,
+// from it), restart_id when the row is drawn again from the start (no candidate drawn: greedy,
 // top-k, threshold-path rows). Every marker is negative; token ids are not.
-constexpr int64_t kRestartId = INT64_MIN;
+// A marked row a resume cluster has taken (compare-and-swap): negative, so that the other
+// clusters' scans still count it, and no marker (candidates are < 2^30: launch_filter defers only
+// rows shorter than that). Both as the id type holds them (int32: INT32_MIN, INT32_MIN + 1).
+template <class T>
+__device__ __forceinline__ int64_t restart_id(const FilterParams<T>& p) {
+  return p.ids_int64 ? INT64_MIN : static_cast<int64_t>(INT32_MIN);
+}
+template <class T>
+__device__ __forceinline__ int64_t claimed_id(const FilterParams<T>& p) {
+  return restart_id(p) + 1;
+}
 
 template <class T>
 __device__ __forceinline__ void store_pending(const FilterParams<T>& p, int64_t row,
                                               uint32_t candidate) {
-  if (candidate != kNoCandidate) {
-    store_id(p, row, -1 - static_cast<int64_t>(candidate));
-  } else {
-    store_id(p, row, p.ids_int64 ? kRestartId : static_cast<int64_t>(INT32_MIN));
-  }
+  store_id(p, row,
+           candidate != kNoCandidate ? -1 - static_cast<int64_t>(candidate) : restart_id(p));
 }
-
-// A marked row a resume cluster has taken (compare-and-swap): negative, so that the other
-// clusters' scans still count it, and no marker (candidates are < 2^30: launch_filter defers only
-// rows shorter than that).
-constexpr int64_t kClaimedId = INT64_MIN + 1;
 
 template <class T>
 __device__ __forceinline__ int64_t load_id(const FilterParams<T>& p, int64_t r) {
@@ -87,14 +89,13 @@ __device__ __forceinline__ int64_t load_id(const FilterParams<T>& p, int64_t r) 
 // the (c mod count)-th of the count rows not yet taken, until none is left.
 template <class T>
 __device__ bool claim_in_block(const FilterParams<T>& p, int64_t c, bool first_try, int64_t* row,
-                               int64_t* marker) {
+                               uint32_t* candidate) {
   __shared__ int warp_count[kSamplingThreads / 32];
   __shared__ long long pick[2];
   __shared__ int total;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int nwarps = static_cast<int>(blockDim.x >> 5);
-  const int64_t restart = p.ids_int64 ? kRestartId : static_cast<int64_t>(INT32_MIN);
-  const int64_t claimed = p.ids_int64 ? kClaimedId : static_cast<int64_t>(INT32_MIN) + 1;
+  const int64_t claimed = claimed_id(p);
   for (;;) {
     // Count the open markers, then find the k-th.
     int open = 0;
@@ -158,7 +159,7 @@ __device__ bool claim_in_block(const FilterParams<T>& p, int64_t c, bool first_t
     __syncthreads();
     if (pick[0] >= 0) {
       *row = pick[0];
-      *marker = pick[1] == restart ? kRestartId : pick[1];
+      *candidate = pick[1] == restart_id(p) ? kNoCandidate : static_cast<uint32_t>(-1 - pick[1]);
       return true;
     }
     first_try = false;  // lost the race (or the rows moved on): look again
@@ -170,22 +171,23 @@ __device__ bool claim_in_block(const FilterParams<T>& p, int64_t c, bool first_t
 template <class T>
 __device__ bool claim_pending(const FilterParams<T>& p, int64_t c, bool first_try, int64_t* row,
                               uint32_t* candidate) {
-  __shared__ long long claim[2];
+  __shared__ long long claim[2];  // row (-1: none), candidate
   cg::cluster_group cluster = cg::this_cluster();
   if (cluster.block_rank() == 0) {
-    int64_t r = -1, m = kRestartId;
-    if (!claim_in_block(p, c, first_try, &r, &m)) r = -1;
+    int64_t r = -1;
+    uint32_t cand = kNoCandidate;
+    if (!claim_in_block(p, c, first_try, &r, &cand)) r = -1;
     if (threadIdx.x == 0) {
       claim[0] = r;
-      claim[1] = m;
+      claim[1] = cand;
     }
   }
   cluster.sync();
   const long long* src = cluster.map_shared_rank(claim, 0);
-  const long long r = src[0], m = src[1];
+  const long long r = src[0], cand = src[1];
   cluster.sync();  // rank 0 may exit (or write its next claim) only after every CTA read this one
   *row = r;
-  *candidate = m == kRestartId ? kNoCandidate : static_cast<uint32_t>(-1 - m);
+  *candidate = static_cast<uint32_t>(cand);
   return r >= 0;
 }
 
@@ -1345,9 +1347,16 @@ __device__ int bounds_decision(FastShared& sh, const StreamRound& st, int bx, co
   const double alo = static_cast<double>(lo) * S * (1.0 - 1e-4) - V;
   const double ahi = static_cast<double>(hi) * S * (1.0 + 1e-4) + V;
   const double p = static_cast<double>(top_p);
-  if (ahi < p * tlo) return 1;               // mass above < top_p * total: kept
-  if (alo >= fmax(1.0, p * thi)) return -1;  // >= the target: rejected
-  return 0;
+  int d = 0;
+  if (ahi < p * tlo) {
+    d = 1;  // mass above < top_p * total: kept
+  } else if (alo >= fmax(1.0, p * thi)) {
+    d = -1;  // >= the target: rejected
+  }
+#ifdef FLASHSERVE_STREAM_DEBUG
+  if (threadIdx.x == 0 && self == 0) atomicAdd(&g_stream_stats[d + 1], 1ull);
+#endif
+  return d;
 }
 
 // Streaming with a resume launch: round 1 only, decided by the histograms' bounds when they can
@@ -1370,11 +1379,6 @@ __device__ bool stream_first_round(FastShared& sh, const StreamRound& st, const 
   const float ms = kLogits ? __fmul_rn(first.max, scale) : 0.f;
   const int d = bounds_decision<kLogits>(sh, st, 0, L, vocab, first.x, kc, first.index, ms, max_key,
                                          f.top_p, false, 0ull, first.total);
-#ifdef FLASHSERVE_STREAM_DEBUG
-  if (threadIdx.x == 0 && cg::this_cluster().block_rank() == 0) {
-    atomicAdd(&g_stream_stats[d + 1], 1ull);
-  }
-#endif
   return d > 0;
 }
 
@@ -1428,11 +1432,6 @@ __device__ bool rejection_rounds(const FilterParams<T>& p, FastShared& sh, const
         const float ms = kLogits ? __fmul_rn(first.max, scale) : 0.f;
         const int d = bounds_decision<kLogits>(sh, st, bx++, L, p.vocab, x, kc, index, ms, max_key,
                                                f.top_p, have_total, exact_total, first.total);
-#ifdef FLASHSERVE_STREAM_DEBUG
-        if (threadIdx.x == 0 && cg::this_cluster().block_rank() == 0) {
-          atomicAdd(&g_stream_stats[d + 1], 1ull);
-        }
-#endif
         if (d > 0) break;  // kept; a rejection still sweeps for the next candidate
       }
     }
